@@ -1,0 +1,197 @@
+"""MySQL (MariaDB) access: bootstrap, bulk loads that refuse to lose rows, atomic swaps.
+
+Bulk loads go through ``LOAD DATA LOCAL INFILE`` (about ten times faster here than
+batched inserts), which turns bad values into warnings instead of errors; so every
+load is checked for row count and warnings, and a load that lost or mangled rows is
+refused. Tables that readers query are replaced by loading a new table and swapping
+names in one ``RENAME TABLE`` statement, so readers see the old or the new table,
+never a half-loaded one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import MySQLdb
+import pandas as pd
+
+from recsys_pipeline.settings import MySQLSettings
+
+log = logging.getLogger(__name__)
+
+_IDENTIFIER = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class LoadError(RuntimeError):
+    """A bulk load lost rows or produced warnings; nothing was published."""
+
+
+def quote_identifier(name: str) -> str:
+    """Backquote a database, table or column name after checking it is a plain identifier."""
+    if not _IDENTIFIER.match(name):
+        raise ValueError(f"refusing unsafe SQL identifier {name!r}")
+    return f"`{name}`"
+
+
+@contextlib.contextmanager
+def connect(settings: MySQLSettings, database: str | None = None) -> Iterator[MySQLdb.Connection]:
+    """A connection with ``local_infile`` on and autocommit off; closed on exit."""
+    conn = MySQLdb.connect(
+        host=settings.host,
+        port=settings.port,
+        user=settings.user,
+        password=settings.password,
+        database=database if database is not None else settings.database,
+        charset="utf8mb4",
+        local_infile=1,
+        connect_timeout=10,
+    )
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def bootstrap(admin: MySQLSettings, app: MySQLSettings, databases: Sequence[str]) -> None:
+    """Create ``databases`` and the least-privileged pipeline user, idempotently.
+
+    The user gets every privilege on these databases and nothing else (no global
+    privileges, no FILE: ``LOAD DATA LOCAL`` reads files on the client side).
+    """
+    if not app.password:
+        raise ValueError(
+            "RECSYS_MYSQL_PASSWORD is empty: `make setup` writes a generated one into .env"
+        )
+    hosts = sorted({"localhost", "127.0.0.1", app.host})
+    with connect(admin, database="") as conn:
+        cur = conn.cursor()
+        for database in databases:
+            cur.execute(
+                f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)} "
+                "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+        for host in hosts:
+            cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (app.user, host, app.password))
+            cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (app.user, host, app.password))
+            for database in databases:
+                cur.execute(f"GRANT ALL PRIVILEGES ON {quote_identifier(database)}.* TO %s@%s", (app.user, host))
+        cur.execute("SHOW VARIABLES LIKE 'local_infile'")
+        row = cur.fetchone()
+        if row is None or str(row[1]).upper() != "ON":
+            cur.execute("SET GLOBAL local_infile = 1")
+        conn.commit()
+
+
+def _escape_for_load_data(series: pd.Series) -> pd.Series:
+    """Escape text the way LOAD DATA's default ``ESCAPED BY '\\\\'`` expects."""
+    return (
+        series.str.replace("\\", "\\\\", regex=False)
+        .str.replace("\t", "\\t", regex=False)
+        .str.replace("\n", "\\n", regex=False)
+        .str.replace("\r", "\\r", regex=False)
+    )
+
+
+def write_load_file(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` as a tab-separated file LOAD DATA reads back exactly (NULL as \\N)."""
+    out = frame.copy()
+    for column in out.columns:
+        if pd.api.types.is_string_dtype(out[column]) or out[column].dtype == object:
+            out[column] = _escape_for_load_data(out[column].astype("string"))
+        elif pd.api.types.is_datetime64_any_dtype(out[column]):
+            out[column] = out[column].dt.strftime("%Y-%m-%d %H:%M:%S")
+        elif pd.api.types.is_bool_dtype(out[column]):
+            out[column] = out[column].astype("Int8")
+    out.to_csv(
+        path,
+        sep="\t",
+        header=False,
+        index=False,
+        na_rep="\\N",
+        quoting=csv.QUOTE_NONE,
+        lineterminator="\n",
+        encoding="utf-8",
+        float_format="%.17g",
+    )
+
+
+def load_frame(conn: MySQLdb.Connection, table: str, frame: pd.DataFrame, tmp_dir: Path) -> int:
+    """Bulk-load ``frame`` into existing ``table`` (``db.table`` allowed); refuse any lost row.
+
+    Returns the number of rows loaded. Raises LoadError naming the table and the first
+    warnings when MySQL skipped, truncated or coerced anything.
+    """
+    tmp_dir.mkdir(parents=True, exist_ok=True)
+    path = tmp_dir / f"{table.replace('.', '__')}.tsv"
+    write_load_file(frame, path)
+    target = ".".join(quote_identifier(part) for part in table.split("."))
+    columns = ", ".join(quote_identifier(c) for c in frame.columns)
+    cur = conn.cursor()
+    try:
+        cur.execute(
+            f"LOAD DATA LOCAL INFILE %s INTO TABLE {target} CHARACTER SET utf8mb4 "
+            f"FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n' ({columns})",
+            (str(path),),
+        )
+        loaded = cur.rowcount
+        cur.execute("SHOW WARNINGS LIMIT 5")
+        warnings = cur.fetchall()
+    finally:
+        path.unlink(missing_ok=True)
+    if warnings:
+        details = "; ".join(f"{level} {code}: {message}" for level, code, message in warnings)
+        raise LoadError(f"load into {table} produced warnings, refusing it: {details}")
+    if loaded != len(frame):
+        raise LoadError(f"load into {table} kept {loaded} of {len(frame)} rows, refusing it")
+    return loaded
+
+
+def swap_in(conn: MySQLdb.Connection, database: str, tables: Sequence[str], keep_previous: bool = True) -> None:
+    """Atomically replace each ``table`` by ``table__new``, keeping the old one as ``table__previous``.
+
+    One ``RENAME TABLE`` statement moves every name at once, so a reader querying any
+    of ``tables`` sees either all old rows or all new ones.
+    """
+    db = quote_identifier(database)
+    cur = conn.cursor()
+    renames = []
+    for table in tables:
+        live, new, previous = (quote_identifier(n) for n in (table, f"{table}__new", f"{table}__previous"))
+        cur.execute(f"DROP TABLE IF EXISTS {db}.{previous}")
+        if table_exists(conn, database, table):
+            renames.append(f"{db}.{live} TO {db}.{previous}")
+        renames.append(f"{db}.{new} TO {db}.{live}")
+    cur.execute("RENAME TABLE " + ", ".join(renames))
+    if not keep_previous:
+        for table in tables:
+            cur.execute(f"DROP TABLE IF EXISTS {db}.{quote_identifier(table + '__previous')}")
+    conn.commit()
+
+
+def table_exists(conn: MySQLdb.Connection, database: str, table: str) -> bool:
+    cur = conn.cursor()
+    cur.execute(
+        "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+        (database, table),
+    )
+    return cur.fetchone()[0] > 0
+
+
+def read_frame(conn: MySQLdb.Connection, sql: str, params: Sequence | None = None) -> pd.DataFrame:
+    """Run ``sql`` and return its rows as a DataFrame with the query's column names."""
+    cur = conn.cursor()
+    cur.execute(sql, params)
+    columns = [d[0] for d in cur.description]
+    return pd.DataFrame(list(cur.fetchall()), columns=columns)
+
+
+def scalar(conn: MySQLdb.Connection, sql: str, params: Sequence | None = None):
+    cur = conn.cursor()
+    cur.execute(sql, params)
+    row = cur.fetchone()
+    return None if row is None else row[0]

@@ -1,0 +1,120 @@
+"""Shared fixtures: the real MariaDB (test databases), a real S3 API server, Airflow's home.
+
+Tests never touch the demo's databases, bucket or Airflow home: they use their own
+``recsys_test``/``recsys_raw_test`` databases (recreated each session, owned by the
+same least-privileged user), a moto S3 server on a free port, and ``.airflow-test``.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+TEST_AIRFLOW_HOME = PROJECT_ROOT / ".airflow-test"
+
+# Airflow reads its configuration when first imported: point it at the test home first.
+os.environ["AIRFLOW_HOME"] = str(TEST_AIRFLOW_HOME)
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from recsys_pipeline import services, storage, warehouse  # noqa: E402
+from recsys_pipeline.settings import S3Settings, mysql_admin_settings, mysql_settings  # noqa: E402
+
+TEST_DATABASE = "recsys_test"
+TEST_RAW_DATABASE = "recsys_raw_test"
+DATA_DIR = Path(os.environ.get("RECSYS_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mysql_test_settings():
+    """A least-privileged test user (fresh random password) on freshly recreated test databases."""
+    app = replace(
+        mysql_settings(),
+        user="recsys_test",
+        password=secrets.token_hex(16),
+        database=TEST_DATABASE,
+        raw_database=TEST_RAW_DATABASE,
+    )
+    services.ensure_mariadb(app)
+    admin = mysql_admin_settings()
+    with warehouse.connect(admin, database="") as conn:
+        cur = conn.cursor()
+        for database in (TEST_DATABASE, TEST_RAW_DATABASE):
+            cur.execute(f"DROP DATABASE IF EXISTS {warehouse.quote_identifier(database)}")
+        conn.commit()
+    warehouse.bootstrap(admin, app, [TEST_DATABASE, TEST_RAW_DATABASE])
+    return app
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A moto S3 API server in its own process, on a free loopback port."""
+    port = _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("moto_server")), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert services.wait_for_port("127.0.0.1", port, 30), "moto_server did not start"
+    yield endpoint
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def s3_test_settings(s3_server) -> S3Settings:
+    settings = S3Settings(
+        endpoint_url=s3_server,
+        access_key_id="test-key",
+        secret_access_key="test-secret",
+        region="us-east-1",
+        bucket="recsys-test",
+        prefix="recsys-pipeline",
+    )
+    storage.ensure_bucket(storage.client(settings), settings.bucket)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def airflow_home():
+    """A migrated Airflow metadata database for the tests (SQLite in .airflow-test)."""
+    TEST_AIRFLOW_HOME.mkdir(exist_ok=True)
+    stamp = TEST_AIRFLOW_HOME / ".migrated"
+    if not stamp.exists():
+        subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True, capture_output=True)
+        stamp.touch()
+    return TEST_AIRFLOW_HOME
+
+
+@pytest.fixture(scope="session")
+def online_retail_path() -> Path:
+    path = DATA_DIR / "online-retail" / "online_retail.parquet"
+    if not path.exists():
+        pytest.skip(f"{path} not found (set RECSYS_DATA_DIR)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def groceries_path() -> Path:
+    path = DATA_DIR / "groceries" / "Groceries_dataset.csv"
+    if not path.exists():
+        pytest.skip(f"{path} not found (set RECSYS_DATA_DIR)")
+    return path
