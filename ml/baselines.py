@@ -1,0 +1,315 @@
+"""Non-neural baselines for implicit-feedback recommendation.
+
+Every model follows the same two-method contract so the evaluation and
+publishing code can treat them (and the neural models) alike:
+
+* ``fit(train) -> self``: ``train`` is a ``scipy.sparse`` CSR matrix
+  ``(n_users, n_items)``; any stored non-zero is a positive interaction (the
+  matrix is binarised, so repeated events do not weigh more).
+* ``score(user_idx) -> float32 (len(user_idx), n_items)``: relevance scores
+  for those users' rows, computed from ``train`` only. Scores are *not*
+  masked; pass ``exclude=train`` to ``ml.ranking.batched_top_k`` for that.
+
+``BASELINES`` maps config names to constructors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = [
+    "Recommender",
+    "cosine_similarity",
+    "MostPopular",
+    "ItemKNN",
+    "UserKNN",
+    "EASE",
+    "BASELINES",
+]
+
+
+class Recommender(Protocol):
+    """Interface shared by all models."""
+
+    def fit(self, train: sp.spmatrix | sp.sparray) -> "Recommender": ...
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray: ...
+
+
+def cosine_similarity(x: np.ndarray, y: np.ndarray) -> float:
+    """Cosine of the angle between two vectors.
+
+    ``cos = sum_i x_i y_i / (sqrt(sum_i x_i^2) * sqrt(sum_i y_i^2))``.
+
+    Args:
+      x: 1-D numeric vector.
+      y: 1-D numeric vector of the same length.
+
+    Returns:
+      The cosine in ``[-1, 1]``; 0.0 if either vector is all zeros (no
+      direction, hence no similarity).
+    """
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    if x.shape != y.shape:
+        raise ValueError(f"shape mismatch: {x.shape} vs {y.shape}")
+    denom = np.sqrt(np.dot(x, x)) * np.sqrt(np.dot(y, y))
+    return float(np.dot(x, y) / denom) if denom > 0 else 0.0
+
+
+def binarize(train: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
+    """Returns a float32 CSR copy with 1.0 at every stored non-zero.
+
+    Args:
+      train: Sparse ``(n_users, n_items)`` interactions (any values).
+
+    Returns:
+      Binary CSR matrix with sorted indices and no explicit zeros.
+    """
+    mat = sp.csr_matrix(train, dtype=np.float32, copy=True)
+    mat.sum_duplicates()
+    mat.eliminate_zeros()
+    mat.data[:] = 1.0
+    return mat
+
+
+def keep_top_n_per_row(mat: sp.csr_matrix, n: int) -> sp.csr_matrix:
+    """Keeps the ``n`` largest stored values of every row of a CSR matrix.
+
+    Vectorised over all non-zeros (one ``lexsort``), so it costs
+    O(nnz log nnz) instead of a Python loop over rows. Ties keep the lower
+    column index.
+
+    Args:
+      mat: CSR matrix.
+      n: Entries to keep per row (``n >= 0``).
+
+    Returns:
+      A new CSR matrix with at most ``n`` stored entries per row.
+    """
+    mat = sp.csr_matrix(mat, copy=True)
+    mat.sum_duplicates()
+    rows = np.repeat(np.arange(mat.shape[0]), np.diff(mat.indptr))
+    order = np.lexsort((mat.indices, -mat.data, rows))
+    rank = np.arange(order.size) - mat.indptr[rows[order]]
+    keep = np.sort(order[rank < n])
+    return sp.csr_matrix(
+        (mat.data[keep], (rows[keep], mat.indices[keep])), shape=mat.shape
+    )
+
+
+def _check_fitted(model: object, attr: str) -> None:
+    if getattr(model, attr, None) is None:
+        raise RuntimeError(f"{type(model).__name__} is not fitted; call fit(train) first")
+
+
+class MostPopular:
+    """Scores every item by its number of distinct train users.
+
+    The non-personalised floor any real model must beat. All users get the
+    same scores.
+    """
+
+    def __init__(self) -> None:
+        self.item_counts_: np.ndarray | None = None
+
+    def fit(self, train: sp.spmatrix | sp.sparray) -> "MostPopular":
+        """Counts users per item.
+
+        Args:
+          train: Sparse ``(n_users, n_items)`` interactions.
+
+        Returns:
+          self.
+        """
+        x = binarize(train)
+        self.item_counts_ = np.asarray(x.sum(axis=0), dtype=np.float32).ravel()
+        return self
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        """Returns float32 ``(len(user_idx), n_items)``: item counts per row."""
+        _check_fitted(self, "item_counts_")
+        n = len(np.asarray(user_idx).reshape(-1))
+        return np.tile(self.item_counts_, (n, 1))
+
+
+class ItemKNN:
+    """Item-based nearest neighbours with cosine similarity.
+
+    ``S[j, i] = cos(X[:, j], X[:, i])`` over the binary user-item matrix X,
+    with ``S[i, i] = 0`` so an item does not recommend itself. With
+    ``neighbours=n`` each row j keeps only its n most similar items (item j,
+    if in a user's history, votes only for its n nearest neighbours).
+    ``score(u) = x_u @ S``.
+
+    Complexity: fitting computes ``X^T X`` sparsely, O(sum_u |I_u|^2) time and
+    O(nnz(S)) <= O(n_items^2) memory (pruning bounds it afterwards to
+    ``n_items * neighbours``). Scoring a batch of b users is a sparse product
+    plus a dense ``b x n_items`` output.
+
+    Args:
+      neighbours: Neighbours kept per item; ``None`` keeps all.
+    """
+
+    def __init__(self, neighbours: int | None = None) -> None:
+        if neighbours is not None and neighbours < 1:
+            raise ValueError(f"neighbours must be >= 1 or None, got {neighbours}")
+        self.neighbours = neighbours
+        self.similarity_: sp.csr_matrix | None = None
+        self.train_: sp.csr_matrix | None = None
+
+    def fit(self, train: sp.spmatrix | sp.sparray) -> "ItemKNN":
+        """Builds the (optionally pruned) item-item cosine matrix.
+
+        Args:
+          train: Sparse ``(n_users, n_items)`` interactions.
+
+        Returns:
+          self.
+        """
+        x = binarize(train)
+        norms = np.sqrt(np.asarray(x.sum(axis=0), dtype=np.float64).ravel())
+        inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        xn = sp.csr_matrix(x.multiply(inv[None, :]), dtype=np.float32)
+        sim = sp.csr_matrix(xn.T @ xn)
+        # Zero self-similarity (subtracting keeps the sparsity structure API-cheap).
+        sim = sp.csr_matrix(sim - sp.diags(sim.diagonal()))
+        sim.eliminate_zeros()
+        if self.neighbours is not None:
+            sim = keep_top_n_per_row(sim, self.neighbours)
+        self.similarity_ = sim.astype(np.float32)
+        self.train_ = x
+        return self
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        """Returns float32 ``(len(user_idx), n_items)``: ``X[user_idx] @ S``."""
+        _check_fitted(self, "similarity_")
+        rows = self.train_[np.asarray(user_idx).reshape(-1)]
+        return np.asarray((rows @ self.similarity_).toarray(), dtype=np.float32)
+
+
+class UserKNN:
+    """User-based nearest neighbours with cosine similarity.
+
+    ``r_hat(u, i) = sum_{v in N(u)} s(u, v) * r(v, i)`` where ``N(u)`` are the
+    ``neighbours`` users most cosine-similar to u (u itself excluded).
+
+    Similarities are computed at scoring time per batch of users, so memory
+    is O(batch * n_users) rather than O(n_users^2); a batch costs a sparse
+    ``X_b @ X^T`` product.
+
+    Args:
+      neighbours: Number of most similar users used per user; ``None`` uses
+        all.
+    """
+
+    def __init__(self, neighbours: int | None = 50) -> None:
+        if neighbours is not None and neighbours < 1:
+            raise ValueError(f"neighbours must be >= 1 or None, got {neighbours}")
+        self.neighbours = neighbours
+        self.train_: sp.csr_matrix | None = None
+        self.normalized_: sp.csr_matrix | None = None
+
+    def fit(self, train: sp.spmatrix | sp.sparray) -> "UserKNN":
+        """Stores the binary matrix and its row-normalised copy.
+
+        Args:
+          train: Sparse ``(n_users, n_items)`` interactions.
+
+        Returns:
+          self.
+        """
+        x = binarize(train)
+        norms = np.sqrt(np.asarray(x.sum(axis=1), dtype=np.float64).ravel())
+        inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
+        self.train_ = x
+        self.normalized_ = sp.csr_matrix(x.multiply(inv[:, None]), dtype=np.float32)
+        return self
+
+    def user_similarity(self, user_idx: np.ndarray) -> sp.csr_matrix:
+        """Cosine similarities of the given users to all users, pruned.
+
+        Args:
+          user_idx: 1-D int array of user indices.
+
+        Returns:
+          CSR ``(len(user_idx), n_users)`` with self-similarity removed and at
+          most ``neighbours`` entries per row.
+        """
+        _check_fitted(self, "normalized_")
+        user_idx = np.asarray(user_idx).reshape(-1)
+        sim = sp.csr_matrix(self.normalized_[user_idx] @ self.normalized_.T)
+        # Zero s(u, u): a user is not their own neighbour.
+        sim = sim.tocoo()
+        not_self = sim.col != user_idx[sim.row]
+        sim = sp.csr_matrix(
+            (sim.data[not_self], (sim.row[not_self], sim.col[not_self])), shape=sim.shape
+        )
+        sim.eliminate_zeros()
+        if self.neighbours is not None:
+            sim = keep_top_n_per_row(sim, self.neighbours)
+        return sim
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        """Returns float32 ``(len(user_idx), n_items)``: ``S_top @ X``."""
+        sim = self.user_similarity(user_idx)
+        return np.asarray((sim @ self.train_).toarray(), dtype=np.float32)
+
+
+class EASE:
+    """Embarrassingly Shallow Autoencoder (Steck, 2019).
+
+    Closed form: ``P = (X^T X + l2 I)^-1``, ``B = I - P / diag(P)`` (each
+    column j divided by ``P[j, j]``), which makes ``diag(B) = 0`` so an item
+    cannot predict itself. ``score(u) = x_u @ B``.
+
+    Complexity: O(n_items^3) time and O(n_items^2) memory (a dense float64
+    inverse), so it suits catalogues up to a few tens of thousands of items.
+
+    Args:
+      l2: L2 regularisation added to the Gram diagonal.
+    """
+
+    def __init__(self, l2: float = 200.0) -> None:
+        if l2 <= 0:
+            raise ValueError(f"l2 must be > 0, got {l2}")
+        self.l2 = l2
+        self.weights_: np.ndarray | None = None
+        self.train_: sp.csr_matrix | None = None
+
+    def fit(self, train: sp.spmatrix | sp.sparray) -> "EASE":
+        """Solves for the item-item weight matrix B.
+
+        Args:
+          train: Sparse ``(n_users, n_items)`` interactions.
+
+        Returns:
+          self.
+        """
+        x = binarize(train)
+        gram = np.asarray((x.T @ x).toarray(), dtype=np.float64)
+        gram[np.diag_indices_from(gram)] += self.l2
+        p = np.linalg.inv(gram)
+        b = -p / np.diag(p)[None, :]
+        b[np.diag_indices_from(b)] = 0.0
+        self.weights_ = b.astype(np.float32)
+        self.train_ = x
+        return self
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        """Returns float32 ``(len(user_idx), n_items)``: ``X[user_idx] @ B``."""
+        _check_fitted(self, "weights_")
+        rows = self.train_[np.asarray(user_idx).reshape(-1)]
+        return np.asarray(rows @ self.weights_, dtype=np.float32)
+
+
+BASELINES: dict[str, Callable[..., Recommender]] = {
+    "most_popular": MostPopular,
+    "item_knn": ItemKNN,
+    "user_knn": UserKNN,
+    "ease": EASE,
+}

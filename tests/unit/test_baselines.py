@@ -1,0 +1,161 @@
+"""Tests for ml.baselines on tiny hand-made matrices and brute-force references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from ml.baselines import (
+    BASELINES,
+    EASE,
+    ItemKNN,
+    MostPopular,
+    UserKNN,
+    cosine_similarity,
+    keep_top_n_per_row,
+)
+from ml.ranking import batched_top_k, top_k
+
+pytestmark = pytest.mark.unit
+
+# Users 0-2 like items {0, 1} (+2 for user 2); users 3-4 like {3, 4}.
+# Item 0 and item 1 always co-occur; item 2 co-occurs with {0, 1}.
+DENSE = np.array(
+    [
+        [1, 1, 0, 0, 0],
+        [1, 1, 0, 0, 0],
+        [1, 1, 1, 0, 0],
+        [0, 0, 0, 1, 1],
+        [0, 0, 0, 1, 0],
+    ],
+    dtype=np.float32,
+)
+TRAIN = sp.csr_matrix(DENSE)
+
+
+def random_binary(seed: int, shape=(30, 15), density=0.3) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.random(shape) < density).astype(np.float32)
+
+
+def dense_top_n_per_row(mat: np.ndarray, n: int) -> np.ndarray:
+    """Reference pruning: keep the n largest positive entries per row, lower index on ties."""
+    out = np.zeros_like(mat)
+    for r, row in enumerate(mat):
+        order = sorted((j for j in range(len(row)) if row[j] != 0), key=lambda j: (-row[j], j))
+        out[r, order[:n]] = row[order[:n]]
+    return out
+
+
+def test_cosine_similarity_formula_example():
+    u = np.array([4, 3, 5, 2, 4])
+    v = np.array([5, 3, 4, 2, 4])
+    assert cosine_similarity(u, v) == pytest.approx(69 / 70)
+    assert cosine_similarity(u, v) == pytest.approx(0.985714, abs=1e-6)
+    assert cosine_similarity(u, np.zeros(5)) == 0.0
+    assert cosine_similarity(u, 2 * u) == pytest.approx(1.0)
+
+
+def test_most_popular_ranks_by_user_count():
+    dense = DENSE.copy()
+    dense[0, 4] = 5.0  # repeated events count once: item 4 now has 2 users
+    train = sp.csr_matrix(dense)
+    model = MostPopular().fit(train)
+    scores = model.score(np.array([0, 3]))
+    assert scores.shape == (2, 5) and scores.dtype == np.float32
+    np.testing.assert_array_equal(scores[0], [3, 3, 1, 2, 2])
+    items, _ = top_k(scores, 5)
+    np.testing.assert_array_equal(items[1], [0, 1, 3, 4, 2])
+
+
+def test_item_knn_similarity_equals_brute_force_cosine():
+    dense = random_binary(0)
+    model = ItemKNN().fit(sp.csr_matrix(dense))
+    n_items = dense.shape[1]
+    ref = np.array(
+        [[cosine_similarity(dense[:, a], dense[:, b]) for b in range(n_items)] for a in range(n_items)]
+    )
+    np.fill_diagonal(ref, 0.0)
+    np.testing.assert_allclose(model.similarity_.toarray(), ref, atol=1e-6)
+    users = np.arange(dense.shape[0])
+    np.testing.assert_allclose(model.score(users), dense @ ref, atol=1e-5)
+
+
+def test_item_knn_neighbour_pruning_matches_reference():
+    dense = random_binary(1)
+    full = ItemKNN().fit(sp.csr_matrix(dense)).similarity_.toarray()
+    model = ItemKNN(neighbours=3).fit(sp.csr_matrix(dense))
+    np.testing.assert_allclose(model.similarity_.toarray(), dense_top_n_per_row(full, 3), atol=1e-7)
+    assert np.diff(model.similarity_.indptr).max() <= 3
+
+
+def test_item_knn_hand_ranking():
+    model = ItemKNN().fit(TRAIN)
+    items, _ = top_k(model.score(np.array([0, 4])), 1, TRAIN[[0, 4]])
+    # User 0 ({0,1}) -> item 2 is the only unseen item similar to 0 and 1.
+    # User 4 ({3}) -> item 4 co-occurs with item 3.
+    np.testing.assert_array_equal(items[:, 0], [2, 4])
+
+
+def test_user_knn_matches_brute_force():
+    dense = random_binary(2)
+    n_users = dense.shape[0]
+    sim = np.array(
+        [[cosine_similarity(dense[a], dense[b]) for b in range(n_users)] for a in range(n_users)]
+    )
+    np.fill_diagonal(sim, 0.0)
+    for n in (None, 1, 4):
+        model = UserKNN(neighbours=n).fit(sp.csr_matrix(dense))
+        ref_sim = sim if n is None else dense_top_n_per_row(sim, n)
+        users = np.array([5, 0, 29, 5])
+        np.testing.assert_allclose(model.user_similarity(users).toarray(), ref_sim[users], atol=1e-6)
+        np.testing.assert_allclose(model.score(users), ref_sim[users] @ dense, atol=1e-5)
+
+
+def test_user_knn_hand_ranking():
+    model = UserKNN(neighbours=2).fit(TRAIN)
+    items, _ = top_k(model.score(np.array([0, 4])), 1, TRAIN[[0, 4]])
+    # User 0's neighbours are users 1 and 2; only user 2 has an unseen item (2).
+    # User 4's nearest neighbour is user 3, who also has item 4.
+    np.testing.assert_array_equal(items[:, 0], [2, 4])
+
+
+def test_ease_matches_numpy_reference_and_zero_diagonal():
+    dense = random_binary(3).astype(np.float64)
+    l2 = 5.0
+    model = EASE(l2=l2).fit(sp.csr_matrix(dense))
+    p = np.linalg.inv(dense.T @ dense + l2 * np.eye(dense.shape[1]))
+    ref = np.eye(dense.shape[1]) - p @ np.diag(1.0 / np.diag(p))
+    np.testing.assert_allclose(np.diag(model.weights_), 0.0, atol=0)
+    np.testing.assert_allclose(model.weights_, ref, atol=1e-6)
+    users = np.array([3, 1])
+    np.testing.assert_allclose(model.score(users), dense[users] @ ref, atol=1e-5)
+
+
+def test_ease_hand_ranking():
+    model = EASE(l2=1.0).fit(TRAIN)
+    items, _ = top_k(model.score(np.array([0, 4])), 1, TRAIN[[0, 4]])
+    np.testing.assert_array_equal(items[:, 0], [2, 4])
+
+
+def test_keep_top_n_per_row_ties_keep_lower_column():
+    mat = sp.csr_matrix(np.array([[0.5, 0.5, 0.5, 0.0], [0.1, 0.0, 0.9, 0.3]]))
+    np.testing.assert_array_equal(
+        keep_top_n_per_row(mat, 2).toarray(), [[0.5, 0.5, 0, 0], [0, 0, 0.9, 0.3]]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_registry_models_share_the_contract(name):
+    model = BASELINES[name]()
+    with pytest.raises(RuntimeError):
+        model.score(np.array([0]))
+    assert model.fit(TRAIN) is model
+    scores = model.score(np.array([4, 0, 2]))
+    assert scores.shape == (3, 5) and scores.dtype == np.float32
+    items, _ = batched_top_k(model.score, np.arange(5), 2, TRAIN, batch_size=2)
+    for u, row in enumerate(items):
+        unseen = set(np.flatnonzero(DENSE[u] == 0))
+        if len(unseen) >= 2:
+            assert set(row) <= unseen

@@ -1,0 +1,109 @@
+"""Tests for ml.ranking: ordering, tie-break, exclusion, batching."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from ml.ranking import batched_top_k, top_k
+
+pytestmark = pytest.mark.unit
+
+
+def brute_force_top_k(scores: np.ndarray, k: int, exclude: sp.csr_matrix | None):
+    """Reference: full Python sort by (-score, item) after masking."""
+    items, vals = [], []
+    for u, row in enumerate(np.asarray(scores, dtype=np.float64)):
+        row = np.where(np.isnan(row), -np.inf, row)
+        if exclude is not None:
+            row = row.copy()
+            row[exclude[u].indices] = -np.inf
+        ranked = sorted(range(len(row)), key=lambda i: (-row[i], i))[:k]
+        items.append(ranked)
+        vals.append([row[i] for i in ranked])
+    return np.array(items), np.array(vals, dtype=np.float32)
+
+
+def test_hand_written_order_and_exclusion():
+    scores = np.array([[0.1, 0.9, 0.5, 0.7], [3.0, 1.0, 2.0, 0.0]])
+    exclude = sp.csr_matrix(np.array([[0, 1, 0, 0], [1, 0, 0, 0]], dtype=np.float32))
+    items, vals = top_k(scores, 2, exclude)
+    np.testing.assert_array_equal(items, [[3, 2], [2, 1]])
+    np.testing.assert_allclose(vals, [[0.7, 0.5], [2.0, 1.0]], rtol=1e-6)
+    assert items.dtype == np.int32 and vals.dtype == np.float32
+    # Input is not modified.
+    assert scores[0, 1] == 0.9
+
+
+def test_ties_broken_by_lower_index_even_at_boundary():
+    scores = np.array([[1.0, 2.0, 2.0, 2.0, 2.0, 0.0]])
+    items, _ = top_k(scores, 2)
+    np.testing.assert_array_equal(items, [[1, 2]])
+    items, _ = top_k(np.zeros((1, 5)), 3)
+    np.testing.assert_array_equal(items, [[0, 1, 2]])
+
+
+def test_fewer_candidates_than_k_pads_with_excluded_last():
+    scores = np.array([[5.0, 4.0, 3.0, 2.0]])
+    exclude = sp.csr_matrix(np.array([[1, 0, 1, 1]], dtype=np.float32))
+    items, vals = top_k(scores, 3, exclude)
+    np.testing.assert_array_equal(items, [[1, 0, 2]])
+    assert vals[0, 0] == 4.0 and np.all(np.isneginf(vals[0, 1:]))
+
+
+def test_explicit_zero_in_exclude_is_not_excluded():
+    exclude = sp.csr_matrix((np.array([0.0], np.float32), (np.array([0]), np.array([0]))), shape=(1, 3))
+    items, _ = top_k(np.array([[3.0, 2.0, 1.0]]), 1, exclude)
+    assert items[0, 0] == 0
+
+
+def test_invalid_k_raises():
+    with pytest.raises(ValueError):
+        top_k(np.zeros((2, 3)), 4)
+    with pytest.raises(ValueError):
+        top_k(np.zeros((2, 3)), 0)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_matches_brute_force_on_random_data_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(0, 4, size=(30, 12)).astype(np.float64)  # many ties
+    scores[rng.random(scores.shape) < 0.05] = np.nan
+    exclude = sp.random(30, 12, density=0.4, format="csr", random_state=seed, dtype=np.float32)
+    exclude.data[:] = 1.0
+    for k in (1, 5, 12):
+        items, vals = top_k(scores, k, exclude)
+        ref_items, ref_vals = brute_force_top_k(scores, k, exclude)
+        np.testing.assert_array_equal(items, ref_items)
+        np.testing.assert_array_equal(vals, ref_vals)
+
+
+def test_batched_equals_unbatched_and_indexes_exclude_by_user():
+    rng = np.random.default_rng(7)
+    full = rng.random((50, 20)).astype(np.float32)
+    exclude = sp.random(50, 20, density=0.3, format="csr", random_state=7, dtype=np.float32)
+    exclude.data[:] = 1.0
+    users = np.array([49, 3, 3, 17, 0, 25, 8])
+    calls = []
+
+    def score_fn(idx: np.ndarray) -> np.ndarray:
+        calls.append(len(idx))
+        return full[idx]
+
+    items, vals = batched_top_k(score_fn, users, 5, exclude, batch_size=3)
+    ref_items, ref_vals = top_k(full[users], 5, exclude[users])
+    np.testing.assert_array_equal(items, ref_items)
+    np.testing.assert_array_equal(vals, ref_vals)
+    assert calls == [3, 3, 1]
+    # Excluded (user, item) pairs never appear.
+    for row, u in zip(items, users):
+        assert not set(row) & set(exclude[u].indices)
+
+
+def test_batched_without_exclude_and_empty_users():
+    full = np.arange(12, dtype=np.float32).reshape(3, 4)
+    items, _ = batched_top_k(lambda idx: full[idx], np.array([2, 0]), 2, None)
+    np.testing.assert_array_equal(items, [[3, 2], [3, 2]])
+    items, vals = batched_top_k(lambda idx: full[idx], np.array([], dtype=int), 2, None)
+    assert items.shape == (0, 2) and vals.shape == (0, 2)
