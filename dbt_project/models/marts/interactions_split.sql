@@ -1,0 +1,102 @@
+{{
+    config(
+        post_hook=[
+            create_index(['user_id', 'item_id']),
+            create_index(['item_id']),
+            create_index(['split']),
+        ]
+    )
+}}
+
+{#-
+    Evaluation split (implicit feedback, per-user temporal holdout):
+      * a user's repeated interactions with an item collapse to the first one
+        (int_interactions.first_event_at, tie-broken by first_source_row_id);
+      * each user's distinct items are ordered by (first_event_at, first_source_row_id);
+      * users with >= min_user_items_for_eval items are evaluated: the first
+        floor(n * (1 - test_fraction)) items are 'train', the rest 'test'
+        (always at least one of each); other users are all 'train';
+      * inside train, for users with n_train >= min_user_items_for_eval, the last
+        n_train - floor(n_train * (1 - test_fraction)) train items are validation.
+    test_fraction is inlined as a DECIMAL literal, so n * (1 - 0.2) is exact
+    decimal arithmetic (no float rounding: floor(5 * 0.8) = 4).
+-#}
+{%- set min_items = var('min_user_items_for_eval') | int -%}
+{%- set keep_fraction = "(1 - cast(" ~ (var('test_fraction') | string) ~ " as decimal(10, 6)))" -%}
+
+with
+
+interactions as (
+
+    select * from {{ ref('int_interactions') }}
+
+),
+
+ranked as (
+
+    select
+        user_id,
+        item_id,
+        first_event_at,
+        first_source_row_id,
+        weight,
+        row_number() over (
+            partition by user_id
+            order by first_event_at, first_source_row_id
+        ) as item_rank,
+        count(*) over (partition by user_id) as n_user_items
+    from interactions
+
+),
+
+with_train_size as (
+
+    select
+        *,
+        cast(n_user_items >= greatest({{ min_items }}, 2) as unsigned) as is_evaluated,
+        case
+            when n_user_items >= greatest({{ min_items }}, 2)
+                then least(
+                    n_user_items - 1,
+                    greatest(1, floor(n_user_items * {{ keep_fraction }}))
+                )
+            else n_user_items
+        end as n_train
+    from ranked
+
+),
+
+with_validation_size as (
+
+    select
+        *,
+        case
+            when n_train >= greatest({{ min_items }}, 2)
+                then least(
+                    n_train - 1,
+                    greatest(1, floor(n_train * {{ keep_fraction }}))
+                )
+            else n_train
+        end as n_fit
+    from with_train_size
+
+),
+
+final as (
+
+    select
+        user_id,
+        item_id,
+        case when item_rank <= n_train then 'train' else 'test' end as split,
+        cast(item_rank > n_fit and item_rank <= n_train as unsigned) as is_validation,
+        cast(item_rank as unsigned) as item_rank,
+        cast(n_user_items as unsigned) as n_user_items,
+        is_evaluated,
+        first_event_at,
+        first_source_row_id,
+        weight
+    from with_validation_size
+
+)
+
+select * from final
