@@ -1,0 +1,108 @@
+"""The evaluation split as index-based sparse matrices, shared by every model.
+
+dbt's ``interactions_split`` mart holds one row per (user, item) with its split and
+position in the user's history; this module turns it into integer indices and CSR
+matrices once, so baselines, the TensorFlow model and the metrics all see the same
+users, items and holdout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+SPLIT_COLUMNS = ["user_id", "item_id", "split", "is_validation", "item_rank"]
+
+
+@dataclass
+class InteractionData:
+    """Users and items as indices 0..n-1, and the protocol's splits as binary CSR matrices.
+
+    ``train`` is what models learn from for the test evaluation; ``fit`` and
+    ``validation`` carve train the same way for choosing hyper-parameters (never test).
+    ``histories`` lists each user's train items in time order (oldest first);
+    ``fit_histories`` the same for ``fit`` and ``full_histories`` for train and test.
+    """
+
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    train: sp.csr_matrix
+    test: sp.csr_matrix
+    fit: sp.csr_matrix
+    validation: sp.csr_matrix
+    histories: list[np.ndarray]
+    fit_histories: list[np.ndarray]
+    full_histories: list[np.ndarray]  # train and test items: what serving knows of each user
+
+    @property
+    def all_interactions(self) -> sp.csr_matrix:
+        """Every known (user, item): what a published recommendation must not repeat."""
+        both = (self.train + self.test).tocsr()
+        both.data[:] = 1.0
+        return both
+
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def evaluated_users(self, holdout: sp.csr_matrix | None = None) -> np.ndarray:
+        """Indices of users with at least one held-out item (test by default)."""
+        holdout = self.test if holdout is None else holdout
+        return np.flatnonzero(np.diff(holdout.indptr) > 0)
+
+
+def _matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    data = np.ones(len(rows), dtype=np.float32)
+    matrix = sp.csr_matrix((data, (rows, cols)), shape=shape, dtype=np.float32)
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0
+    return matrix
+
+
+def _histories(frame: pd.DataFrame, n_users: int) -> list[np.ndarray]:
+    ordered = frame.sort_values(["user", "item_rank"], kind="mergesort")
+    bounds = np.searchsorted(ordered["user"].to_numpy(), np.arange(n_users + 1))
+    items = ordered["item"].to_numpy(dtype=np.int32)
+    return [items[bounds[u] : bounds[u + 1]] for u in range(n_users)]
+
+
+def from_split_frame(split: pd.DataFrame) -> InteractionData:
+    """Build InteractionData from rows of the ``interactions_split`` mart.
+
+    Users and items are indexed in sorted id order, so the same table always gives
+    the same indices (reproducible runs).
+    """
+    missing = [c for c in SPLIT_COLUMNS if c not in split.columns]
+    if missing:
+        raise ValueError(f"interactions_split: columns {missing} are missing")
+    frame = split[SPLIT_COLUMNS].copy()
+    frame["user_id"] = frame["user_id"].astype(str)
+    frame["item_id"] = frame["item_id"].astype(str)
+    user_ids = np.array(sorted(frame["user_id"].unique()), dtype=object)
+    item_ids = np.array(sorted(frame["item_id"].unique()), dtype=object)
+    frame["user"] = np.searchsorted(user_ids.astype(str), frame["user_id"].to_numpy(dtype=str))
+    frame["item"] = np.searchsorted(item_ids.astype(str), frame["item_id"].to_numpy(dtype=str))
+    frame["item_rank"] = frame["item_rank"].astype(int)
+    shape = (len(user_ids), len(item_ids))
+    is_train = frame["split"].to_numpy() == "train"
+    is_validation = frame["is_validation"].astype(int).to_numpy() == 1
+    train, test = frame[is_train], frame[~is_train]
+    fit, validation = frame[is_train & ~is_validation], frame[is_train & is_validation]
+    return InteractionData(
+        user_ids=user_ids,
+        item_ids=item_ids,
+        train=_matrix(train["user"].to_numpy(), train["item"].to_numpy(), shape),
+        test=_matrix(test["user"].to_numpy(), test["item"].to_numpy(), shape),
+        fit=_matrix(fit["user"].to_numpy(), fit["item"].to_numpy(), shape),
+        validation=_matrix(validation["user"].to_numpy(), validation["item"].to_numpy(), shape),
+        histories=_histories(train, len(user_ids)),
+        fit_histories=_histories(fit, len(user_ids)),
+        full_histories=_histories(frame, len(user_ids)),
+    )

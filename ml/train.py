@@ -1,0 +1,145 @@
+"""Training the two-tower model, and scoring with it like any baseline.
+
+``TwoTowerRecommender`` has the same ``fit`` / ``score`` shape as the baselines in
+``ml.baselines`` so the evaluation treats every model alike. Training takes its
+``tf.distribute`` strategy from configuration (one device by default) and reads its
+input through ``tf.data`` in batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+
+import keras
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from ml.two_tower import TwoTowerConfig, TwoTowerModel, pad_histories, training_dataset
+
+log = logging.getLogger(__name__)
+
+
+def set_seeds(seed: int) -> None:
+    """Fix every random source training touches, so a rerun learns the same model."""
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    random.seed(seed)
+    np.random.seed(seed)
+    keras.utils.set_random_seed(seed)
+    tf.config.experimental.enable_op_determinism()
+
+
+def distribution_strategy(name: str | None = None) -> tf.distribute.Strategy:
+    """The strategy named by ``name`` or RECSYS_TF_STRATEGY: default (one device), mirrored, multi_worker."""
+    name = (name or os.environ.get("RECSYS_TF_STRATEGY", "default")).lower()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":  # reads TF_CONFIG, as set on each Celery/Kubernetes worker
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == "default":
+        return tf.distribute.get_strategy()
+    raise ValueError(f"RECSYS_TF_STRATEGY={name!r}: expected default, mirrored or multi_worker")
+
+
+class ValidationRanking(keras.callbacks.Callback):
+    """Early stopping on the validation split's primary ranking metric (never on test).
+
+    After each epoch, ranks every item for the validation users (their ``seen`` items
+    excluded), keeps the weights of the best epoch and stops after ``patience`` epochs
+    without improvement; the best weights are restored when training ends.
+    """
+
+    def __init__(self, recommender: "TwoTowerRecommender", histories, seen: sp.csr_matrix, truth: sp.csr_matrix, patience: int = 2):
+        super().__init__()
+        self.recommender, self.histories, self.seen, self.truth, self.patience = recommender, histories, seen, truth, patience
+        self.users = np.flatnonzero(np.diff(truth.indptr) > 0)
+        self.best, self.best_epoch, self.best_weights, self.scores = -1.0, -1, None, []
+
+    def on_epoch_end(self, epoch, logs=None):
+        from ml.metrics import ranking_metrics
+        from ml.ranking import batched_top_k
+
+        self.recommender.use_histories(self.histories)
+        top, _ = batched_top_k(self.recommender.score, self.users, 20, exclude=self.seen)
+        value = ranking_metrics(top, self.truth[self.users], self.truth.shape[1], ks=(20,))["ndcg@20"]
+        self.scores.append(float(value))
+        log.info("epoch %d: validation ndcg@20 = %.4f", epoch + 1, value)
+        if value > self.best:
+            self.best, self.best_epoch, self.best_weights = value, epoch, self.model.get_weights()
+        elif epoch - self.best_epoch >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class TwoTowerRecommender:
+    """Fit on a binary interaction matrix plus time-ordered histories; score users against all items.
+
+    ``fit(fit_matrix, fit_histories, validation=...)`` trains with early stopping on the
+    validation items; ``use_histories(h)`` then computes every user's embedding from the
+    histories ``h`` (train items for the test evaluation, everything for serving).
+    """
+
+    def __init__(self, config: TwoTowerConfig | None = None, strategy: tf.distribute.Strategy | None = None):
+        self.config = config or TwoTowerConfig()
+        self.strategy = strategy or distribution_strategy()
+        self.model: TwoTowerModel | None = None
+        self.loss_history: list[float] = []
+        self.validation_history: list[float] = []
+        self.best_epoch: int | None = None
+        self.examples_per_second: float = 0.0
+
+    def fit(
+        self, interactions: sp.csr_matrix, histories: list[np.ndarray], validation: sp.csr_matrix | None = None
+    ) -> "TwoTowerRecommender":
+        """Train on ``interactions`` (users x items, binary); early-stop on ``validation`` when given."""
+        config = self.config
+        set_seeds(config.seed)
+        coo = interactions.tocoo()
+        users, items = coo.row.astype(np.int32), coo.col.astype(np.int32)
+        counts = np.asarray(interactions.sum(axis=0)).ravel()
+        log_frequency = np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))
+        dataset = training_dataset(users, items, pad_histories(histories, config.history_length), config.batch_size, config.seed)
+        with self.strategy.scope():
+            self.model = TwoTowerModel(interactions.shape[0], interactions.shape[1], log_frequency, config)
+            self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        callbacks = []
+        if validation is not None:
+            callbacks.append(ValidationRanking(self, histories, interactions, validation, config.patience))
+        started = time.perf_counter()
+        history = self.model.fit(dataset, epochs=config.epochs, verbose=2, callbacks=callbacks, shuffle=False)  # tf.data shuffles
+        seconds = time.perf_counter() - started
+        self.loss_history = [float(v) for v in history.history["loss"]]
+        self.examples_per_second = len(users) * len(self.loss_history) / seconds
+        if callbacks:
+            self.validation_history = callbacks[0].scores
+            self.best_epoch = callbacks[0].best_epoch + 1
+        self.item_embeddings = np.asarray(self.model.item_tower(np.arange(1, interactions.shape[1] + 1, dtype=np.int32)))
+        self.use_histories(histories)
+        return self
+
+    def embed_users(self, histories: list[np.ndarray], batch_size: int = 4096) -> np.ndarray:
+        """Embeddings of users 0..n-1 from their ``histories`` (time-ordered item indices)."""
+        assert self.model is not None, "fit first"
+        padded = pad_histories(histories, self.config.history_length)
+        tokens = np.arange(1, len(histories) + 1, dtype=np.int32)
+        parts = [
+            np.asarray(self.model.user_tower(tokens[i : i + batch_size], padded[i : i + batch_size]))
+            for i in range(0, len(tokens), batch_size)
+        ]
+        return np.concatenate(parts) if parts else np.zeros((0, self.config.embedding_dim), np.float32)
+
+    def use_histories(self, histories: list[np.ndarray]) -> "TwoTowerRecommender":
+        """Score from now on with user embeddings computed from ``histories``."""
+        assert self.model is not None, "fit first"
+        self.item_embeddings = np.asarray(self.model.item_tower(np.arange(1, self.model.item_tower.item_embedding.input_dim, dtype=np.int32)))
+        self.user_embeddings = self.embed_users(histories)
+        return self
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        return self.user_embeddings[user_idx] @ self.item_embeddings.T

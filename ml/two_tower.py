@@ -1,0 +1,176 @@
+"""Two-tower retrieval model in plain Keras 3 on TensorFlow.
+
+Why plain Keras 3 and not tensorflow-recommenders: TFRS 0.7.7 only imports with the
+legacy ``tf-keras`` package and ``TF_USE_LEGACY_KERAS=1`` set before TensorFlow is
+first imported, which would pin the whole Airflow worker to Keras 2. The retrieval
+task TFRS provides is a few lines: an in-batch softmax whose loss is *summed* over
+the batch (as TFRS does), with a log-frequency ("logQ") correction so popular items
+are not over-penalised for appearing as negatives more often, and accidental hits
+(the positive item repeated in the batch) masked out.
+
+The user tower reads the user id and the user's recent items (mean of their
+embeddings, the target item masked during training so the model cannot copy it);
+the item tower reads the item id. Index 0 of every embedding table is reserved for
+"unknown", so a user or item unseen in training still gets an embedding (from its
+history for users). Issue-5 work adds profile features, sequence encoders and item
+features to these towers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers, ops
+
+
+@dataclass(frozen=True)
+class TwoTowerConfig:
+    embedding_dim: int = 64
+    history_length: int = 50
+    epochs: int = 20  # an upper bound: training stops early on the validation metric
+    patience: int = 2
+    batch_size: int = 1024
+    learning_rate: float = 0.005
+    temperature: float = 0.1
+    use_user_id: bool = True  # False: users are described by their history alone
+    history_dropout: float = 0.0  # share of history items hidden at random in each training step
+    recency_weights: bool = False  # learn a weight per history position (most recent first) instead of a plain mean
+    seed: int = 42
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class UserTower(keras.Model):
+    """User id + masked mean of the user's recent item embeddings -> unit vector."""
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        dim: int,
+        use_user_id: bool = True,
+        history_dropout: float = 0.0,
+        history_length: int | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.use_user_id = use_user_id
+        self.history_dropout = history_dropout
+        # one logit per history position (histories are left-padded, most recent last)
+        self.position_logits = (
+            self.add_weight(shape=(history_length,), initializer="zeros", name="position_logits") if history_length else None
+        )
+        self.user_embedding = layers.Embedding(n_users + 1, dim, name="user_id_embedding") if use_user_id else None
+        self.history_embedding = layers.Embedding(n_items + 1, dim, name="history_item_embedding")
+        self.hidden = layers.Dense(dim * 2, activation="relu", name="user_hidden")
+        self.project = layers.Dense(dim, name="user_projection")
+
+    def call(self, user, history, exclude=None, training=False):
+        """Args: user [B] int (0 = unknown), history [B, L] int (item index + 1, 0 = padding),
+        exclude [B] int or None (an item index + 1 to leave out of the history: the target).
+        Returns [B, dim] unit-norm user embeddings."""
+        mask = ops.cast(history > 0, "float32")
+        if training and self.history_dropout > 0:
+            mask = mask * ops.cast(keras.random.uniform(ops.shape(mask)) >= self.history_dropout, "float32")
+        if exclude is not None:
+            mask = mask * ops.cast(history != ops.expand_dims(exclude, 1), "float32")
+        if self.position_logits is not None:
+            mask = mask * ops.exp(self.position_logits)[None, :]
+        items = self.history_embedding(history) * ops.expand_dims(mask, -1)
+        pooled = ops.sum(items, axis=1) / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1e-6)
+        x = ops.concatenate([self.user_embedding(user), pooled], axis=-1) if self.use_user_id else pooled
+        return ops.normalize(self.project(self.hidden(x)), axis=-1)
+
+
+class ItemTower(keras.Model):
+    """Item id -> unit vector."""
+
+    def __init__(self, n_items: int, dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.item_embedding = layers.Embedding(n_items + 1, dim, name="item_id_embedding")
+        self.project = layers.Dense(dim, name="item_projection")
+
+    def call(self, item):
+        """Args: item [B] int (item index + 1, 0 = unknown). Returns [B, dim] unit-norm embeddings."""
+        return ops.normalize(self.project(self.item_embedding(item)), axis=-1)
+
+
+class TwoTowerModel(keras.Model):
+    """Both towers and the in-batch softmax retrieval loss."""
+
+    def __init__(self, n_users: int, n_items: int, item_log_frequency: np.ndarray, config: TwoTowerConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.config = config
+        self.user_tower = UserTower(
+            n_users,
+            n_items,
+            config.embedding_dim,
+            config.use_user_id,
+            config.history_dropout,
+            config.history_length if config.recency_weights else None,
+            name="user_tower",
+        )
+        self.item_tower = ItemTower(n_items, config.embedding_dim, name="item_tower")
+        # log sampling probability per item (index + 1; 0 = unknown), for the logQ correction
+        self.item_log_frequency = tf.constant(np.concatenate([[0.0], item_log_frequency]).astype("float32"))
+        self.loss_tracker = keras.metrics.Mean(name="loss")
+
+    def call(self, inputs, training=False):
+        user = self.user_tower(inputs["user"], inputs["history"], inputs.get("exclude"), training=training)
+        item = self.item_tower(inputs["item"])
+        return user, item
+
+    def retrieval_loss(self, inputs) -> tf.Tensor:
+        user, item = self(inputs | {"exclude": inputs["item"]}, training=True)
+        logits = tf.matmul(user, item, transpose_b=True) / self.config.temperature
+        logits -= tf.gather(self.item_log_frequency, inputs["item"])[tf.newaxis, :]
+        same_item = tf.equal(inputs["item"][:, tf.newaxis], inputs["item"][tf.newaxis, :])
+        accidental = tf.logical_and(same_item, tf.logical_not(tf.eye(tf.shape(logits)[0], dtype=tf.bool)))
+        logits = tf.where(accidental, tf.fill(tf.shape(logits), -1e9), logits)
+        labels = tf.range(tf.shape(logits)[0])
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.reduce_sum(losses)
+
+    def train_step(self, data):
+        with tf.GradientTape() as tape:
+            loss = self.retrieval_loss(data)
+        gradients = tape.gradient(loss, self.trainable_variables)
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.loss_tracker.update_state(loss)
+        return {"loss": self.loss_tracker.result()}
+
+    @property
+    def metrics(self):
+        return [self.loss_tracker]
+
+
+def pad_histories(histories: list[np.ndarray], length: int) -> np.ndarray:
+    """Each user's last ``length`` items (index + 1), left-padded with 0, as an [n_users, length] array."""
+    out = np.zeros((len(histories), length), dtype=np.int32)
+    for row, items in enumerate(histories):
+        recent = items[-length:]
+        if len(recent):
+            out[row, length - len(recent) :] = recent + 1
+    return out
+
+
+def training_dataset(
+    users: np.ndarray, items: np.ndarray, padded_histories: np.ndarray, batch_size: int, seed: int
+) -> tf.data.Dataset:
+    """(user, item) positives as a shuffled, batched tf.data pipeline; histories are gathered per batch."""
+    histories = tf.constant(padded_histories)
+    pairs = tf.data.Dataset.from_tensor_slices((users.astype("int32"), items.astype("int32")))
+
+    def to_inputs(user, item):
+        return {"user": user + 1, "item": item + 1, "history": tf.gather(histories, user)}
+
+    return (
+        pairs.shuffle(len(users), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=False)
+        .map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
