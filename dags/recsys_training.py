@@ -1,0 +1,82 @@
+"""
+### Recommendation training: raw events in, published top-K recommendations out
+
+Every week (or when triggered), this DAG:
+
+1. **load_raw** — maps the dataset onto the raw contract and bulk-loads it into
+   MySQL's raw tables (all three tables swapped in at once; a load that loses a row is refused);
+2. **build_features** — `dbt build`: staging, user/item features, the evaluation split, and their tests;
+3. **check_quality** — Great Expectations suites from `expectations/`; a failure stops the run here,
+   naming the suite, table, column and observed value, and nothing is trained or published;
+4. **train_two_tower** — the TensorFlow two-tower retrieval model;
+5. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN);
+   top-K for every user;
+6. **promotion_gate** — promote only if the model beats the baselines and is not worse than the champion;
+7. **publish_release** — model, metrics and recommendations to object storage under a versioned
+   prefix, a manifest with checksums, then the champion pointer (only if promoted);
+8. **load_recommendations** — swaps the new `recommendations` table into MySQL (only if promoted).
+
+**Trigger with parameters** to choose the dataset (`online-retail`, `groceries`, or a folder of your own
+`events`/`items`/`users` files), the number of epochs, K, or to force publishing.
+Re-running a run rewrites the same release; two runs never overlap (`max_active_runs=1`).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag
+
+from recsys_pipeline.tasks import (
+    build_features,
+    check_quality,
+    evaluate_models,
+    load_raw,
+    load_recommendations,
+    promotion_gate,
+    publish_release,
+    score_users,
+    train_two_tower,
+)
+
+DEFAULT_ARGS = {
+    "owner": "recsys",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=30),
+    "retry_exponential_backoff": True,
+    "execution_timeout": timedelta(hours=2),
+}
+
+
+@dag(
+    dag_id="recsys_training",
+    schedule="@weekly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["recsys", "training"],
+    doc_md=__doc__,
+    params={
+        "dataset": Param("online-retail", type="string", minLength=1, description="online-retail, groceries, or a folder with events/items/users .csv or .parquet files"),
+        "epochs": Param(5, type="integer", minimum=1, maximum=200, description="training epochs of the two-tower model"),
+        "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user in the published tables"),
+        "force_publish": Param(False, type="boolean", description="promote the model even if the gate says no"),
+    },
+)
+def recsys_training():
+    loaded = load_raw()
+    features = build_features(loaded)
+    checked = check_quality(features)
+    trained = train_two_tower(loaded)
+    checked >> trained
+    metrics = evaluate_models(trained)
+    scored = score_users(trained)
+    decision = promotion_gate(loaded, metrics)
+    scored >> decision
+    published = publish_release(loaded, decision)
+    load_recommendations(published)
+
+
+recsys_training()

@@ -1,0 +1,130 @@
+"""``recsys``: the command line around the pipeline (services, the demo summary).
+
+    recsys services          make sure MariaDB, the pipeline's databases and user, and object storage are up
+    recsys summary           print what the last run of a dataset loaded, checked, measured and published
+    recsys stop              stop the local S3 API server
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+from recsys_pipeline import services, stages, storage, warehouse
+from recsys_pipeline.settings import mysql_admin_settings, mysql_settings, s3_settings, work_dir
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    app = mysql_settings()
+    services.ensure_mariadb(app)
+    databases = [app.database, app.raw_database]
+    warehouse.bootstrap(mysql_admin_settings(), app, databases)
+    print(f"MySQL    {app.user}@{app.host}:{app.port} databases {', '.join(databases)}")
+    s3 = s3_settings()
+    if s3.endpoint_url and urlparse(s3.endpoint_url).hostname in services.LOCAL_HOSTS:
+        pid = services.start_local_s3(s3.endpoint_url)
+        print(f"S3 API   {s3.endpoint_url} ({f'started a local moto server, pid {pid}' if pid else 'already answering'})")
+    else:
+        print(f"S3 API   {s3.endpoint_url or 'AWS S3'}")
+    client = storage.client(s3)
+    storage.ensure_bucket(client, s3.bucket)
+    print(f"bucket   s3://{s3.bucket}/{s3.prefix}/ (private)")
+    return 0
+
+
+def _latest_run_folder(dataset: str) -> Path:
+    base = work_dir() / stages.dataset_key(dataset)
+    folders = [p for p in base.glob("*") if p.is_dir()] if base.exists() else []
+    if not folders:
+        raise SystemExit(f"no run of dataset {dataset!r} under {base}: run `make demo` first")
+    return max(folders, key=lambda p: p.stat().st_mtime)
+
+
+def _fmt_table(rows: list[list[str]]) -> str:
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    folder = Path(args.run_folder) if args.run_folder else _latest_run_folder(args.dataset)
+    app = mysql_settings()
+    s3 = s3_settings()
+    print(f"\n=== recsys-pipeline run {folder.name} (dataset {args.dataset}) ===\n")
+    with warehouse.connect(app) as conn:
+        audit = warehouse.read_frame(
+            conn, f"SELECT events, items, users, seconds FROM {warehouse.quote_identifier(app.raw_database)}.load_audit WHERE load_id = %s", (folder.name,)
+        )
+        if not audit.empty:
+            row = audit.iloc[0]
+            print(f"Loaded      {int(row.events):,} events, {int(row['items']):,} items, {int(row.users):,} users into {app.raw_database} in {row.seconds:.1f} s")
+        counts = {m: warehouse.scalar(conn, f"SELECT COUNT(*) FROM {warehouse.quote_identifier(m)}") for m in stages.DBT_MARTS}
+        print("Features    " + ", ".join(f"{m}: {int(n):,} rows" for m, n in counts.items()) + f" (database {app.database})")
+        quality_file = folder / "quality.json"
+        if quality_file.exists():
+            q = json.loads(quality_file.read_text())
+            if q.get("passed"):
+                total = sum(s["expectations"] for s in q["suites"].values())
+                print(f"Data checks passed: {len(q['suites'])} Great Expectations suites, {total} expectations")
+            else:
+                print(f"Data checks FAILED: {q.get('error')}")
+        metrics_file = folder / "metrics.json"
+        if metrics_file.exists():
+            report = json.loads(metrics_file.read_text())
+            names = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit_rate@20", "map@20", "coverage@10"]
+            rows = [["model", *names]] + [[model, *(f"{values[n]:.4f}" for n in names)] for model, values in report["models"].items()]
+            print("\nOffline metrics (test split, full ranking):\n" + _fmt_table(rows))
+        decision_file = folder / "decision.json"
+        if decision_file.exists():
+            decision = json.loads(decision_file.read_text())
+            print(f"\nPromotion gate: {'PROMOTED' if decision['promote'] else 'NOT promoted (champion unchanged)'}")
+            for reason in decision["reasons"]:
+                print(f"  - {reason}")
+        prefix = stages.release_prefix(s3, args.dataset, folder.name)
+        client = storage.client(s3)
+        keys = storage.list_keys(client, s3.bucket, prefix)
+        print(f"\nRelease     s3://{s3.bucket}/{prefix} ({len(keys)} objects, endpoint {s3.endpoint_url or 'AWS'})")
+        pointer = storage.get_json(client, s3.bucket, stages.champion_key(s3, args.dataset))
+        if pointer:
+            print(f"Champion    s3://{s3.bucket}/{stages.champion_key(s3, args.dataset)} -> release {pointer['release_id']}")
+        if warehouse.table_exists(conn, app.database, "recommendations"):
+            n, users, version = warehouse.read_frame(
+                conn, "SELECT COUNT(*), COUNT(DISTINCT user_id), MAX(model_version) FROM recommendations"
+            ).iloc[0]
+            user = warehouse.scalar(conn, "SELECT MIN(user_id) FROM recommendations")
+            print(f"MySQL       {app.database}.recommendations: {int(n):,} rows for {int(users):,} users (model {version})")
+            print(
+                "\nSee one user's recommendations:\n"
+                f"  mariadb -h {app.host} -P {app.port} -u {app.user} -p {app.database} -e \"\n"
+                "    SELECT r.`rank`, r.item_id, i.title, ROUND(r.score, 3) AS score\n"
+                "    FROM recommendations r LEFT JOIN item_features i ON i.item_id = r.item_id\n"
+                f"    WHERE r.user_id = '{user}' ORDER BY r.`rank`;\"\n"
+                "  (the password is RECSYS_MYSQL_PASSWORD in .env)"
+            )
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    print("stopped the local S3 API server" if services.stop_local_s3() else "no local S3 API server was started by this project")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("services", help="start/check MariaDB and object storage; create databases, user and bucket").set_defaults(func=cmd_services)
+    summary = sub.add_parser("summary", help="print the summary of a dataset's last run")
+    summary.add_argument("--dataset", default="online-retail")
+    summary.add_argument("--run-folder", help="a run's folder under the work dir (default: the latest)")
+    summary.set_defaults(func=cmd_summary)
+    sub.add_parser("stop", help="stop the local S3 API server").set_defaults(func=cmd_stop)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,341 @@
+"""The pipeline's stages, one function each, called by the Airflow DAG's tasks.
+
+Each stage reads its inputs from MySQL, object storage or the run's work folder,
+writes its outputs there, and returns a small JSON-able summary (what Airflow keeps
+as the task's XCom). Keeping them here, not in the DAG file, lets tests and the CLI
+run any stage on its own; the DAG only wires them.
+
+A run's files live in ``<work dir>/<dataset>/<release id>/``; the release id comes
+from the run's logical date, so re-running a DAG run rewrites the same folder and
+the same release, never a second copy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from recsys_pipeline import quality, storage, transform, warehouse
+from recsys_pipeline.ingest.adapters import read_dataset
+from recsys_pipeline.ingest.loader import load_raw
+from recsys_pipeline.settings import MySQLSettings, S3Settings, work_dir
+
+log = logging.getLogger(__name__)
+
+DBT_MARTS = ("user_features", "item_features", "interactions_split")
+BASELINE_NAMES = ("most_popular", "item_knn")
+CHALLENGER = "two_tower"
+
+
+def release_id_for(logical_date: datetime | None, run_id: str) -> str:
+    """A key-safe release id: the run's logical date, or its run id when it has none.
+
+    Re-running a DAG run (clearing its tasks, or ``airflow dags test`` for the same
+    logical date) gives the same id, so it rewrites the same release.
+    """
+    if logical_date is not None:
+        return logical_date.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    return re.sub(r"[^A-Za-z0-9_]+", "-", run_id).strip("-")
+
+
+def dataset_key(dataset: str) -> str:
+    """A key-safe name for a dataset given by name or path."""
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", Path(dataset).name if "/" in dataset else dataset).strip("-")
+
+
+def run_folder(dataset: str, release_id: str) -> Path:
+    path = work_dir() / dataset_key(dataset) / release_id
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# --- 1. load ---------------------------------------------------------------------------
+
+
+def load(settings: MySQLSettings, dataset: str, load_id: str) -> dict:
+    """Map ``dataset`` onto the raw contract and load it into the raw tables (all or nothing)."""
+    raw = read_dataset(dataset)
+    summary = load_raw(raw, settings, load_id=load_id[:64])
+    return summary.to_dict() | {"dbt_vars": raw.dbt_vars}
+
+
+# --- 2. transform ----------------------------------------------------------------------
+
+
+def build_features(settings: MySQLSettings, dbt_vars: dict) -> dict:
+    """``dbt build``: seeds, staging, features and split, each model followed by its tests."""
+    transform.run_dbt(settings, ["build"], dbt_vars)
+    with warehouse.connect(settings) as conn:
+        rows = {mart: int(warehouse.scalar(conn, f"SELECT COUNT(*) FROM {warehouse.quote_identifier(mart)}")) for mart in DBT_MARTS}
+    log.info("features built: %s", rows)
+    return {"rows": rows}
+
+
+# --- 3. data quality gate --------------------------------------------------------------
+
+
+def check_quality(settings: MySQLSettings, folder: Path) -> dict:
+    """Run the Great Expectations suites; raise (stopping the run) if any expectation fails."""
+    try:
+        results = quality.run_suites(settings, raise_on_failure=True)
+    except quality.DataQualityError as error:
+        _write_json(folder / "quality.json", {"passed": False, "error": str(error)})
+        raise
+    summary = {
+        "passed": True,
+        "suites": {r.suite: {"table": r.table, "expectations": r.evaluated, "success": r.success} for r in results},
+    }
+    _write_json(folder / "quality.json", summary)
+    return summary
+
+
+# --- 4. train --------------------------------------------------------------------------
+
+
+def read_split(settings: MySQLSettings):
+    from ml.data import SPLIT_COLUMNS, from_split_frame
+
+    with warehouse.connect(settings) as conn:
+        frame = warehouse.read_frame(conn, f"SELECT {', '.join(SPLIT_COLUMNS)} FROM `interactions_split`")
+    if frame.empty:
+        raise ValueError("table interactions_split is empty: no interactions to train on")
+    return from_split_frame(frame)
+
+
+def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_version: str) -> dict:
+    """Fit the two-tower model on the train split; save embeddings and the SavedModel."""
+    from ml.serving import RecommenderModule, export_saved_model
+    from ml.train import TwoTowerRecommender
+    from ml.two_tower import TwoTowerConfig
+
+    data = read_split(settings)
+    config = TwoTowerConfig(**config_overrides)
+    # The number of epochs is chosen on the validation split carved from train (never on
+    # test); the model is then refitted on all of train for that many epochs, because the
+    # most recent interactions (what validation holds out) matter most.
+    tuned = TwoTowerRecommender(config).fit(data.fit, data.fit_histories, validation=data.validation)
+    config = dataclasses.replace(config, epochs=tuned.best_epoch or config.epochs)
+    model = TwoTowerRecommender(config).fit(data.train, data.histories)
+    out = folder / "two_tower"
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    evaluation_user_embeddings = model.use_histories(data.histories).user_embeddings  # inputs: train items
+    serving_user_embeddings = model.embed_users(data.full_histories)  # inputs: everything known
+    np.savez(
+        out / "embeddings.npz",
+        user_embeddings=evaluation_user_embeddings,
+        serving_user_embeddings=serving_user_embeddings,
+        item_embeddings=model.item_embeddings,
+    )
+    model_version = f"{CHALLENGER}-{folder.name}"
+    popularity = np.asarray(data.train.sum(axis=0)).ravel()
+    module = RecommenderModule(
+        data.user_ids, data.item_ids, serving_user_embeddings, model.item_embeddings, data.all_interactions, popularity, model_version
+    )
+    export_saved_model(module, out / "saved_model")
+    training = {
+        "model": CHALLENGER,
+        "model_version": model_version,
+        "config": config.to_dict(),
+        "data_version": data_version,
+        "loss_per_epoch": model.loss_history,
+        "validation_ndcg@20_per_epoch": tuned.validation_history,
+        "best_epoch": tuned.best_epoch,
+        "examples": int(data.train.nnz),
+        "examples_per_second": round(model.examples_per_second, 1),
+        "users": data.n_users,
+        "items": data.n_items,
+        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _write_json(out / "training.json", training)
+    return {k: training[k] for k in ("model_version", "examples", "examples_per_second", "best_epoch")}
+
+
+# --- 5. evaluate -----------------------------------------------------------------------
+
+
+def evaluate(settings: MySQLSettings, folder: Path) -> dict:
+    """Test metrics of the two-tower model and every baseline, on the same split."""
+    from ml.baselines import BASELINES
+    from ml.evaluate import PRIMARY_METRIC, evaluate_scores
+
+    data = read_split(settings)
+    metrics: dict[str, dict] = {}
+    for name in BASELINE_NAMES:
+        started = time.perf_counter()
+        model = BASELINES[name]().fit(data.train)
+        metrics[name] = evaluate_scores(model.score, data) | {"seconds": round(time.perf_counter() - started, 2)}
+    embeddings = np.load(folder / "two_tower" / "embeddings.npz")
+    users, items = embeddings["user_embeddings"], embeddings["item_embeddings"]
+    metrics[CHALLENGER] = evaluate_scores(lambda u: users[u] @ items.T, data)
+    report = {"primary_metric": PRIMARY_METRIC, "models": metrics, "protocol": "per-user temporal holdout, full ranking"}
+    _write_json(folder / "metrics.json", report)
+    for name, values in metrics.items():
+        log.info("%-14s recall@20=%.4f ndcg@20=%.4f", name, values["recall@20"], values["ndcg@20"])
+    return {name: {m: round(values[m], 4) for m in ("recall@20", "ndcg@20")} for name, values in metrics.items()}
+
+
+def recommend(settings: MySQLSettings, folder: Path, top_k: int) -> dict:
+    """Batch-score every user with the two-tower model: top-K unseen items each, as Parquet."""
+    from ml.ranking import batched_top_k
+
+    data = read_split(settings)
+    embeddings = np.load(folder / "two_tower" / "embeddings.npz")
+    users, items = embeddings["serving_user_embeddings"], embeddings["item_embeddings"]
+    all_users = np.arange(data.n_users)
+    top_items, top_scores = batched_top_k(lambda u: users[u] @ items.T, all_users, top_k, exclude=data.all_interactions)
+    training = _read_json(folder / "two_tower" / "training.json")
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat(data.user_ids.astype(str), top_k),
+            "rank": np.tile(np.arange(1, top_k + 1, dtype=np.int16), data.n_users),
+            "item_id": data.item_ids.astype(str)[top_items.ravel()],
+            "score": top_scores.ravel().astype(np.float32),
+        }
+    )
+    frame = frame[np.isfinite(frame["score"])]
+    frame["model_version"] = training["model_version"]
+    frame["generated_at"] = pd.Timestamp(training["trained_at"]).tz_convert(None).floor("s")
+    frame.to_parquet(folder / "recommendations.parquet", index=False)
+    return {"users": int(data.n_users), "rows": int(len(frame)), "top_k": top_k}
+
+
+# --- 6. promotion gate -----------------------------------------------------------------
+
+
+def champion_key(s3: S3Settings, dataset: str) -> str:
+    return f"{s3.prefix}/{dataset_key(dataset)}/champion.json"
+
+
+def release_prefix(s3: S3Settings, dataset: str, release_id: str) -> str:
+    return f"{s3.prefix}/{dataset_key(dataset)}/releases/{release_id}/"
+
+
+def promotion_gate(s3_settings: S3Settings, folder: Path, dataset: str, data_version: str, force: bool = False) -> dict:
+    """Decide whether this run's model becomes champion; the decision is written for publishing."""
+    from ml.gate import GateConfig, decide
+
+    report = _read_json(folder / "metrics.json")
+    s3 = storage.client(s3_settings)
+    storage.ensure_bucket(s3, s3_settings.bucket)
+    champion = storage.get_json(s3, s3_settings.bucket, champion_key(s3_settings, dataset))
+    champion_metrics = champion.get("metrics") if champion else None
+    comparable = bool(champion) and champion.get("data_version") == data_version
+    decision = decide(CHALLENGER, report["models"], list(BASELINE_NAMES), champion_metrics, comparable, GateConfig.from_env())
+    payload = decision.to_dict() | {"forced": force, "champion_before": champion.get("release_id") if champion else None}
+    if force and not decision.promote:
+        payload["promote"] = True
+        payload["reasons"].append("forced: promoted by the force_publish parameter despite failed checks")
+    _write_json(folder / "decision.json", payload)
+    for reason in payload["reasons"]:
+        log.info("gate %s", reason)
+    log.info("gate decision: %s", "PROMOTE" if payload["promote"] else "KEEP CHAMPION")
+    return {"promote": payload["promote"], "reasons": payload["reasons"]}
+
+
+# --- 7. publish ------------------------------------------------------------------------
+
+
+def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: str) -> dict:
+    """Upload the release, verify every object, write its manifest, then (if promoted) the champion pointer.
+
+    Readers go pointer -> manifest -> objects, and the pointer is written last, so
+    nobody is ever sent to a release that is not complete and verified.
+    """
+    s3 = storage.client(s3_settings)
+    bucket = s3_settings.bucket
+    storage.ensure_bucket(s3, bucket)
+    release_id = folder.name
+    prefix = release_prefix(s3_settings, dataset, release_id)
+    decision = _read_json(folder / "decision.json")
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "embeddings.npz")
+    objects = [storage.upload_file(s3, bucket, prefix + p.relative_to(folder).as_posix(), p) for p in files]
+    wanted = {o.key for o in objects} | {prefix + "manifest.json"}
+    for stale in set(storage.list_keys(s3, bucket, prefix)) - wanted:  # left by an earlier attempt of this run
+        s3.delete_object(Bucket=bucket, Key=stale)
+    for obj in objects:
+        size, checksum = storage.download_sha256(s3, bucket, obj.key)
+        if (size, checksum) != (obj.size, obj.sha256):
+            raise RuntimeError(f"object {obj.key} does not match what was uploaded (size {size} vs {obj.size})")
+    training = _read_json(folder / "two_tower" / "training.json")
+    metrics = _read_json(folder / "metrics.json")
+    manifest = {
+        "release_id": release_id,
+        "dataset": dataset_key(dataset),
+        "model_version": training["model_version"],
+        "data_version": data_version,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "gate": decision,
+        "metrics": metrics["models"][CHALLENGER],
+        "objects": [{"key": o.key, "size": o.size, "sha256": o.sha256} for o in objects],
+    }
+    manifest_object = storage.put_json(s3, bucket, prefix + "manifest.json", manifest)
+    pointer = None
+    if decision["promote"]:
+        pointer = {
+            "release_id": release_id,
+            "manifest": manifest_object.key,
+            "manifest_sha256": manifest_object.sha256,
+            "model_version": training["model_version"],
+            "data_version": data_version,
+            "metrics": metrics["models"][CHALLENGER],
+            "promoted_at": manifest["created_at"],
+        }
+        storage.put_json(s3, bucket, champion_key(s3_settings, dataset), pointer)
+    return {
+        "bucket": bucket,
+        "release_prefix": prefix,
+        "manifest": manifest_object.key,
+        "objects": len(objects) + 1,
+        "champion_pointer": champion_key(s3_settings, dataset) if pointer else None,
+    }
+
+
+# --- 8. recommendations into MySQL -----------------------------------------------------
+
+RECOMMENDATIONS_DDL = """
+CREATE TABLE {table} (
+  `user_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `rank` SMALLINT NOT NULL,
+  `item_id` VARCHAR(64) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL,
+  `score` FLOAT NOT NULL,
+  `model_version` VARCHAR(128) NOT NULL,
+  `generated_at` DATETIME NOT NULL,
+  PRIMARY KEY (`user_id`, `rank`),
+  KEY `item_id` (`item_id`)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+"""
+
+
+def load_recommendations(settings: MySQLSettings, folder: Path) -> dict:
+    """Replace the ``recommendations`` table analysts query, atomically (load new, then RENAME)."""
+    frame = pd.read_parquet(folder / "recommendations.parquet")
+    database = settings.database
+    new_table = f"{warehouse.quote_identifier(database)}.`recommendations__new`"
+    with warehouse.connect(settings) as conn:
+        cur = conn.cursor()
+        cur.execute(f"DROP TABLE IF EXISTS {new_table}")
+        cur.execute(RECOMMENDATIONS_DDL.format(table=new_table))
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = warehouse.load_frame(conn, f"{database}.recommendations__new", frame, Path(tmp))
+        conn.commit()
+        warehouse.swap_in(conn, database, ["recommendations"], keep_previous=True)
+    return {"table": f"{database}.recommendations", "rows": rows, "users": int(frame["user_id"].nunique())}

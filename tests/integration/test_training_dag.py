@@ -1,0 +1,121 @@
+"""The training DAG end to end in a real Airflow (`airflow dags test`), on real data.
+
+Groceries (38,765 purchases) is small enough to run the whole pipeline -- load, dbt
+build, Great Expectations, TensorFlow training, evaluation, gate, publish to the S3
+API server, MySQL swap -- in about a minute, and running it twice checks that a
+rerun of the same DAG run rewrites the same tables and release instead of adding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys_pipeline import stages, storage, warehouse
+
+pytestmark = pytest.mark.integration
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+LOGICAL_DATE = "2026-01-05"
+
+
+def run_dag(env: dict, conf: dict, logical_date: str = LOGICAL_DATE) -> subprocess.CompletedProcess:
+    airflow = Path(sys.executable).with_name("airflow")
+    return subprocess.run(
+        [str(airflow), "dags", "test", "recsys_training", logical_date, "--conf", json.dumps(conf)],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline_env(mysql_test_settings, s3_test_settings, airflow_home, tmp_path_factory, groceries_path):
+    env = dict(os.environ)
+    env.update(
+        AIRFLOW_HOME=str(airflow_home),
+        RECSYS_MYSQL_USER=mysql_test_settings.user,
+        RECSYS_MYSQL_PASSWORD=mysql_test_settings.password,
+        RECSYS_MYSQL_DATABASE=mysql_test_settings.database,
+        RECSYS_RAW_DATABASE=mysql_test_settings.raw_database,
+        RECSYS_S3_ENDPOINT_URL=s3_test_settings.endpoint_url,
+        RECSYS_S3_ACCESS_KEY_ID=s3_test_settings.access_key_id,
+        RECSYS_S3_SECRET_ACCESS_KEY=s3_test_settings.secret_access_key,
+        RECSYS_S3_BUCKET=s3_test_settings.bucket,
+        RECSYS_S3_PREFIX=s3_test_settings.prefix,
+        RECSYS_WORK_DIR=str(tmp_path_factory.mktemp("work")),
+        RECSYS_DATA_DIR=str(groceries_path.parents[1]),
+    )
+    return env
+
+
+def _table_counts(settings) -> dict:
+    with warehouse.connect(settings) as conn:
+        return {
+            table: warehouse.scalar(conn, f"SELECT COUNT(*) FROM {table}")
+            for table in ("recommendations", "interactions_split", "user_features", "item_features")
+        }
+
+
+def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test_settings, s3_test_settings):
+    conf = {"dataset": "groceries", "epochs": 2, "top_k": 10, "force_publish": True}
+    first = run_dag(pipeline_env, conf)
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    counts = _table_counts(mysql_test_settings)
+
+    with warehouse.connect(mysql_test_settings) as conn:
+        recs = warehouse.read_frame(conn, "SELECT user_id, `rank`, item_id, model_version FROM recommendations")
+        evaluated = warehouse.read_frame(conn, "SELECT DISTINCT user_id FROM interactions_split WHERE split = 'test'")
+        seen = warehouse.read_frame(conn, "SELECT user_id, item_id FROM interactions_split")
+    # top-K rows for every evaluated user, ranks 1..K, never an item the user already has
+    per_user = recs.groupby("user_id")["rank"].agg(["count", "min", "max"])
+    assert set(evaluated["user_id"]) <= set(per_user.index)
+    assert (per_user["count"] == 10).all() and (per_user["min"] == 1).all() and (per_user["max"] == 10).all()
+    assert recs.merge(seen, on=["user_id", "item_id"]).empty
+    assert recs["model_version"].nunique() == 1
+
+    # the release is complete: every manifest object exists with its checksum; the pointer names it
+    s3 = storage.client(s3_test_settings)
+    pointer = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries"))
+    assert pointer is not None
+    manifest = storage.get_json(s3, s3_test_settings.bucket, pointer["manifest"])
+    keys = {o["key"] for o in manifest["objects"]}
+    prefix = stages.release_prefix(s3_test_settings, "groceries", pointer["release_id"])
+    assert set(storage.list_keys(s3, s3_test_settings.bucket, prefix)) == keys | {pointer["manifest"]}
+    assert any(k.endswith("saved_model/saved_model.pb") for k in keys)
+    for obj in manifest["objects"]:
+        assert storage.download_sha256(s3, s3_test_settings.bucket, obj["key"]) == (obj["size"], obj["sha256"])
+    assert {"most_popular", "item_knn", "two_tower"} <= set(json.loads(
+        s3.get_object(Bucket=s3_test_settings.bucket, Key=prefix + "metrics.json")["Body"].read())["models"])
+
+    # the same DAG run again: same tables, same release, no duplicates
+    second = run_dag(pipeline_env, conf)
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    assert _table_counts(mysql_test_settings) == counts
+    assert sorted(storage.list_keys(s3, s3_test_settings.bucket, prefix)) == sorted(keys | {pointer["manifest"]})
+    releases = {k.split("/releases/")[1].split("/")[0] for k in storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/")}
+    assert releases == {pointer["release_id"]}
+
+
+def test_a_file_that_breaks_the_contract_stops_the_run_before_anything_is_published(
+    pipeline_env, mysql_test_settings, s3_test_settings, tmp_path
+):
+    s3 = storage.client(s3_test_settings)
+    pointer_before = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "bad_shop"))
+    bad = tmp_path / "bad_shop"
+    bad.mkdir()
+    pd.DataFrame({"user_id": ["u1"], "event_type": ["purchase"], "event_time": ["2024-01-01"]}).to_csv(bad / "events.csv", index=False)
+    result = run_dag(pipeline_env, {"dataset": str(bad), "epochs": 1}, logical_date="2026-01-12")
+    assert result.returncode != 0
+    log = result.stdout + result.stderr
+    assert "required column 'item_id'" in log and "events.csv" in log
+    assert storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "bad_shop")) == pointer_before
+    assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/bad_shop/") == []
