@@ -12,7 +12,7 @@ VENV := $(CURDIR)/.venv
 DBT_VENV := $(CURDIR)/.venv-dbt
 PY := $(VENV)/bin/python
 DATASET ?= online-retail
-EPOCHS ?= 5
+EPOCHS ?= 20
 TOP_K ?= 20
 # The demo's logical date: one run (and one release) per day, so `make demo` twice rewrites it.
 DEMO_DATE ?= $(shell date -u +%Y-%m-%d)
@@ -32,7 +32,6 @@ export AIRFLOW__SCHEDULER__PARSING_PROCESSES := 1
 export AIRFLOW__API__WORKERS := 1
 export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT := 120
 export TF_CPP_MIN_LOG_LEVEL := 2
-export RECSYS_S3_ENDPOINT_URL ?= http://127.0.0.1:9100
 
 .PHONY: help setup demo test test-fast stop services lock clean
 

@@ -60,7 +60,7 @@ DEFAULT_ARGS = {
     doc_md=__doc__,
     params={
         "dataset": Param("online-retail", type="string", minLength=1, description="online-retail, groceries, or a folder with events/items/users .csv or .parquet files"),
-        "epochs": Param(5, type="integer", minimum=1, maximum=200, description="training epochs of the two-tower model"),
+        "epochs": Param(20, type="integer", minimum=1, maximum=200, description="most training epochs of the two-tower model (it stops early on the validation metric)"),
         "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user in the published tables"),
         "force_publish": Param(False, type="boolean", description="promote the model even if the gate says no"),
     },

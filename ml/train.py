@@ -18,7 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from ml.two_tower import TwoTowerConfig, TwoTowerModel, pad_histories, training_dataset
+from ml.two_tower import TwoTowerConfig, TwoTowerModel, causal_training_dataset, pad_histories, training_dataset
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +104,10 @@ class TwoTowerRecommender:
         users, items = coo.row.astype(np.int32), coo.col.astype(np.int32)
         counts = np.asarray(interactions.sum(axis=0)).ravel()
         log_frequency = np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))
-        dataset = training_dataset(users, items, pad_histories(histories, config.history_length), config.batch_size, config.seed)
+        if config.causal_history:
+            dataset = causal_training_dataset(histories, config.history_length, config.batch_size, config.seed)
+        else:
+            dataset = training_dataset(users, items, pad_histories(histories, config.history_length), config.batch_size, config.seed)
         with self.strategy.scope():
             self.model = TwoTowerModel(interactions.shape[0], interactions.shape[1], log_frequency, config)
             self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))

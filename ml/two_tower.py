@@ -8,12 +8,16 @@ the batch (as TFRS does), with a log-frequency ("logQ") correction so popular it
 are not over-penalised for appearing as negatives more often, and accidental hits
 (the positive item repeated in the batch) masked out.
 
-The user tower reads the user id and the user's recent items (mean of their
-embeddings, the target item masked during training so the model cannot copy it);
-the item tower reads the item id. Index 0 of every embedding table is reserved for
-"unknown", so a user or item unseen in training still gets an embedding (from its
-history for users). Issue-5 work adds profile features, sequence encoders and item
-features to these towers.
+The user tower reads the user's recent items -- a learned weight per position, most
+recent first, over their embeddings -- and optionally the user id; the item tower
+reads the item id. Training is causal by default: each purchase is predicted from the
+items the user had *before* it, which is what the temporal holdout asks of the model
+(measured on Online Retail's validation split: NDCG@20 0.0956 for "any other item of
+the user" -> 0.1034 causal -> 0.1469 causal with recency weights). Index 0 of every
+embedding table is reserved for "unknown"/padding, so a user unseen in training still
+gets an embedding from their history. The log-frequency correction is over-weighted
+(1.5; 0, 0.5, 1.0 and 2.0 were worse on validation), and 30% of history items are
+hidden at random in each step, which kept the model from over-fitting.
 """
 
 from __future__ import annotations
@@ -35,9 +39,12 @@ class TwoTowerConfig:
     batch_size: int = 1024
     learning_rate: float = 0.005
     temperature: float = 0.1
-    use_user_id: bool = True  # False: users are described by their history alone
-    history_dropout: float = 0.0  # share of history items hidden at random in each training step
-    recency_weights: bool = False  # learn a weight per history position (most recent first) instead of a plain mean
+    use_user_id: bool = False  # False: users are described by their history alone
+    history_dropout: float = 0.3  # share of history items hidden at random in each training step
+    logq_correction: float = 1.5  # weight of the log-frequency correction (0 = plain in-batch softmax)
+    full_softmax: bool = False  # score against every item (exact softmax) instead of the batch's items
+    causal_history: bool = True  # train on "next item from the items before it" (matches a temporal holdout)
+    recency_weights: bool = True  # learn a weight per history position (most recent first) instead of a plain mean
     seed: int = 42
 
     def to_dict(self) -> dict:
@@ -125,14 +132,24 @@ class TwoTowerModel(keras.Model):
         return user, item
 
     def retrieval_loss(self, inputs) -> tf.Tensor:
+        if self.config.full_softmax:
+            return self._full_softmax_loss(inputs)
         user, item = self(inputs | {"exclude": inputs["item"]}, training=True)
         logits = tf.matmul(user, item, transpose_b=True) / self.config.temperature
-        logits -= tf.gather(self.item_log_frequency, inputs["item"])[tf.newaxis, :]
+        logits -= self.config.logq_correction * tf.gather(self.item_log_frequency, inputs["item"])[tf.newaxis, :]
         same_item = tf.equal(inputs["item"][:, tf.newaxis], inputs["item"][tf.newaxis, :])
         accidental = tf.logical_and(same_item, tf.logical_not(tf.eye(tf.shape(logits)[0], dtype=tf.bool)))
         logits = tf.where(accidental, tf.fill(tf.shape(logits), -1e9), logits)
         labels = tf.range(tf.shape(logits)[0])
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
+        return tf.reduce_sum(losses)
+
+    def _full_softmax_loss(self, inputs) -> tf.Tensor:
+        """Exact softmax over the whole catalogue: affordable for catalogues of tens of thousands."""
+        user = self.user_tower(inputs["user"], inputs["history"], inputs["item"], training=True)
+        all_items = self.item_tower(tf.range(1, tf.shape(self.item_log_frequency)[0]))
+        logits = tf.matmul(user, all_items, transpose_b=True) / self.config.temperature
+        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=inputs["item"] - 1, logits=logits)
         return tf.reduce_sum(losses)
 
     def train_step(self, data):
@@ -170,6 +187,34 @@ def training_dataset(
 
     return (
         pairs.shuffle(len(users), seed=seed, reshuffle_each_iteration=True)
+        .batch(batch_size, drop_remainder=False)
+        .map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+        .prefetch(tf.data.AUTOTUNE)
+    )
+
+
+def causal_training_dataset(histories: list[np.ndarray], length: int, batch_size: int, seed: int) -> tf.data.Dataset:
+    """Every (user, item) of the time-ordered ``histories`` with, as input, the ``length`` items
+    the user had *before* it: the model learns to predict what comes next, as the temporal
+    holdout asks. Windows are cut per batch from one flat array, so memory stays O(examples).
+    """
+    lengths = np.array([len(h) for h in histories], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat_tokens = tf.constant(np.concatenate([h for h in histories] + [np.zeros(0, np.int32)]).astype(np.int32) + 1)
+    users = np.repeat(np.arange(len(histories), dtype=np.int32), lengths)
+    positions = np.arange(int(lengths.sum()), dtype=np.int64)
+    user_starts = tf.constant(starts)
+    window = tf.range(length, dtype=tf.int64)[tf.newaxis, :] - length
+
+    def to_inputs(user, position):
+        offsets = position[:, tf.newaxis] + window  # the `length` positions before each example
+        valid = offsets >= tf.gather(user_starts, user)[:, tf.newaxis]
+        history = tf.where(valid, tf.gather(flat_tokens, tf.maximum(offsets, 0)), 0)
+        return {"user": user + 1, "item": tf.gather(flat_tokens, position), "history": history}
+
+    return (
+        tf.data.Dataset.from_tensor_slices((users, positions))
+        .shuffle(len(users), seed=seed, reshuffle_each_iteration=True)
         .batch(batch_size, drop_remainder=False)
         .map(to_inputs, num_parallel_calls=tf.data.AUTOTUNE)
         .prefetch(tf.data.AUTOTUNE)

@@ -88,22 +88,25 @@ def cmd_summary(args: argparse.Namespace) -> int:
         client = storage.client(s3)
         keys = storage.list_keys(client, s3.bucket, prefix)
         print(f"\nRelease     s3://{s3.bucket}/{prefix} ({len(keys)} objects, endpoint {s3.endpoint_url or 'AWS'})")
+        for key in keys:
+            print(f"              {key[len(prefix):]}")
         pointer = storage.get_json(client, s3.bucket, stages.champion_key(s3, args.dataset))
         if pointer:
             print(f"Champion    s3://{s3.bucket}/{stages.champion_key(s3, args.dataset)} -> release {pointer['release_id']}")
+        if decision_file.exists() and not json.loads(decision_file.read_text())["promote"]:
+            print("MySQL       recommendations table left as it was (the gate kept the champion)")
         if warehouse.table_exists(conn, app.database, "recommendations"):
             n, users, version = warehouse.read_frame(
                 conn, "SELECT COUNT(*), COUNT(DISTINCT user_id), MAX(model_version) FROM recommendations"
             ).iloc[0]
-            user = warehouse.scalar(conn, "SELECT MIN(user_id) FROM recommendations")
+            user = warehouse.scalar(conn, "SELECT MIN(user_id) FROM interactions_split WHERE split = 'test'")
             print(f"MySQL       {app.database}.recommendations: {int(n):,} rows for {int(users):,} users (model {version})")
             print(
-                "\nSee one user's recommendations:\n"
-                f"  mariadb -h {app.host} -P {app.port} -u {app.user} -p {app.database} -e \"\n"
-                "    SELECT r.`rank`, r.item_id, i.title, ROUND(r.score, 3) AS score\n"
-                "    FROM recommendations r LEFT JOIN item_features i ON i.item_id = r.item_id\n"
-                f"    WHERE r.user_id = '{user}' ORDER BY r.`rank`;\"\n"
-                "  (the password is RECSYS_MYSQL_PASSWORD in .env)"
+                f"\nSee one user's recommendations (mariadb -h {app.host} -P {app.port} -u {app.user} -p {app.database};\n"
+                "the password is RECSYS_MYSQL_PASSWORD in .env):\n"
+                "  SELECT r.rank, r.item_id, i.title, ROUND(r.score, 3) AS score\n"
+                "  FROM recommendations r LEFT JOIN item_features i ON i.item_id = r.item_id\n"
+                f"  WHERE r.user_id = '{user}' ORDER BY r.rank;"
             )
     return 0
 
