@@ -85,7 +85,8 @@ demo: services
 		|| { tail -n 60 .run/demo-dag.log; echo "the DAG run failed; full log: .run/demo-dag.log"; exit 1; }
 	$(VENV)/bin/recsys summary --dataset "$(DATASET)"
 
-test: services
+# The tests start what they need themselves (their own databases, user and S3 server).
+test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
