@@ -54,14 +54,7 @@ with_train_size as (
     select
         *,
         cast(n_user_items >= greatest({{ min_items }}, 2) as unsigned) as is_evaluated,
-        case
-            when n_user_items >= greatest({{ min_items }}, 2)
-                then least(
-                    n_user_items - 1,
-                    greatest(1, floor(n_user_items * {{ keep_fraction }}))
-                )
-            else n_user_items
-        end as n_train
+        {{ holdout_keep_count('n_user_items', min_items, keep_fraction) }} as n_train
     from ranked
 
 ),
@@ -70,14 +63,7 @@ with_validation_size as (
 
     select
         *,
-        case
-            when n_train >= greatest({{ min_items }}, 2)
-                then least(
-                    n_train - 1,
-                    greatest(1, floor(n_train * {{ keep_fraction }}))
-                )
-            else n_train
-        end as n_fit
+        {{ holdout_keep_count('n_train', min_items, keep_fraction) }} as n_fit
     from with_train_size
 
 ),
