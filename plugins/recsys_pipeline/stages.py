@@ -33,7 +33,9 @@ from recsys_pipeline.settings import MySQLSettings, S3Settings, work_dir
 log = logging.getLogger(__name__)
 
 DBT_MARTS = ("user_features", "item_features", "interactions_split")
-BASELINE_NAMES = ("most_popular", "item_knn")
+BASELINE_NAMES = ("most_popular", "item_knn", "user_knn", "ease")
+EASE_L2_GRID = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+EASE_MAX_ITEMS = 20_000  # its dense item x item inverse: 3.2 GB at 20k items
 CHALLENGER = "two_tower"
 
 
@@ -57,6 +59,31 @@ def run_folder(dataset: str, release_id: str) -> Path:
     path = work_dir() / dataset_key(dataset) / release_id
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def code_version() -> dict:
+    """The code a model was trained with: git commit (and whether the tree was dirty), library versions."""
+    import subprocess
+
+    import keras
+    import tensorflow as tf
+
+    from recsys_pipeline.settings import PROJECT_ROOT
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(status) if status is not None else None,
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+    }
 
 
 def _write_json(path: Path, payload: dict) -> None:
@@ -156,6 +183,7 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
         "model_version": model_version,
         "config": config.to_dict(),
         "data_version": data_version,
+        "code_version": code_version(),
         "loss_per_epoch": model.loss_history,
         "validation_ndcg@20_per_epoch": tuned.validation_history,
         "best_epoch": tuned.best_epoch,
@@ -172,6 +200,19 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
 # --- 5. evaluate -----------------------------------------------------------------------
 
 
+def _tuned_ease(data) -> tuple[object, dict]:
+    """EASE with its L2 weight chosen on the validation split (fit on ``fit``), refitted on train."""
+    from ml.baselines import EASE
+    from ml.evaluate import PRIMARY_METRIC, evaluate_scores
+
+    scores = {}
+    for l2 in EASE_L2_GRID:
+        scores[l2] = evaluate_scores(EASE(l2).fit(data.fit).score, data, holdout="validation")[PRIMARY_METRIC]
+    best = max(scores, key=scores.get)
+    log.info("EASE l2 on validation: %s -> %s", {k: round(v, 4) for k, v in scores.items()}, best)
+    return EASE(best).fit(data.train), {"l2": best, f"validation_{PRIMARY_METRIC}": {str(k): v for k, v in scores.items()}}
+
+
 def evaluate(settings: MySQLSettings, folder: Path) -> dict:
     """Test metrics of the two-tower model and every baseline, on the same split."""
     from ml.baselines import BASELINES
@@ -179,14 +220,26 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
 
     data = read_split(settings)
     metrics: dict[str, dict] = {}
+    tuning: dict[str, dict] = {}
     for name in BASELINE_NAMES:
         started = time.perf_counter()
-        model = BASELINES[name]().fit(data.train)
+        if name == "ease":
+            if data.n_items > EASE_MAX_ITEMS:
+                log.warning("EASE skipped: %d items exceed its %d-item limit", data.n_items, EASE_MAX_ITEMS)
+                continue
+            model, tuning[name] = _tuned_ease(data)
+        else:
+            model = BASELINES[name]().fit(data.train)
         metrics[name] = evaluate_scores(model.score, data) | {"seconds": round(time.perf_counter() - started, 2)}
     embeddings = np.load(folder / "two_tower" / "embeddings.npz")
     users, items = embeddings["user_embeddings"], embeddings["item_embeddings"]
     metrics[CHALLENGER] = evaluate_scores(lambda u: users[u] @ items.T, data)
-    report = {"primary_metric": PRIMARY_METRIC, "models": metrics, "protocol": "per-user temporal holdout, full ranking"}
+    report = {
+        "primary_metric": PRIMARY_METRIC,
+        "models": metrics,
+        "tuning": tuning,
+        "protocol": "per-user temporal holdout, full ranking; hyper-parameters chosen on validation",
+    }
     _write_json(folder / "metrics.json", report)
     for name, values in metrics.items():
         log.info("%-14s recall@20=%.4f ndcg@20=%.4f", name, values["recall@20"], values["ndcg@20"])
@@ -239,7 +292,8 @@ def promotion_gate(s3_settings: S3Settings, folder: Path, dataset: str, data_ver
     champion = storage.get_json(s3, s3_settings.bucket, champion_key(s3_settings, dataset))
     champion_metrics = champion.get("metrics") if champion else None
     comparable = bool(champion) and champion.get("data_version") == data_version
-    decision = decide(CHALLENGER, report["models"], list(BASELINE_NAMES), champion_metrics, comparable, GateConfig.from_env())
+    baselines = [name for name in BASELINE_NAMES if name in report["models"]]
+    decision = decide(CHALLENGER, report["models"], baselines, champion_metrics, comparable, GateConfig.from_env())
     payload = decision.to_dict() | {"forced": force, "champion_before": champion.get("release_id") if champion else None}
     if force and not decision.promote:
         payload["promote"] = True

@@ -119,3 +119,27 @@ def test_a_file_that_breaks_the_contract_stops_the_run_before_anything_is_publis
     assert "required column 'item_id'" in log and "events.csv" in log
     assert storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "bad_shop")) == pointer_before
     assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/bad_shop/") == []
+
+
+def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_test_settings, s3_test_settings):
+    s3 = storage.client(s3_test_settings)
+    pointer_before = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries"))
+    with warehouse.connect(mysql_test_settings) as conn:
+        table_before = (
+            warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version")
+            if warehouse.table_exists(conn, mysql_test_settings.database, "recommendations")
+            else None
+        )
+    # one epoch: on groceries it cannot beat the popularity and EASE baselines
+    result = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "top_k": 10}, logical_date="2026-01-19")
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-4000:]  # a refusal is an outcome, not a crash
+    assert "the promotion gate kept the current champion" in log
+    assert "FAIL: beats baseline" in log
+    assert storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries")) == pointer_before
+    decision = storage.get_json(s3, s3_test_settings.bucket, stages.release_prefix(s3_test_settings, "groceries", "20260119T000000Z") + "decision.json")
+    assert decision["promote"] is False and any(r.startswith("FAIL") for r in decision["reasons"])
+    if table_before is not None:
+        with warehouse.connect(mysql_test_settings) as conn:
+            table_after = warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version")
+        assert table_after.equals(table_before)
