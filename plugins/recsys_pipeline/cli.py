@@ -57,7 +57,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
     print(f"\n=== recsys-pipeline run {folder.name} (dataset {args.dataset}) ===\n")
     with warehouse.connect(app) as conn:
         audit = warehouse.read_frame(
-            conn, f"SELECT events, items, users, seconds FROM {warehouse.quote_identifier(app.raw_database)}.load_audit WHERE load_id = %s", (folder.name,)
+            conn, f"SELECT events, items, users, seconds FROM {warehouse.quote_identifier(app.raw_database)}.load_audit WHERE load_id = %s", (stages.load_id_for(args.dataset, folder.name),)
         )
         if not audit.empty:
             row = audit.iloc[0]

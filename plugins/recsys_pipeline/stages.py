@@ -97,10 +97,15 @@ def _read_json(path: Path) -> dict:
 # --- 1. load ---------------------------------------------------------------------------
 
 
+def load_id_for(dataset: str, release_id: str) -> str:
+    """One load per dataset and run: a rerun replaces its own audit row, never another dataset's."""
+    return f"{dataset_key(dataset)}:{release_id}"[:64]
+
+
 def load(settings: MySQLSettings, dataset: str, load_id: str) -> dict:
     """Map ``dataset`` onto the raw contract and load it into the raw tables (all or nothing)."""
     raw = read_dataset(dataset)
-    summary = load_raw(raw, settings, load_id=load_id[:64])
+    summary = load_raw(raw, settings, load_id=load_id)
     return summary.to_dict() | {"dbt_vars": raw.dbt_vars}
 
 

@@ -53,7 +53,7 @@ def _run():
 @_fail_fast
 def load_raw() -> dict:
     params, folder = _run()
-    summary = stages.load(mysql_settings_for_task(), params["dataset"], load_id=folder.name)
+    summary = stages.load(mysql_settings_for_task(), params["dataset"], load_id=stages.load_id_for(params["dataset"], folder.name))
     log.info("loaded %s", summary["rows"])
     return summary
 
