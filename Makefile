@@ -21,7 +21,7 @@ DEMO_DATE ?= $(shell date -u +%Y-%m-%d)
 -include .env
 
 # Airflow runs natively from this checkout: its home, DAGs and plugins are here.
-export AIRFLOW_HOME ?= $(CURDIR)/.airflow
+export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
@@ -49,6 +49,9 @@ help:
 .run/apt.stamp:
 	@mkdir -p .run
 	@if ! dpkg -s libmariadb-dev pkg-config >/dev/null 2>&1; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "mysqlclient needs Debian's libmariadb-dev and pkg-config: sudo apt-get install libmariadb-dev pkg-config"; exit 1; \
+		fi; \
 		echo "installing Debian packages libmariadb-dev pkg-config (for mysqlclient)"; \
 		apt-get update -qq && apt-get install -y -qq libmariadb-dev pkg-config >/dev/null; \
 	fi
@@ -105,4 +108,4 @@ lock:
 	@rm -rf .run/lock-venv
 
 clean: stop
-	rm -rf .work .run $(AIRFLOW_HOME)
+	rm -rf .work .run .airflow .airflow-test

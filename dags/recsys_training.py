@@ -9,7 +9,7 @@ Every week (or when triggered), this DAG:
 3. **check_quality** — Great Expectations suites from `expectations/`; a failure stops the run here,
    naming the suite, table, column and observed value, and nothing is trained or published;
 4. **train_two_tower** — the TensorFlow two-tower retrieval model;
-5. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN);
+5. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN, user-kNN, EASE);
    top-K for every user;
 6. **promotion_gate** — promote only if the model beats the baselines and is not worse than the champion;
 7. **publish_release** — model, metrics and recommendations to object storage under a versioned

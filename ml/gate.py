@@ -26,11 +26,14 @@ class GateConfig:
 
     @classmethod
     def from_env(cls) -> "GateConfig":
+        """Settings from RECSYS_GATE_*; the floor RECSYS_GATE_MIN_PRIMARY applies to the chosen primary metric."""
         base = cls()
+        primary = os.environ.get("RECSYS_GATE_PRIMARY_METRIC", base.primary_metric)
+        minimum = {k: v for k, v in base.minimum.items() if k != primary}
+        minimum[primary] = float(os.environ.get("RECSYS_GATE_MIN_PRIMARY", base.minimum.get(primary, 0.01)))
         return cls(
-            primary_metric=os.environ.get("RECSYS_GATE_PRIMARY_METRIC", base.primary_metric),
-            minimum={base.primary_metric: float(os.environ.get("RECSYS_GATE_MIN_PRIMARY", base.minimum["ndcg@20"]))}
-            | {k: v for k, v in base.minimum.items() if k != base.primary_metric},
+            primary_metric=primary,
+            minimum=minimum,
             champion_tolerance=float(os.environ.get("RECSYS_GATE_CHAMPION_TOLERANCE", base.champion_tolerance)),
             must_beat_baselines=os.environ.get("RECSYS_GATE_MUST_BEAT_BASELINES", "1") not in ("0", "false", "no"),
         )

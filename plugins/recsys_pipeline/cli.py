@@ -84,7 +84,11 @@ def cmd_summary(args: argparse.Namespace) -> int:
             print(f"\nPromotion gate: {'PROMOTED' if decision['promote'] else 'NOT promoted (champion unchanged)'}")
             for reason in decision["reasons"]:
                 print(f"  - {reason}")
-        prefix = stages.release_prefix(s3, args.dataset, folder.name)
+        published = folder / "published.json"
+        if not published.exists():
+            print("\nRelease     none (the run stopped before publishing)")
+            return 0
+        prefix = json.loads(published.read_text())["prefix"]
         client = storage.client(s3)
         keys = storage.list_keys(client, s3.bucket, prefix)
         print(f"\nRelease     s3://{s3.bucket}/{prefix} ({len(keys)} objects, endpoint {s3.endpoint_url or 'AWS'})")

@@ -13,6 +13,7 @@ the same release, never a second copy.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -48,6 +49,17 @@ def release_id_for(logical_date: datetime | None, run_id: str) -> str:
     if logical_date is not None:
         return logical_date.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return re.sub(r"[^A-Za-z0-9_]+", "-", run_id).strip("-")
+
+
+def release_id_with_inputs(run_release_id: str, config: dict, data_version: str, versions: dict) -> str:
+    """The published release's id: the run's id plus a digest of what made the model.
+
+    The same run with the same data, code and hyper-parameters rewrites the same
+    release (idempotent); a run that differs in any of them -- a weaker rerun on the
+    same day included -- gets its own prefix and can never overwrite the champion's.
+    """
+    inputs = json.dumps({"config": config, "data": data_version, "code": versions}, sort_keys=True)
+    return f"{run_release_id}-{hashlib.sha256(inputs.encode()).hexdigest()[:10]}"
 
 
 def dataset_key(dataset: str) -> str:
@@ -148,7 +160,7 @@ def read_split(settings: MySQLSettings):
     with warehouse.connect(settings) as conn:
         frame = warehouse.read_frame(conn, f"SELECT {', '.join(SPLIT_COLUMNS)} FROM `interactions_split`")
     if frame.empty:
-        raise ValueError("table interactions_split is empty: no interactions to train on")
+        raise quality.DataQualityError("table interactions_split is empty: no interactions to train on")
     return from_split_frame(frame)
 
 
@@ -177,7 +189,9 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
         serving_user_embeddings=serving_user_embeddings,
         item_embeddings=model.item_embeddings,
     )
-    model_version = f"{CHALLENGER}-{folder.name}"
+    versions = code_version()
+    release_id = release_id_with_inputs(folder.name, {"requested": config_overrides, "trained": config.to_dict()}, data_version, versions)
+    model_version = f"{CHALLENGER}-{release_id}"
     popularity = np.asarray(data.train.sum(axis=0)).ravel()
     module = RecommenderModule(
         data.user_ids, data.item_ids, serving_user_embeddings, model.item_embeddings, data.all_interactions, popularity, model_version
@@ -186,9 +200,10 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
     training = {
         "model": CHALLENGER,
         "model_version": model_version,
+        "release_id": release_id,
         "config": config.to_dict(),
         "data_version": data_version,
-        "code_version": code_version(),
+        "code_version": versions,
         "loss_per_epoch": model.loss_history,
         "validation_ndcg@20_per_epoch": tuned.validation_history,
         "best_epoch": tuned.best_epoch,
@@ -322,10 +337,16 @@ def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: s
     s3 = storage.client(s3_settings)
     bucket = s3_settings.bucket
     storage.ensure_bucket(s3, bucket)
-    release_id = folder.name
+    training = _read_json(folder / "two_tower" / "training.json")
+    release_id = training["release_id"]
     prefix = release_prefix(s3_settings, dataset, release_id)
     decision = _read_json(folder / "decision.json")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != "embeddings.npz")
+    champion = storage.get_json(s3, bucket, champion_key(s3_settings, dataset))
+    if champion and champion["release_id"] == release_id and not decision["promote"]:
+        raise RuntimeError(
+            f"release {release_id} is the current champion and this attempt was not promoted: refusing to rewrite it"
+        )
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("embeddings.npz", "published.json"))
     objects = [storage.upload_file(s3, bucket, prefix + p.relative_to(folder).as_posix(), p) for p in files]
     wanted = {o.key for o in objects} | {prefix + "manifest.json"}
     for stale in set(storage.list_keys(s3, bucket, prefix)) - wanted:  # left by an earlier attempt of this run
@@ -334,7 +355,6 @@ def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: s
         size, checksum = storage.download_sha256(s3, bucket, obj.key)
         if (size, checksum) != (obj.size, obj.sha256):
             raise RuntimeError(f"object {obj.key} does not match what was uploaded (size {size} vs {obj.size})")
-    training = _read_json(folder / "two_tower" / "training.json")
     metrics = _read_json(folder / "metrics.json")
     manifest = {
         "release_id": release_id,
@@ -359,8 +379,10 @@ def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: s
             "promoted_at": manifest["created_at"],
         }
         storage.put_json(s3, bucket, champion_key(s3_settings, dataset), pointer)
+    _write_json(folder / "published.json", {"release_id": release_id, "prefix": prefix, "manifest": manifest_object.key})
     return {
         "bucket": bucket,
+        "release_id": release_id,
         "release_prefix": prefix,
         "manifest": manifest_object.key,
         "objects": len(objects) + 1,

@@ -52,15 +52,21 @@ def ensure_bucket(s3, bucket: str) -> None:
             raise
         s3.create_bucket(Bucket=bucket)
         log.info("created bucket %s", bucket)
-    s3.put_public_access_block(
-        Bucket=bucket,
-        PublicAccessBlockConfiguration={
-            "BlockPublicAcls": True,
-            "IgnorePublicAcls": True,
-            "BlockPublicPolicy": True,
-            "RestrictPublicBuckets": True,
-        },
-    )
+    try:
+        s3.put_public_access_block(
+            Bucket=bucket,
+            PublicAccessBlockConfiguration={
+                "BlockPublicAcls": True,
+                "IgnorePublicAcls": True,
+                "BlockPublicPolicy": True,
+                "RestrictPublicBuckets": True,
+            },
+        )
+    except ClientError as error:  # a least-privileged role, or a server without the API (some MinIO)
+        code = error.response.get("Error", {}).get("Code")
+        if code not in ("AccessDenied", "NotImplemented", "MethodNotAllowed"):
+            raise
+        log.warning("could not set the public access block on bucket %s (%s); make sure it is private", bucket, code)
 
 
 def sha256_file(path: Path) -> str:

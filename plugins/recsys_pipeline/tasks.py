@@ -72,18 +72,21 @@ def check_quality(features: dict) -> dict:
 
 
 @task
+@_fail_fast
 def train_two_tower(loaded: dict) -> dict:
     params, folder = _run()
     return stages.train(mysql_settings_for_task(), folder, {"epochs": int(params["epochs"])}, loaded["data_version"])
 
 
 @task
+@_fail_fast
 def evaluate_models(trained: dict) -> dict:
     _, folder = _run()
     return stages.evaluate(mysql_settings_for_task(), folder)
 
 
 @task
+@_fail_fast
 def score_users(trained: dict) -> dict:
     params, folder = _run()
     return stages.recommend(mysql_settings_for_task(), folder, int(params["top_k"]))

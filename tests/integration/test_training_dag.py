@@ -131,13 +131,21 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
             else None
         )
     # one epoch: on groceries it cannot beat the popularity and EASE baselines
-    result = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "top_k": 10}, logical_date="2026-01-19")
+    # the same logical date as the promoted run above: a weaker rerun must not touch the champion's release
+    result = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "top_k": 10})
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]  # a refusal is an outcome, not a crash
     assert "the promotion gate kept the current champion" in log
     assert "FAIL: beats baseline" in log
-    assert storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries")) == pointer_before
-    decision = storage.get_json(s3, s3_test_settings.bucket, stages.release_prefix(s3_test_settings, "groceries", "20260119T000000Z") + "decision.json")
+    pointer_after = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries"))
+    assert pointer_after == pointer_before
+    if pointer_after:  # the champion's release is untouched: its manifest still has the recorded checksum
+        manifest_key = pointer_after["manifest"]
+        assert storage.download_sha256(s3, s3_test_settings.bucket, manifest_key)[1] == pointer_after["manifest_sha256"]
+    champion_release = pointer_after["release_id"] if pointer_after else None
+    releases = storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/20260105T000000Z-")
+    decision_key = next(k for k in releases if k.endswith("/decision.json") and f"/{champion_release}/" not in k)
+    decision = storage.get_json(s3, s3_test_settings.bucket, decision_key)
     assert decision["promote"] is False and any(r.startswith("FAIL") for r in decision["reasons"])
     if table_before is not None:
         with warehouse.connect(mysql_test_settings) as conn:

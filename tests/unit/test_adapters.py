@@ -76,7 +76,7 @@ def test_contract_files_derive_missing_items_and_users(tmp_path):
     [
         (pd.DataFrame({"user_id": ["u"], "event_type": ["view"], "event_time": ["2024-01-01"]}), "required column 'item_id'"),
         (pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "event_type": ["view"], "event_time": ["x"], "quantity": ["two"]}),
-         "column 'quantity' must be numeric; 1 rows, first at row 1: 'two'"),
+         "column 'quantity' must be numeric; 1 rows, first at data row 1: 'two'"),
         (pd.DataFrame({"user_id": ["u" * 65], "item_id": ["i"], "event_type": ["view"], "event_time": ["2024-01-01"]}),
          "column 'user_id' holds ids longer than 64"),
     ],

@@ -48,3 +48,12 @@ def test_absolute_floor():
     decision = decide("two_tower", _metrics(0.005, popular=0.001, knn=0.002), ["most_popular", "item_knn"], None, False, CONFIG)
     assert not decision.promote
     assert decision.checks[0].name == "minimum ndcg@20" and not decision.checks[0].passed
+
+
+def test_env_floor_follows_the_chosen_primary_metric(monkeypatch):
+    monkeypatch.setenv("RECSYS_GATE_PRIMARY_METRIC", "recall@20")
+    monkeypatch.setenv("RECSYS_GATE_MIN_PRIMARY", "0.3")
+    config = GateConfig.from_env()
+    assert config.primary_metric == "recall@20"
+    assert config.minimum["recall@20"] == 0.3
+    assert config.minimum["ndcg@20"] == 0.01

@@ -73,7 +73,7 @@ def create_table_sql(entity: str, qualified_table: str) -> str:
 
 def _first_bad(frame: pd.DataFrame, mask: pd.Series, column: str) -> str:
     position = int(mask.to_numpy().nonzero()[0][0])
-    return f"{int(mask.sum())} rows, first at row {position + 1}: {frame[column].iloc[position]!r}"
+    return f"{int(mask.sum())} rows, first at data row {position + 1}: {frame[column].iloc[position]!r}"
 
 
 def check_frame(frame: pd.DataFrame, entity: str, source: str) -> pd.DataFrame:
