@@ -55,9 +55,9 @@ def _describe_failure(suite: str, table: str, result) -> str:
     details = result.result or {}
     observed = details.get("observed_value")
     if observed is None and "unexpected_count" in details:
-        sample = details.get("partial_unexpected_list", [])[:5]
-        observed = f"{details['unexpected_count']} unexpected rows ({details.get('unexpected_percent', 0):.2f}%), e.g. {sample}"
-    rule = {k: v for k, v in kwargs.items() if k not in ("batch_id", "result_format")}
+        sample = [str(v) for v in details.get("partial_unexpected_list", [])[:5]]
+        observed = f"{int(details['unexpected_count'])} unexpected rows ({details.get('unexpected_percent', 0):.2f}%), e.g. {sample}"
+    rule = {k: (v if isinstance(v, (int, float, list, type(None))) else str(v)) for k, v in kwargs.items() if k not in ("batch_id", "result_format")}
     return f"suite {suite}: {config.type} failed on table {table}, column {column}: observed {observed}; rule {rule}"
 
 

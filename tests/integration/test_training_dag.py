@@ -151,3 +151,26 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
         with warehouse.connect(mysql_test_settings) as conn:
             table_after = warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version")
         assert table_after.equals(table_before)
+
+
+def test_a_failed_data_check_stops_the_run_before_training_and_names_the_rule(
+    pipeline_env, mysql_test_settings, s3_test_settings, tmp_path
+):
+    """Rows that pass the contract and dbt but break a data expectation (an event in 1990)."""
+    shop = tmp_path / "ancient_shop"
+    shop.mkdir()
+    rows = [(f"u{u}", f"i{(u + k) % 8}", "purchase", f"2024-01-{k + 1:02d} 10:00:00") for u in range(6) for k in range(6)]
+    rows[0] = ("u0", "i0", "purchase", "1990-01-01 10:00:00")
+    pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_time"]).to_csv(shop / "events.csv", index=False)
+    result = run_dag(pipeline_env, {"dataset": str(shop), "epochs": 1}, logical_date="2026-01-26")
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "suite staged_events: expect_column_values_to_be_between failed on table stg_raw__events, column event_at" in log
+    assert "1990-01-01" in log
+    finished = {
+        line.split("task_id=")[1].split(",")[0].strip("'\"") for line in log.splitlines() if "Pushing xcom" in line and "task_id=" in line
+    }
+    assert {"load_raw", "build_features"} <= finished  # the stages before the gate ran
+    assert not finished & {"check_quality", "train_two_tower", "publish_release", "load_recommendations"}
+    s3 = storage.client(s3_test_settings)
+    assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/ancient_shop/") == []
