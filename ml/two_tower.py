@@ -42,7 +42,6 @@ class TwoTowerConfig:
     use_user_id: bool = False  # False: users are described by their history alone
     history_dropout: float = 0.3  # share of history items hidden at random in each training step
     logq_correction: float = 1.5  # weight of the log-frequency correction (0 = plain in-batch softmax)
-    full_softmax: bool = False  # score against every item (exact softmax) instead of the batch's items
     causal_history: bool = True  # train on "next item from the items before it" (matches a temporal holdout)
     recency_weights: bool = True  # learn a weight per history position (most recent first) instead of a plain mean
     seed: int = 42
@@ -132,8 +131,6 @@ class TwoTowerModel(keras.Model):
         return user, item
 
     def retrieval_loss(self, inputs) -> tf.Tensor:
-        if self.config.full_softmax:
-            return self._full_softmax_loss(inputs)
         user, item = self(inputs | {"exclude": inputs["item"]}, training=True)
         logits = tf.matmul(user, item, transpose_b=True) / self.config.temperature
         logits -= self.config.logq_correction * tf.gather(self.item_log_frequency, inputs["item"])[tf.newaxis, :]
@@ -142,14 +139,6 @@ class TwoTowerModel(keras.Model):
         logits = tf.where(accidental, tf.fill(tf.shape(logits), -1e9), logits)
         labels = tf.range(tf.shape(logits)[0])
         losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits)
-        return tf.reduce_sum(losses)
-
-    def _full_softmax_loss(self, inputs) -> tf.Tensor:
-        """Exact softmax over the whole catalogue: affordable for catalogues of tens of thousands."""
-        user = self.user_tower(inputs["user"], inputs["history"], inputs["item"], training=True)
-        all_items = self.item_tower(tf.range(1, tf.shape(self.item_log_frequency)[0]))
-        logits = tf.matmul(user, all_items, transpose_b=True) / self.config.temperature
-        losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=inputs["item"] - 1, logits=logits)
         return tf.reduce_sum(losses)
 
     def train_step(self, data):

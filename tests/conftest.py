@@ -96,11 +96,14 @@ def s3_test_settings(s3_server) -> S3Settings:
 @pytest.fixture(scope="session")
 def airflow_home():
     """A migrated Airflow metadata database for the tests (SQLite in .airflow-test)."""
+    from importlib.metadata import version
+
     TEST_AIRFLOW_HOME.mkdir(exist_ok=True)
     stamp = TEST_AIRFLOW_HOME / ".migrated"
-    if not stamp.exists():
+    airflow_version = version("apache-airflow")
+    if not stamp.exists() or stamp.read_text() != airflow_version:  # migrate again after an upgrade
         subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True, capture_output=True)
-        stamp.touch()
+        stamp.write_text(airflow_version)
     return TEST_AIRFLOW_HOME
 
 
