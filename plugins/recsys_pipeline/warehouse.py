@@ -182,6 +182,14 @@ def table_exists(conn: MySQLdb.Connection, database: str, table: str) -> bool:
     return cur.fetchone()[0] > 0
 
 
+def column_exists(conn: MySQLdb.Connection, database: str, table: str, column: str) -> bool:
+    return bool(scalar(
+        conn,
+        "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = %s AND table_name = %s AND column_name = %s",
+        (database, table, column),
+    ))
+
+
 def read_frame(conn: MySQLdb.Connection, sql: str, params: Sequence | None = None) -> pd.DataFrame:
     """Run ``sql`` and return its rows as a DataFrame with the query's column names."""
     cur = conn.cursor()
@@ -195,3 +203,10 @@ def scalar(conn: MySQLdb.Connection, sql: str, params: Sequence | None = None):
     cur.execute(sql, params)
     row = cur.fetchone()
     return None if row is None else row[0]
+
+
+def query_one(conn: MySQLdb.Connection, sql: str, params: Sequence | None = None) -> tuple | None:
+    """Run ``sql`` and return its first row (None when it has none)."""
+    cur = conn.cursor()
+    cur.execute(sql, params)
+    return cur.fetchone()

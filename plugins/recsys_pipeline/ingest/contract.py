@@ -63,7 +63,11 @@ PRIMARY_KEYS = {"events": "source_row_id", "items": "item_id", "users": "user_id
 def create_table_sql(entity: str, qualified_table: str) -> str:
     """DDL of the raw table for ``entity`` (with load bookkeeping columns)."""
     columns = [f"`{c.name}` {c.sql_type}" for c in CONTRACT[entity]]
-    columns += ["`load_id` VARCHAR(64) NOT NULL", "`loaded_at` DATETIME NOT NULL"]
+    columns += [
+        "`row_hash` BIGINT UNSIGNED NOT NULL",  # digest of the contract values: finds unchanged rows
+        "`load_id` VARCHAR(64) NOT NULL",
+        "`loaded_at` DATETIME NOT NULL",
+    ]
     columns.append(f"PRIMARY KEY (`{PRIMARY_KEYS[entity]}`)")
     return (
         f"CREATE TABLE {qualified_table} (\n  " + ",\n  ".join(columns) + "\n) "

@@ -5,6 +5,13 @@ every row arrived without a warning, and only then swaps all three into place in
 ``RENAME TABLE`` statement: dbt never reads a mix of two loads, a refused load leaves
 the previous one untouched, and re-running a load gives the same tables (a full
 snapshot, never appended twice). ``load_audit`` keeps one row per load id.
+
+A row that is identical to the live table's row with the same key keeps that row's
+``load_id`` and ``loaded_at``: ``loaded_at`` says when the row first arrived, so the
+dbt source freshness check measures when new data last came in, and dbt's
+incremental models pick up only the rows of this load. The summary says whether
+the events grew append-only (every live row still there, unchanged); when not,
+the incremental models must be rebuilt in full (``needs_full_refresh``).
 """
 
 from __future__ import annotations
@@ -16,9 +23,11 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pandas as pd
+
 from recsys_pipeline import warehouse
 from recsys_pipeline.ingest.adapters import RawDataset
-from recsys_pipeline.ingest.contract import CONTRACT, create_table_sql
+from recsys_pipeline.ingest.contract import CONTRACT, PRIMARY_KEYS, create_table_sql
 from recsys_pipeline.settings import MySQLSettings
 
 log = logging.getLogger(__name__)
@@ -47,9 +56,51 @@ class LoadSummary:
     rows: dict[str, int]
     seconds: float
     rows_per_second: float
+    # events whose content is new in this load (all of them on a first load)
+    new_events: int
+    # live events that this load changed or dropped: > 0 means the raw data did not just grow
+    changed_or_removed_events: int
+
+    @property
+    def append_only(self) -> bool:
+        return self.changed_or_removed_events == 0
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return asdict(self) | {"append_only": self.append_only}
+
+
+def row_hashes(frame: pd.DataFrame, entity: str) -> pd.Series:
+    """A 64-bit digest of each row's contract values (the same values give the same digest)."""
+    columns = [c.name for c in CONTRACT[entity]]
+    return pd.util.hash_pandas_object(frame[columns], index=False).astype("uint64")
+
+
+def stamp_rows(conn, database: str, entity: str, frame: pd.DataFrame, load_id: str, loaded_at: datetime) -> tuple[pd.DataFrame, int, int]:
+    """``frame`` with its bookkeeping columns: row_hash, and the load stamps.
+
+    A row whose key and digest match a row of the live table keeps that row's
+    ``load_id`` and ``loaded_at``; the others get this load's. Returns (stamped frame,
+    rows new or changed in this load, live rows changed or removed by it). Matching
+    happens here rather than with an UPDATE in MySQL, which rewrote every row
+    (15-30 s on Online Retail against about 1 s).
+    """
+    key = PRIMARY_KEYS[entity]
+    stamped = frame.assign(row_hash=row_hashes(frame, entity), load_id=load_id, loaded_at=pd.Timestamp(loaded_at))
+    table = RAW_TABLES[entity]
+    if not warehouse.table_exists(conn, database, table) or not warehouse.column_exists(conn, database, table, "row_hash"):
+        return stamped, len(stamped), 0
+    live = warehouse.read_frame(
+        conn, f"SELECT `{key}`, `row_hash`, `load_id`, `loaded_at` FROM {warehouse.quote_identifier(database)}.{warehouse.quote_identifier(table)}"
+    )
+    if live.empty:
+        return stamped, len(stamped), 0
+    live = live.astype({"row_hash": "uint64", key: stamped[key].dtype})
+    kept = stamped[[key, "row_hash"]].merge(live, on=[key, "row_hash"], how="left", validate="one_to_one")
+    unchanged = kept["load_id"].notna().to_numpy()
+    stamped.loc[unchanged, "load_id"] = kept.loc[unchanged, "load_id"].to_numpy()
+    stamped.loc[unchanged, "loaded_at"] = pd.to_datetime(kept.loc[unchanged, "loaded_at"]).to_numpy()
+    n_unchanged = int(unchanged.sum())
+    return stamped, len(stamped) - n_unchanged, len(live) - n_unchanged
 
 
 def load_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> LoadSummary:
@@ -65,16 +116,20 @@ def load_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> Load
     data_version = dataset.fingerprint()
     frames = {"events": dataset.events, "items": dataset.items, "users": dataset.users}
     rows: dict[str, int] = {}
+    new_events, changed_or_removed = 0, 0
     with warehouse.connect(settings, database=database) as conn, tempfile.TemporaryDirectory() as tmp:
         cur = conn.cursor()
         for entity, frame in frames.items():
             new_table = f"{RAW_TABLES[entity]}__new"
             cur.execute(f"DROP TABLE IF EXISTS {db}.{warehouse.quote_identifier(new_table)}")
             cur.execute(create_table_sql(entity, f"{db}.{warehouse.quote_identifier(new_table)}"))
-            stamped = frame.assign(load_id=load_id, loaded_at=loaded_at)
+            stamped, fresh, gone = stamp_rows(conn, database, entity, frame, load_id, loaded_at)
             rows[entity] = warehouse.load_frame(conn, f"{database}.{new_table}", stamped, Path(tmp))
             conn.commit()
-            log.info("loaded %s rows into %s.%s", rows[entity], database, new_table)
+            log.info("loaded %s rows into %s.%s: %s new or changed, %s live rows changed or removed",
+                     rows[entity], database, new_table, fresh, gone)
+            if entity == "events":
+                new_events, changed_or_removed = fresh, gone
         warehouse.swap_in(conn, database, list(RAW_TABLES.values()), keep_previous=False)
         seconds = time.perf_counter() - started
         cur.execute(AUDIT_DDL.format(db=db))
@@ -84,4 +139,7 @@ def load_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> Load
         )
         conn.commit()
     total = sum(rows.values())
-    return LoadSummary(load_id, dataset.name, data_version, rows, round(seconds, 3), round(total / max(seconds, 1e-9)))
+    return LoadSummary(
+        load_id, dataset.name, data_version, rows, round(seconds, 3), round(total / max(seconds, 1e-9)),
+        new_events=new_events, changed_or_removed_events=changed_or_removed,
+    )
