@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from recsys_pipeline import transform, warehouse
+from recsys_pipeline import stages, transform, warehouse
 from recsys_pipeline.ingest.adapters import RawDataset
 from recsys_pipeline.ingest.contract import check_frame
 from recsys_pipeline.ingest.loader import load_raw
@@ -34,19 +34,37 @@ def _events() -> pd.DataFrame:
         ("u2", "p03", "return", -1.0, 1.5, "2024-03-02 09:00:00"),  # returns are not positives
         (None, "p04", "purchase", 1.0, 1.5, "2024-03-02 09:00:00"),  # anonymous basket
         ("u3", "p05", "purchase", 1.0, 1.5, "31-02-2024"),  # impossible date
+        ("u3", "p05", "purchase", 1.0, 1.5, "1969-12-31 23:59:59"),  # before min_event_time
+        ("u3", "p06", "purchase", 1.0, 1.5, "2099-01-01 00:00:00"),  # in the future
     ]
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "quantity", "price", "event_time"])
     frame.insert(0, "source_row_id", range(1, len(frame) + 1))
     return frame
 
 
+TITLES = {
+    "p01": "WHITE HANGING HEART T-LIGHT HOLDER",  # candles & lighting (before home decor's 'holder')
+    "p02": "  LANTERN   with  SPACES ",  # candles & lighting; whitespace normalised
+    "p03": "JUMBO BAG RED RETROSPOT",  # bags
+    "p04": "whole milk",  # dairy & eggs
+    "p05": "UNNAMEABLE THING",  # no rule: other
+}
+
+
+def _items(events: pd.DataFrame) -> pd.DataFrame:
+    ids = sorted(set(events["item_id"].dropna()))
+    return pd.DataFrame({"item_id": ids, "title": [TITLES.get(i) for i in ids], "price": [1.5 if i.startswith("p") else None for i in ids]})
+
+
 @pytest.fixture(scope="module")
 def built(mysql_test_settings):
     events = check_frame(_events(), "events", "synthetic")
-    items = check_frame(pd.DataFrame({"item_id": sorted(set(events["item_id"]))}), "items", "synthetic")
-    users = check_frame(pd.DataFrame({"user_id": ["u1", "u2", "u3"]}), "users", "synthetic")
+    items = check_frame(_items(events), "items", "synthetic")
+    users = check_frame(pd.DataFrame({"user_id": ["u1", "u2", "u3"], "country": ["France", " United  Kingdom ", None]}), "users", "synthetic")
     load_raw(RawDataset("synthetic", events, items, users, []), mysql_test_settings, "dbt-test")
-    transform.run_dbt(mysql_test_settings, ["build"], {})
+    stages.ensure_recommendations_table(mysql_test_settings)
+    plan = transform.build(mysql_test_settings, {}, full_refresh=True)
+    assert plan.full_refresh
     return mysql_test_settings
 
 
@@ -61,6 +79,8 @@ def test_rejected_events_are_kept_with_their_reason(built):
         11: "duplicate_event",
         18: "missing_user_id",
         19: "unparseable_event_time",
+        20: "implausible_event_time",
+        21: "implausible_event_time",
     }
     total = _frame(built, "SELECT (SELECT COUNT(*) FROM stg_raw__events) + (SELECT COUNT(*) FROM stg_raw__rejected_events) AS n")
     assert int(total["n"].iloc[0]) == len(_events())
@@ -98,3 +118,78 @@ def test_user_features(built):
     assert features.loc["u2", ["n_purchases", "n_returns", "n_views", "n_carts"]].astype(int).tolist() == [1, 1, 1, 1]
     assert int(features.loc["u1", "n_distinct_items"]) == 10
     assert float(features.loc["u1", "monetary"]) == pytest.approx(10 * 2 * 1.5 + 1.5)
+
+
+def test_categories_are_derived_from_titles_by_the_seed_rules(built):
+    categories = _frame(built, "SELECT item_id, category, category_source FROM int_item_categories")
+    by_item = dict(zip(categories["item_id"], zip(categories["category"], categories["category_source"])))
+    assert by_item["p01"] == ("candles & lighting", "title_keywords")
+    assert by_item["p02"] == ("candles & lighting", "title_keywords")
+    assert by_item["p03"] == ("bags", "title_keywords")
+    assert by_item["p04"] == ("dairy & eggs", "title_keywords")
+    assert by_item["p05"] == ("other", "none")  # a title no rule matches
+    assert by_item["p07"] == ("other", "none")  # no title at all
+    titles = _frame(built, "SELECT title FROM stg_raw__items WHERE item_id = 'p02'")
+    assert titles["title"].iloc[0] == "LANTERN with SPACES"
+
+
+def test_user_profile_has_categories_price_level_and_recent_items(built):
+    import json
+
+    profile = _frame(
+        built, "SELECT user_id, favourite_category, top_categories, n_categories, price_level, recent_items, country FROM user_features"
+    ).set_index("user_id")
+    u1 = profile.loc["u1"]
+    # u1's items: p01, p02 (candles & lighting), p03 (bags), p04 (dairy & eggs), p05..p10 (other)
+    assert u1["favourite_category"] == "other"
+    assert json.loads(u1["top_categories"])[:2] == ["other", "candles & lighting"]
+    assert int(u1["n_categories"]) == 4
+    assert int(u1["price_level"]) in {1, 2, 3, 4, 5}
+    # the most recent items, oldest first: p03 was bought again on day 20, so it comes last
+    recent = json.loads(u1["recent_items"])
+    assert recent[-1] == "p03" and len(recent) == 10
+    assert profile.loc["u2", "country"] == "United Kingdom"
+    top = _frame(built, "SELECT category, category_rank, weight_share FROM user_top_categories WHERE user_id = 'u1' ORDER BY category_rank")
+    assert top["category"].iloc[0] == "other"
+    assert float(top["weight_share"].astype(float).sum()) == pytest.approx(1.0)
+
+
+def test_item_features_windows_and_rates(built):
+    items = _frame(
+        built, "SELECT item_id, n_users, n_users_7d, n_users_90d, n_buyers, repeat_rate, n_views, conversion_rate, return_rate FROM item_features"
+    ).set_index("item_id")
+    # p03: u1 bought it on 3 and 20 March (two baskets), u2 returned it; newest event 20 March
+    assert int(items.loc["p03", "n_buyers"]) == 1
+    assert float(items.loc["p03", "repeat_rate"]) == 1.0
+    assert float(items.loc["p03", "return_rate"]) == pytest.approx(1 / 3)
+    assert int(items.loc["p03", "n_users_7d"]) == 1  # the repeat purchase on 20 March
+    assert int(items.loc["p01", "n_users_7d"]) == 0 and int(items.loc["p01", "n_users_90d"]) == 2
+    # p01 has one view (u2) and one purchase (u1): conversion 1; items without views have none
+    assert float(items.loc["p01", "conversion_rate"]) == 1.0
+    assert pd.isna(items.loc["p05", "conversion_rate"])
+
+
+def test_time_split_cuts_all_users_at_one_time(built):
+    split = _frame(built, "SELECT user_id, item_id, split, is_evaluated, first_event_at, cut_at FROM interactions_time_split")
+    cut = pd.to_datetime(split["cut_at"]).unique()
+    assert len(cut) == 1
+    train = split[split["split"] == "train"]
+    assert (pd.to_datetime(train["first_event_at"]) < cut[0]).all()
+    assert 0.15 <= (split["split"] == "test").mean() <= 0.35
+    u2 = split[split["user_id"] == "u2"]
+    assert set(u2["split"]) == {"train"} and set(u2["is_evaluated"].astype(int)) == {0}
+
+
+def test_recommendations_view_explains_each_row(built):
+    with warehouse.connect(built) as conn:
+        cur = conn.cursor()
+        cur.execute("DELETE FROM recommendations")
+        cur.executemany(
+            "INSERT INTO recommendations VALUES (%s, %s, %s, %s, 'model-x', '2024-04-01 00:00:00')",
+            [("u2", 1, "p04", 0.9), ("u2", 2, "p06", 0.5)],
+        )
+        conn.commit()
+    explained = _frame(built, "SELECT `rank`, item_id, title, category, reason FROM recommendations_explained WHERE user_id = 'u2' ORDER BY `rank`")
+    assert list(explained["item_id"]) == ["p04", "p06"]
+    assert explained["title"].iloc[0] == "whole milk" and explained["category"].iloc[0] == "dairy & eggs"
+    assert explained["reason"].iloc[0].startswith("popular item")  # u2 never bought dairy

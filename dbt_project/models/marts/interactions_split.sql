@@ -32,20 +32,33 @@ interactions as (
 
 ),
 
+user_sizes as (
+
+    -- a GROUP BY joined back: MariaDB 10.11 evaluates count(*) over (partition by ...) row by row
+    select
+        user_id,
+        count(*) as n_user_items
+    from interactions
+    group by user_id
+
+),
+
 ranked as (
 
     select
-        user_id,
-        item_id,
-        first_event_at,
-        first_source_row_id,
-        weight,
+        interactions.user_id,
+        interactions.item_id,
+        interactions.first_event_at,
+        interactions.first_source_row_id,
+        interactions.weight,
         row_number() over (
-            partition by user_id
-            order by first_event_at, first_source_row_id
+            partition by interactions.user_id
+            order by interactions.first_event_at, interactions.first_source_row_id
         ) as item_rank,
-        count(*) over (partition by user_id) as n_user_items
+        user_sizes.n_user_items
     from interactions
+    inner join user_sizes
+        on user_sizes.user_id = interactions.user_id
 
 ),
 

@@ -1,10 +1,19 @@
 {{
     config(
-        post_hook=[create_index(['item_id'])]
+        post_hook=[
+            create_index(['item_id'], unique=true),
+            create_index(['category']),
+            create_index(['popularity_rank']),
+        ]
     )
 }}
 
--- one row per product (is_product = 1) with at least one staged event.
+-- one row per product (is_product = 1) with at least one staged event. "Now" for the
+-- recent-popularity windows is the newest event_at in the data, so reruns on the
+-- same data give the same values. Rates are DOUBLE: integer division in MariaDB
+-- gives a DECIMAL rounded to 4 places (div_precision_increment).
+
+{%- set windows = var('popularity_windows_days') %}
 
 with
 
@@ -20,33 +29,87 @@ items as (
 
 ),
 
+item_categories as (
+
+    select * from {{ ref('int_item_categories') }}
+
+),
+
 interactions as (
 
     select * from {{ ref('int_interactions') }}
 
 ),
 
+event_weights as (
+
+    select * from {{ ref('event_weights') }}
+
+),
+
+data_end as (
+
+    select max(event_at) as max_event_at from events
+
+),
+
 product_events as (
 
     select
-        *,
-        is_return = 0 and event_type = 'purchase' as is_purchase
+        events.*,
+        events.is_return = 0 and events.event_type = 'purchase' as is_purchase,
+        coalesce(event_weights.is_positive, 0) = 1 and events.is_return = 0 as is_positive,
+        -- a basket is the basket id, or the user's calendar day when there is none
+        coalesce(events.basket_id, date_format(events.event_at, '%Y-%m-%d')) as basket_key
     from events
-    where is_product = 1
+    left join event_weights
+        on event_weights.event_type = events.event_type
+    where events.is_product = 1
 
 ),
 
 event_stats as (
 
     select
-        item_id,
+        product_events.item_id,
         sum(is_purchase) as n_purchases,
         sum(is_return) as n_returns,
+        sum(event_type = 'view') as n_views,
+        avg(case when event_type = 'rating' then event_value end) as avg_rating,
         count(*) as n_events,
         avg(case when is_purchase and price > 0 then price end) as avg_unit_price,
+        {%- for days in windows %}
+        count(distinct case
+            when is_positive and event_at > data_end.max_event_at - interval {{ days | int }} day then user_id
+        end) as n_users_{{ days | int }}d,
+        {%- endfor %}
         min(event_at) as first_seen_at,
         max(event_at) as last_seen_at
     from product_events
+    cross join data_end
+    group by product_events.item_id
+
+),
+
+buyer_baskets as (
+
+    select
+        item_id,
+        user_id,
+        count(distinct basket_key) as n_baskets
+    from product_events
+    where is_purchase
+    group by item_id, user_id
+
+),
+
+repeat_stats as (
+
+    select
+        item_id,
+        count(*) as n_buyers,
+        sum(n_baskets >= 2) as n_repeat_buyers
+    from buyer_baskets
     group by item_id
 
 ),
@@ -91,23 +154,35 @@ joined as (
     select
         event_stats.item_id,
         items.title,
-        items.category,
+        coalesce(item_categories.category, 'other') as category,
+        coalesce(item_categories.category_source, 'none') as category_source,
         coalesce(items.price, modal_prices.modal_unit_price) as price,
         event_stats.avg_unit_price,
         coalesce(user_counts.n_users, 0) as n_users,
+        {%- for days in windows %}
+        event_stats.n_users_{{ days | int }}d,
+        {%- endfor %}
         cast(event_stats.n_purchases as unsigned) as n_purchases,
         cast(event_stats.n_returns as unsigned) as n_returns,
+        cast(event_stats.n_views as unsigned) as n_views,
+        event_stats.avg_rating,
+        coalesce(repeat_stats.n_buyers, 0) as n_buyers,
+        coalesce(repeat_stats.n_repeat_buyers, 0) as n_repeat_buyers,
         event_stats.n_events,
         event_stats.first_seen_at,
         event_stats.last_seen_at
     from event_stats
     left join items
         on items.item_id = event_stats.item_id
+    left join item_categories
+        on item_categories.item_id = event_stats.item_id
     left join modal_prices
         on modal_prices.item_id = event_stats.item_id
         and modal_prices.price_order = 1
     left join user_counts
         on user_counts.item_id = event_stats.item_id
+    left join repeat_stats
+        on repeat_stats.item_id = event_stats.item_id
 
 ),
 
@@ -117,16 +192,26 @@ final as (
         item_id,
         title,
         category,
+        category_source,
         price,
+        case when price is not null then ntile(5) over (partition by price is null order by price, item_id) end as price_band,
         avg_unit_price,
         n_users,
+        {%- for days in windows %}
+        n_users_{{ days | int }}d,
+        {%- endfor %}
         n_purchases,
         n_returns,
         case
             when n_purchases + n_returns > 0
-                then n_returns / (n_purchases + n_returns)
+                then cast(n_returns as double) / (n_purchases + n_returns)
             else 0
         end as return_rate,
+        n_views,
+        case when n_views > 0 then least(cast(n_purchases as double) / n_views, 1) end as conversion_rate,
+        avg_rating,
+        n_buyers,
+        case when n_buyers > 0 then cast(n_repeat_buyers as double) / n_buyers end as repeat_rate,
         n_events,
         row_number() over (
             order by n_users desc, n_purchases desc, item_id

@@ -1,10 +1,12 @@
 {{
     config(
-        post_hook=[create_index(['user_id'])]
+        post_hook=[create_index(['user_id'], unique=true)]
     )
 }}
 
--- one row per user with at least one staged event on a product.
+-- one row per user with at least one staged event on a product: the "user profile"
+-- of the source articles (activity by event type, RFM, categories, price level,
+-- demographics, and the recent item sequence).
 -- Time-relative features use the latest event_at in the staged data as "now",
 -- so a rerun on the same data gives the same values.
 
@@ -19,6 +21,87 @@ events as (
 users as (
 
     select * from {{ ref('stg_raw__users') }}
+
+),
+
+interactions as (
+
+    select * from {{ ref('int_interactions') }}
+
+),
+
+item_features as (
+
+    select * from {{ ref('item_features') }}
+
+),
+
+top_categories as (
+
+    select * from {{ ref('user_top_categories') }}
+
+),
+
+category_profile as (
+
+    select
+        user_id,
+        count(*) as n_categories,
+        max(case when category_rank = 1 then category end) as favourite_category
+    from top_categories
+    group by user_id
+
+),
+
+top_three_categories as (
+
+    select
+        user_id,
+        json_arrayagg(category order by category_rank) as top_categories
+    from top_categories
+    where category_rank <= 3
+    group by user_id
+
+),
+
+price_profile as (
+
+    -- the user's price level: the average price band (1 = cheapest fifth of items,
+    -- 5 = dearest) of the items they interacted with, rounded
+    select
+        interactions.user_id,
+        cast(round(avg(item_features.price_band)) as unsigned) as price_level
+    from interactions
+    inner join item_features
+        on item_features.item_id = interactions.item_id
+    where item_features.price_band is not null
+    group by interactions.user_id
+
+),
+
+recent_interactions as (
+
+    select
+        user_id,
+        item_id,
+        last_event_at,
+        row_number() over (
+            partition by user_id
+            order by last_event_at desc, first_source_row_id desc
+        ) as recency_order
+    from interactions
+
+),
+
+recent_sequences as (
+
+    -- the user's most recent items, oldest first (the order a sequence model reads)
+    select
+        user_id,
+        json_arrayagg(item_id order by recency_order desc) as recent_items
+    from recent_interactions
+    where recency_order <= {{ var('recent_items_per_user') | int }}
+    group by user_id
 
 ),
 
@@ -76,14 +159,28 @@ final as (
         aggregated.first_event_at,
         aggregated.last_event_at,
         datediff(data_end.max_event_at, aggregated.last_event_at) as recency_days,
-        aggregated.n_baskets / aggregated.n_active_months as frequency,
+        cast(aggregated.n_baskets as double) / aggregated.n_active_months as frequency,
         aggregated.monetary,
         aggregated.avg_unit_price,
-        users.country
+        price_profile.price_level,
+        coalesce(category_profile.n_categories, 0) as n_categories,
+        category_profile.favourite_category,
+        coalesce(top_three_categories.top_categories, json_array()) as top_categories,
+        coalesce(recent_sequences.recent_items, json_array()) as recent_items,
+        users.country,
+        users.attributes
     from aggregated
     cross join data_end
     left join users
         on users.user_id = aggregated.user_id
+    left join category_profile
+        on category_profile.user_id = aggregated.user_id
+    left join top_three_categories
+        on top_three_categories.user_id = aggregated.user_id
+    left join price_profile
+        on price_profile.user_id = aggregated.user_id
+    left join recent_sequences
+        on recent_sequences.user_id = aggregated.user_id
 
 )
 

@@ -1,24 +1,30 @@
 {{
     config(
+        materialized='incremental',
+        unique_key='source_row_id',
         post_hook=[
             create_index(['source_row_id'], unique=true),
             create_index(['user_id', 'item_id']),
-            create_index(['item_id']),
         ]
     )
 }}
+
+{#-
+    Incremental: a build after the raw events only grew (see
+    recsys_pipeline.transform.plan_build) reads just the raw rows stamped after the
+    newest `loaded_at` here; the loader keeps the first `loaded_at` of unchanged rows.
+    Anything else -- changed rules, changed or removed raw rows -- is built with
+    --full-refresh, so incremental and full builds give the same table.
+#}
 
 with
 
 source as (
 
     select * from {{ source('raw', 'raw_events') }}
-
-),
-
-users as (
-
-    select * from {{ ref('stg_raw__users') }}
+    {% if is_incremental() -%}
+    where loaded_at > {{ incremental_watermark('loaded_at') }}
+    {%- endif %}
 
 ),
 
@@ -34,7 +40,8 @@ cleaned as (
         price,
         nullif(trim(basket_id), '') as basket_id,
         {{ parse_event_time('event_time') }} as event_at,
-        load_id
+        load_id,
+        loaded_at
     from source
 
 ),
@@ -46,6 +53,7 @@ valid as (
         and item_id is not null
         and event_type is not null
         and event_at is not null
+        and event_at between {{ plausible_event_time_range() }}
 
 ),
 
@@ -65,48 +73,58 @@ deduplicated as (
 
 ),
 
-distinct_items as (
+first_copies as (
 
-    select distinct item_id from deduplicated where duplicate_number = 1
+    select * from deduplicated
+    where duplicate_number = 1
+    {% if is_incremental() -%}
+        -- and not a copy of an event staged by an earlier build
+        and not exists (
+            select 1
+            from {{ this }} as staged
+            where staged.user_id = deduplicated.user_id
+                and staged.item_id = deduplicated.item_id
+                and staged.event_type = deduplicated.event_type
+                and staged.event_value <=> deduplicated.event_value
+                and staged.quantity <=> deduplicated.quantity
+                and staged.price <=> deduplicated.price
+                and staged.event_at = deduplicated.event_at
+                and staged.basket_id <=> deduplicated.basket_id
+                and staged.source_row_id < deduplicated.source_row_id
+        )
+    {%- endif %}
 
 ),
 
-item_flags as (
+item_kinds as (
 
-    select
-        item_id,
-        {{ is_product_item('item_id') }} as is_product,
-        {{ non_product_kind('item_id') }} as non_product_kind
-    from distinct_items
+    select * from {{ ref('stg_item_kinds') }}
 
 ),
 
 final as (
 
     select
-        deduplicated.source_row_id,
-        deduplicated.user_id,
-        deduplicated.item_id,
-        deduplicated.event_type,
-        deduplicated.event_value,
-        deduplicated.quantity,
-        deduplicated.price,
-        deduplicated.basket_id,
-        deduplicated.event_at,
-        cast(item_flags.is_product as unsigned) as is_product,
-        item_flags.non_product_kind,
+        first_copies.source_row_id,
+        first_copies.user_id,
+        first_copies.item_id,
+        first_copies.event_type,
+        first_copies.event_value,
+        first_copies.quantity,
+        first_copies.price,
+        first_copies.basket_id,
+        first_copies.event_at,
+        item_kinds.is_product,
+        item_kinds.non_product_kind,
         cast(
-            deduplicated.event_type = 'return'
-            or coalesce(deduplicated.quantity < 0, false)
+            first_copies.event_type = 'return'
+            or coalesce(first_copies.quantity < 0, false)
         as unsigned) as is_return,
-        cast(users.user_id is not null as unsigned) as has_known_user,
-        deduplicated.load_id
-    from deduplicated
-    inner join item_flags
-        on item_flags.item_id = deduplicated.item_id
-    left join users
-        on users.user_id = deduplicated.user_id
-    where deduplicated.duplicate_number = 1
+        first_copies.load_id,
+        first_copies.loaded_at
+    from first_copies
+    inner join item_kinds
+        on item_kinds.item_id = first_copies.item_id
 
 )
 

@@ -1,6 +1,13 @@
+{{
+    config(
+        post_hook=[create_index(['source_row_id'], unique=true), create_index(['reject_reason'])]
+    )
+}}
+
 -- raw events that are kept out of stg_raw__events (quarantine list), one row per
 -- raw event, with the first reason that applies. Together with stg_raw__events it
--- accounts for every row of raw_events.
+-- accounts for every row of raw_events. A full table on every build (an anti-join
+-- on the primary key), so it always matches the current raw data.
 
 with
 
@@ -54,6 +61,8 @@ final as (
             when nullif(trim(checked.item_id), '') is null then 'missing_item_id'
             when nullif(trim(checked.event_type), '') is null then 'missing_event_type'
             when checked.event_at is null then 'unparseable_event_time'
+            when checked.event_at not between {{ plausible_event_time_range('checked.loaded_at') }}
+                then 'implausible_event_time'
             else 'duplicate_event'
         end as reject_reason
     from checked
