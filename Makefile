@@ -25,6 +25,8 @@ export AIRFLOW_HOME := $(CURDIR)/.airflow
 export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__PLUGINS_FOLDER := $(CURDIR)/plugins
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
+# astronomer-cosmos reports usage to a web service by default; a pipeline here does not
+export AIRFLOW__COSMOS__ENABLE_TELEMETRY := False
 export AIRFLOW__CORE__PARALLELISM := 4
 export AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG := 4
 export AIRFLOW__CORE__EXECUTOR := LocalExecutor

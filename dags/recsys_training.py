@@ -5,7 +5,10 @@ Every week (or when triggered), this DAG:
 
 1. **load_raw** — maps the dataset onto the raw contract and bulk-loads it into
    MySQL's raw tables (all three tables swapped in at once; a load that loses a row is refused);
-2. **build_features** — `dbt build`: staging, user/item features, the evaluation split, and their tests;
+2. **features** — the dbt project, one task per seed, source and model (astronomer-cosmos), grouped by
+   folder (staging, intermediate, marts, published); each model task builds the model and runs its tests.
+   Incremental models update in place when the raw events only grew; otherwise (or with `full_refresh`)
+   they are rebuilt. **document_features** then writes the dbt docs site into the release;
 3. **check_quality** — Great Expectations suites from `expectations/`; a failure stops the run here,
    naming the suite, table, column and observed value, and nothing is trained or published;
 4. **train_two_tower** — the TensorFlow two-tower retrieval model;
@@ -28,9 +31,10 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag
 
+from recsys_pipeline.dbt_task_group import TEMPLATE_MACROS, features_task_group
 from recsys_pipeline.tasks import (
-    build_features,
     check_quality,
+    document_features,
     evaluate_models,
     load_raw,
     load_recommendations,
@@ -63,12 +67,16 @@ DEFAULT_ARGS = {
         "epochs": Param(20, type="integer", minimum=1, maximum=200, description="most training epochs of the two-tower model (it stops early on the validation metric)"),
         "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user in the published tables"),
         "force_publish": Param(False, type="boolean", description="promote the model even if the gate says no"),
+        "full_refresh": Param(False, type="boolean", description="rebuild dbt's incremental models from all raw rows (otherwise automatic when the rules or old raw rows changed)"),
     },
+    user_defined_macros=TEMPLATE_MACROS,
 )
 def recsys_training():
     loaded = load_raw()
-    features = build_features(loaded)
-    checked = check_quality(features)
+    features = features_task_group()
+    documented = document_features(loaded)
+    loaded >> features >> documented
+    checked = check_quality(documented)
     trained = train_two_tower(loaded)
     checked >> trained
     metrics = evaluate_models(trained)

@@ -114,19 +114,44 @@ def load_id_for(dataset: str, release_id: str) -> str:
     return f"{dataset_key(dataset)}:{release_id}"[:64]
 
 
-def load(settings: MySQLSettings, dataset: str, load_id: str) -> dict:
-    """Map ``dataset`` onto the raw contract and load it into the raw tables (all or nothing)."""
+def load(settings: MySQLSettings, dataset: str, load_id: str, full_refresh: bool = False) -> dict:
+    """Map ``dataset`` onto the raw contract and load it into the raw tables (all or nothing).
+
+    The summary also says how the next dbt build must run (``dbt_plan``): incremental
+    when the raw events only grew since the last build with the same rules.
+    """
     raw = read_dataset(dataset)
     summary = load_raw(raw, settings, load_id=load_id)
-    return summary.to_dict() | {"dbt_vars": raw.dbt_vars}
+    ensure_recommendations_table(settings)
+    plan = transform.plan_build(settings, raw.dbt_vars, full_refresh)
+    log.info("next dbt build: %s (%s)", "full refresh" if plan.full_refresh else "incremental", plan.reason)
+    return summary.to_dict() | {"dbt_vars": raw.dbt_vars, "dbt_vars_json": json.dumps(raw.dbt_vars), "dbt_plan": plan.to_dict()}
 
 
 # --- 2. transform ----------------------------------------------------------------------
 
 
-def build_features(settings: MySQLSettings, dbt_vars: dict) -> dict:
-    """``dbt build``: seeds, staging, features and split, each model followed by its tests."""
-    transform.run_dbt(settings, ["build"], dbt_vars)
+def build_features(settings: MySQLSettings, folder: Path, dbt_vars: dict, full_refresh: bool = False) -> dict:
+    """``dbt build`` in one invocation (seeds, staging, features, split, each model followed by its tests), then its docs.
+
+    The Airflow DAG runs the same project as one task per model instead (see
+    ``dbt_task_group``) and then ``document_features``.
+    """
+    plan = transform.build(settings, dbt_vars, full_refresh)
+    return document_features(settings, folder, dbt_vars, plan.fingerprint, record=False) | {
+        "full_refresh": plan.full_refresh, "reason": plan.reason,
+    }
+
+
+def document_features(settings: MySQLSettings, folder: Path, dbt_vars: dict, fingerprint: str, record: bool = True) -> dict:
+    """After a successful build: remember it (for the next incremental plan), write the dbt docs site into the release."""
+    if record:
+        transform.record_build(settings, fingerprint)
+    docs = transform.generate_docs(settings, dbt_vars, folder / "dbt_docs")
+    return feature_counts(settings) | {"docs": [p.relative_to(folder).as_posix() for p in docs]}
+
+
+def feature_counts(settings: MySQLSettings) -> dict:
     with warehouse.connect(settings) as conn:
         rows = {mart: int(warehouse.scalar(conn, f"SELECT COUNT(*) FROM {warehouse.quote_identifier(mart)}")) for mart in DBT_MARTS}
     log.info("features built: %s", rows)
@@ -404,6 +429,17 @@ CREATE TABLE {table} (
   KEY `item_id` (`item_id`)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
 """
+
+
+def ensure_recommendations_table(settings: MySQLSettings) -> None:
+    """Create the (empty) recommendations table if no release has been loaded yet.
+
+    dbt's recommendations_explained view reads it, so it must exist from the first build on.
+    """
+    table = f"{warehouse.quote_identifier(settings.database)}.`recommendations`"
+    with warehouse.connect(settings) as conn:
+        conn.cursor().execute(RECOMMENDATIONS_DDL.replace("CREATE TABLE", "CREATE TABLE IF NOT EXISTS", 1).format(table=table))
+        conn.commit()
 
 
 def load_recommendations(settings: MySQLSettings, folder: Path) -> dict:

@@ -53,15 +53,21 @@ def _run():
 @_fail_fast
 def load_raw() -> dict:
     params, folder = _run()
-    summary = stages.load(mysql_settings_for_task(), params["dataset"], load_id=stages.load_id_for(params["dataset"], folder.name))
-    log.info("loaded %s", summary["rows"])
+    summary = stages.load(
+        mysql_settings_for_task(), params["dataset"], load_id=stages.load_id_for(params["dataset"], folder.name),
+        full_refresh=bool(params.get("full_refresh", False)),
+    )
+    log.info("loaded %s; dbt build will be %s: %s", summary["rows"],
+             "a full refresh" if summary["dbt_plan"]["full_refresh"] else "incremental", summary["dbt_plan"]["reason"])
     return summary
 
 
 @task
 @_fail_fast
-def build_features(loaded: dict) -> dict:
-    return stages.build_features(mysql_settings_for_task(), loaded["dbt_vars"])
+def document_features(loaded: dict) -> dict:
+    """After the dbt task group: record the build for the next incremental run, write the docs site into the release."""
+    _, folder = _run()
+    return stages.document_features(mysql_settings_for_task(), folder, loaded["dbt_vars"], loaded["dbt_plan"]["fingerprint"])
 
 
 @task

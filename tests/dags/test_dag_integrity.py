@@ -12,7 +12,7 @@ DAGS_FOLDER = Path(__file__).resolve().parents[2] / "dags"
 
 
 @pytest.fixture(scope="module")
-def dag_bag():
+def dag_bag(airflow_home):
     from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(dag_folder=str(DAGS_FOLDER))
@@ -37,8 +37,8 @@ def test_every_dag_is_documented_owned_tagged_and_retried(dag_bag):
 
 def test_training_dag_wires_the_stages_in_order(dag_bag):
     dag = dag_bag.dags["recsys_training"]
-    order = ["load_raw", "build_features", "check_quality", "train_two_tower", "evaluate_models",
-             "promotion_gate", "publish_release", "load_recommendations"]
+    order = ["load_raw", "features.dbt_producer_watcher", "features.models.marts.interactions_split.test", "document_features", "check_quality",
+             "train_two_tower", "evaluate_models", "promotion_gate", "publish_release", "load_recommendations"]
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids or upstream in {
             t for t in dag.get_task(downstream).get_flat_relative_ids(upstream=True)
@@ -53,6 +53,28 @@ def test_params_have_defaults_and_reject_bad_values(dag_bag, name, bad_value):
     from airflow.sdk.definitions.param import ParamValidationError
 
     params = copy.deepcopy(dag_bag.dags["recsys_training"].params)
-    assert params.validate() == {"dataset": "online-retail", "epochs": 20, "top_k": 20, "force_publish": False}
+    assert params.validate() == {"dataset": "online-retail", "epochs": 20, "top_k": 20, "force_publish": False, "full_refresh": False}
     with pytest.raises(ParamValidationError):
         params[name] = bad_value
+
+
+def test_every_dbt_model_is_its_own_task_with_its_tests(dag_bag):
+    """Cosmos (watcher mode) renders one task per model and one for its tests, grouped by
+    folder, all fed by the single `dbt build` of the producer task."""
+    dag = dag_bag.dags["recsys_training"]
+    task_ids = set(dag.task_ids)
+    models = [path.stem for path in (DAGS_FOLDER.parent / "dbt_project" / "models").rglob("*.sql")]
+    assert len(models) >= 12
+    for model in models:
+        for kind in ("run", "test"):
+            matches = [t for t in task_ids if t.startswith("features.models.") and t.endswith(f".{model}.{kind}")]
+            assert len(matches) == 1, f"dbt model {model} has no {kind} task: {sorted(t for t in task_ids if model in t)}"
+    producer = dag.get_task("features.dbt_producer_watcher")
+    assert producer.upstream_task_ids == {"load_raw"}
+    user_features = dag.get_task("features.models.marts.user_features.run")
+    assert "features.models.marts.user_top_categories.test" in user_features.upstream_task_ids
+    # the watchers start after the build (all_done: they report a failed build too)
+    seed = dag.get_task("features.seeds.event_weights.seed")
+    assert {"load_raw", "features.dbt_producer_watcher"} <= seed.upstream_task_ids
+    assert seed.trigger_rule == "all_done" and seed.mode == "reschedule" and not seed.deferrable
+    assert "features.models.marts.interactions_split.test" in dag.get_task("document_features").get_flat_relative_ids(upstream=True)

@@ -26,15 +26,23 @@ LOGICAL_DATE = "2026-01-05"
 
 
 def run_dag(env: dict, conf: dict, logical_date: str = LOGICAL_DATE) -> subprocess.CompletedProcess:
+    """``airflow dags test`` of the training DAG; its output goes to a log file as it runs
+    (``$RECSYS_WORK_DIR/dag-<date>-<n>.log``, readable while a run hangs) and is returned."""
     airflow = Path(sys.executable).with_name("airflow")
-    return subprocess.run(
-        [str(airflow), "dags", "test", "recsys_training", logical_date, "--conf", json.dumps(conf)],
-        env=env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    work = Path(env["RECSYS_WORK_DIR"])
+    log_path = work / f"dag-{logical_date}-{len(list(work.glob(f'dag-{logical_date}-*.log'))) + 1}.log"
+    with log_path.open("w") as log:
+        result = subprocess.run(
+            [str(airflow), "dags", "test", "recsys_training", logical_date, "--conf", json.dumps(conf)],
+            env=env,
+            cwd=PROJECT_ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=900,
+        )
+    result.stdout, result.stderr = log_path.read_text(), ""
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +99,14 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
     prefix = stages.release_prefix(s3_test_settings, "groceries", pointer["release_id"])
     assert set(storage.list_keys(s3, s3_test_settings.bucket, prefix)) == keys | {pointer["manifest"]}
     assert any(k.endswith("saved_model/saved_model.pb") for k in keys)
+    assert {prefix + f"dbt_docs/{name}" for name in ("index.html", "manifest.json", "catalog.json")} <= keys
+    # one dbt build; every dbt model and its tests reported by a task of its own (cosmos watchers)
+    log = first.stdout
+    dbt_commands = [line for line in log.splitlines() if "Running command: [" in line and "/bin/dbt'" in line]
+    assert len(dbt_commands) == 1 and "'build'" in dbt_commands[0], dbt_commands
+    for model in ("stg_raw__events", "int_interactions", "user_features", "interactions_split", "recommendations_explained"):
+        for kind in ("run", "test"):
+            assert f"end task task_id=features.models.{'intermediate' if model.startswith('int_') else 'staging' if model.startswith('stg_') else 'published' if model.startswith('recommendations') else 'marts'}.{model}.{kind}" in log, (model, kind)
     for obj in manifest["objects"]:
         assert storage.download_sha256(s3, s3_test_settings.bucket, obj["key"]) == (obj["size"], obj["sha256"])
     assert {"most_popular", "item_knn", "two_tower"} <= set(json.loads(
@@ -99,6 +115,7 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
     # the same DAG run again: same tables, same release, no duplicates
     second = run_dag(pipeline_env, conf)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    assert "dbt build will be incremental" in second.stdout + second.stderr  # same raw rows: nothing to rebuild
     assert _table_counts(mysql_test_settings) == counts
     assert sorted(storage.list_keys(s3, s3_test_settings.bucket, prefix)) == sorted(keys | {pointer["manifest"]})
     releases = {k.split("/releases/")[1].split("/")[0] for k in storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/")}
@@ -170,7 +187,7 @@ def test_a_failed_data_check_stops_the_run_before_training_and_names_the_rule(
     finished = {
         line.split("task_id=")[1].split(",")[0].strip("'\"") for line in log.splitlines() if "Pushing xcom" in line and "task_id=" in line
     }
-    assert {"load_raw", "build_features"} <= finished  # the stages before the gate ran
+    assert {"load_raw", "document_features"} <= finished  # the stages before the gate ran
     assert not finished & {"check_quality", "train_two_tower", "publish_release", "load_recommendations"}
     s3 = storage.client(s3_test_settings)
     assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/ancient_shop/") == []
