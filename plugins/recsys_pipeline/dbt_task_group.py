@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk import TriggerRule
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
 from cosmos.operators._watcher.base import BaseConsumerSensor
@@ -68,8 +69,24 @@ def recsys_mysql(field: str) -> str:
 TEMPLATE_MACROS = {"recsys_mysql": recsys_mysql}
 
 
-def _from_load(expression: str) -> str:
-    return "{{ ti.xcom_pull(task_ids='" + LOAD_TASK_ID + "')" + expression + " }}"
+def _from_load(*keys: str, default: str) -> str:
+    """A template of a value in ``load_raw``'s XCom, ``default`` (a Jinja literal) when the
+    load pushed nothing: a watcher's templates are rendered even when it is then skipped."""
+    expression = "(ti.xcom_pull(task_ids='" + LOAD_TASK_ID + "') or {})"
+    for key in keys[:-1]:
+        expression = f"({expression}.get('{key}') or {{}})"
+    return "{{ " + f"{expression}.get('{keys[-1]}', {default})" + " }}"
+
+
+def _skip_unless_loaded(context) -> None:
+    """A watcher has nothing to report when ``load_raw`` failed: the build never ran.
+
+    The watchers run after a *failed* build too (``all_done``), so this tells the two
+    apart; without it they would fall back to running their dbt node on their own,
+    against raw tables the failed load did not write.
+    """
+    if context["ti"].xcom_pull(task_ids=LOAD_TASK_ID) is None:
+        raise AirflowSkipException(f"{LOAD_TASK_ID} did not succeed: dbt did not run, there is nothing to report")
 
 
 def features_task_group(group_id: str = "features") -> DbtTaskGroup:
@@ -101,8 +118,8 @@ def features_task_group(group_id: str = "features") -> DbtTaskGroup:
         ),
         operator_args={
             "install_deps": False,
-            "vars": _from_load("['dbt_vars_json']"),
-            "full_refresh": _from_load("['dbt_plan']['full_refresh']"),
+            "vars": _from_load("dbt_vars_json", default="'{}'"),
+            "full_refresh": _from_load("dbt_plan", "full_refresh", default="False"),
             "env": {name: "{{ recsys_mysql('" + field + "') }}" for name, field in _ENV_FROM_SETTINGS.items()}
             | {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
             "append_env": True,
@@ -143,3 +160,4 @@ def _watch_after_the_build(group: DbtTaskGroup) -> None:
         if not task.upstream_task_ids & in_group:
             producer >> task
             task.trigger_rule = TriggerRule.ALL_DONE
+            task.pre_execute = _skip_unless_loaded

@@ -73,8 +73,10 @@ def test_every_dbt_model_is_its_own_task_with_its_tests(dag_bag):
     assert producer.upstream_task_ids == {"load_raw"}
     user_features = dag.get_task("features.models.marts.user_features.run")
     assert "features.models.marts.user_top_categories.test" in user_features.upstream_task_ids
-    # the watchers start after the build (all_done: they report a failed build too)
+    # the watchers start after the build (all_done: they report a failed build too),
+    # and skip when the load failed and there was no build
     seed = dag.get_task("features.seeds.event_weights.seed")
-    assert {"load_raw", "features.dbt_producer_watcher"} <= seed.upstream_task_ids
+    assert seed.upstream_task_ids == {"features.dbt_producer_watcher"}
     assert seed.trigger_rule == "all_done" and seed.mode == "reschedule" and not seed.deferrable
+    assert seed.pre_execute.__name__ == "_skip_unless_loaded"
     assert "features.models.marts.interactions_split.test" in dag.get_task("document_features").get_flat_relative_ids(upstream=True)

@@ -134,6 +134,10 @@ def test_a_file_that_breaks_the_contract_stops_the_run_before_anything_is_publis
     assert result.returncode != 0
     log = result.stdout + result.stderr
     assert "required column 'item_id'" in log and "events.csv" in log
+    # dbt never ran: the dbt tasks skip (they do not run their node on their own)
+    assert "Running command:" not in log
+    assert "load_raw did not succeed: dbt did not run" in log
+    assert "Exception rendering Jinja template" not in log
     assert storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "bad_shop")) == pointer_before
     assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/bad_shop/") == []
 
