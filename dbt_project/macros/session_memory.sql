@@ -1,0 +1,17 @@
+{#-
+    session_memory(): pre-hook SQL that gives the model's own MySQL session room for
+    its sorts, GROUP BYs and joins. The server defaults (16 MB in-memory temporary
+    tables, 2 MB sort buffer, 256 KB join buffer) send the window functions and
+    GROUP BYs over millions of events to on-disk temporary tables; the session values
+    change nothing for other clients and need no privilege. Sizes in MB come from the
+    vars session_tmp_table_mb, session_sort_buffer_mb and session_join_buffer_mb.
+-#}
+{% macro session_memory() -%}
+    {%- set mb = 1024 * 1024 -%}
+    {%- set tmp_table = (var('session_tmp_table_mb') | int) * mb -%}
+    set session
+        tmp_table_size = {{ tmp_table }},
+        max_heap_table_size = {{ tmp_table }},
+        sort_buffer_size = {{ (var('session_sort_buffer_mb') | int) * mb }},
+        join_buffer_size = {{ (var('session_join_buffer_mb') | int) * mb }}
+{%- endmacro %}
