@@ -35,11 +35,12 @@ export AIRFLOW__API__WORKERS := 1
 export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT := 120
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup demo test test-fast stop services lock clean
+.PHONY: help setup demo demo-bad-load test test-fast stop services lock clean
 
 help:
 	@echo "make demo   - install, start services, run the training DAG on DATASET=$(DATASET), print a summary"
 	@echo "make test   - run the test suite against the real MariaDB, S3 API server, dbt and Airflow"
+	@echo "make demo-bad-load - a refused load (unseen event type): the raw gate's message, Data Docs, quarantine"
 	@echo "make stop   - stop the local S3 API server started by the demo"
 	@echo "make lock   - re-resolve requirements*.in into the pinned requirements*.txt"
 
@@ -89,6 +90,20 @@ demo: services
 		--conf '{"dataset": "$(DATASET)", "epochs": $(EPOCHS), "top_k": $(TOP_K)}' > .run/demo-dag.log 2>&1 \
 		|| { tail -n 60 .run/demo-dag.log; echo "the DAG run failed; full log: .run/demo-dag.log"; exit 1; }
 	$(VENV)/bin/recsys summary --dataset "$(DATASET)"
+
+# A refused load, for the README: groceries with an event type never seen before. The raw gate
+# stops the run before dbt; the summary shows the message, the Data Docs and the quarantine.
+# `make demo DATASET=groceries` afterwards is the good load that trains and publishes.
+BAD_LOAD := $(CURDIR)/.work/bad-load/groceries
+demo-bad-load: services
+	$(PY) scripts/write_bad_load.py --dataset groceries --out $(BAD_LOAD)
+	@if $(VENV)/bin/airflow dags test recsys_training $(DEMO_DATE) \
+		--conf '{"dataset": "$(BAD_LOAD)", "epochs": $(EPOCHS), "top_k": $(TOP_K)}' > .run/demo-bad-load.log 2>&1; then \
+		echo "unexpected: the run passed (log: .run/demo-bad-load.log)"; exit 1; fi
+	@echo "the run stopped, as it should (full log: .run/demo-bad-load.log); from the log:"
+	@grep -E "failed on table|Data Docs \(raw gate\)|  open: |quarantined|kept as" .run/demo-bad-load.log | sed -e 's/^.*\] //' | sort -u | head -20
+	-$(VENV)/bin/recsys summary --dataset "$(BAD_LOAD)"
+	$(VENV)/bin/recsys quarantine
 
 # The tests start what they need themselves (their own databases, user and S3 server).
 test: setup

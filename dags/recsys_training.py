@@ -3,21 +3,29 @@
 
 Every week (or when triggered), this DAG:
 
-1. **load_raw** — maps the dataset onto the raw contract and bulk-loads it into
-   MySQL's raw tables (all three tables swapped in at once; a load that loses a row is refused);
-2. **features** — the dbt project, one task per seed, source and model (astronomer-cosmos), grouped by
+1. **load_raw** — maps the dataset onto the raw contract and stages it in MySQL (`raw_*__new`);
+   a file that breaks the contract (missing column, text in a number column, not UTF-8, empty)
+   fails here and is recorded in the `quarantine` table;
+2. **validate_raw** — the raw gate: Great Expectations suites (`expectations/raw_*.json`) on the
+   staged load: columns, ids, event types, quantity and price bounds, items in the catalogue,
+   volume against the last good load, and drift of the event-type mix and item popularity.
+   Only a load that passes replaces the raw tables (one `RENAME`); a refused one is kept as
+   `raw_*__rejected`, its offending rows go to `quarantine` with the rule, and the run stops.
+   The Data Docs link is in the task log, passed or failed;
+3. **features** — the dbt project, one task per seed, source and model (astronomer-cosmos), grouped by
    folder (staging, intermediate, marts, published); each model task builds the model and runs its tests.
    Incremental models update in place when the raw events only grew; otherwise (or with `full_refresh`)
    they are rebuilt. **document_features** then writes the dbt docs site into the release;
-3. **check_quality** — Great Expectations suites from `expectations/`; a failure stops the run here,
-   naming the suite, table, column and observed value, and nothing is trained or published;
-4. **train_two_tower** — the TensorFlow two-tower retrieval model;
-5. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN, user-kNN, EASE);
+4. **check_quality** — the features gate: Great Expectations suites on the dbt models (keys,
+   rates, split leakage, share of rows staging rejected); a failure stops the run here,
+   naming the suite, expectation, table, column and observed value, and nothing is trained or published;
+5. **train_two_tower** — the TensorFlow two-tower retrieval model;
+6. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN, user-kNN, EASE);
    top-K for every user;
-6. **promotion_gate** — promote only if the model beats the baselines and is not worse than the champion;
-7. **publish_release** — model, metrics and recommendations to object storage under a versioned
+7. **promotion_gate** — promote only if the model beats the baselines and is not worse than the champion;
+8. **publish_release** — model, metrics and recommendations to object storage under a versioned
    prefix, a manifest with checksums, then the champion pointer (only if promoted);
-8. **load_recommendations** — swaps the new `recommendations` table into MySQL (only if promoted).
+9. **load_recommendations** — swaps the new `recommendations` table into MySQL (only if promoted).
 
 **Trigger with parameters** to choose the dataset (`online-retail`, `groceries`, or a folder of your own
 `events`/`items`/`users` files), the number of epochs, K, or to force publishing.
@@ -42,6 +50,7 @@ from recsys_pipeline.tasks import (
     publish_release,
     score_users,
     train_two_tower,
+    validate_raw,
 )
 
 DEFAULT_ARGS = {
@@ -72,7 +81,8 @@ DEFAULT_ARGS = {
     user_defined_macros=TEMPLATE_MACROS,
 )
 def recsys_training():
-    loaded = load_raw()
+    staged = load_raw()
+    loaded = validate_raw(staged)
     features = features_task_group()
     documented = document_features(loaded)
     loaded >> features >> documented

@@ -2,6 +2,7 @@
 
     recsys services          make sure MariaDB, the pipeline's databases and user, and object storage are up
     recsys summary           print what the last run of a dataset loaded, checked, measured and published
+    recsys quarantine        list what the gates refused for a load: rule, reason, rows
     recsys stop              stop the local S3 API server
 """
 
@@ -12,6 +13,8 @@ import json
 import sys
 from pathlib import Path
 from urllib.parse import urlparse
+
+import pandas as pd
 
 from recsys_pipeline import services, stages, storage, warehouse
 from recsys_pipeline.settings import mysql_admin_settings, mysql_settings, s3_settings, work_dir
@@ -56,7 +59,18 @@ def cmd_summary(args: argparse.Namespace) -> int:
     s3 = s3_settings()
     print(f"\n=== recsys-pipeline run {folder.name} (dataset {args.dataset}) ===\n")
     with warehouse.connect(app) as conn:
-        audit = warehouse.read_frame(
+        raw_gate = folder / "quality_raw.json"
+        if raw_gate.exists():
+            q = json.loads(raw_gate.read_text())
+            if not q.get("passed"):
+                print(f"Raw gate    REFUSED the load (live raw tables unchanged; kept as {', '.join(q.get('kept_as', []))}):")
+                print("  " + q.get("error", "").replace("\n", "\n  "))
+                print(f"  Data Docs: file://{(folder / 'data_docs' / 'raw' / 'index.html').resolve()}")
+                print(f"  Quarantine: recsys quarantine --load-id '{stages.load_id_for(args.dataset, folder.name)}'")
+                return 1
+            total = sum(s["expectations"] for s in q["suites"].values())
+            print(f"Raw gate    passed: {len(q['suites'])} suites, {total} expectations on the staged load")
+        audit = pd.DataFrame() if not warehouse.table_exists(conn, app.raw_database, "load_audit") else warehouse.read_frame(
             conn, f"SELECT events, items, users, seconds FROM {warehouse.quote_identifier(app.raw_database)}.load_audit WHERE load_id = %s", (stages.load_id_for(args.dataset, folder.name),)
         )
         if not audit.empty:
@@ -69,7 +83,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
             q = json.loads(quality_file.read_text())
             if q.get("passed"):
                 total = sum(s["expectations"] for s in q["suites"].values())
-                print(f"Data checks passed: {len(q['suites'])} Great Expectations suites, {total} expectations")
+                print(f"Data checks passed: {len(q['suites'])} Great Expectations suites, {total} expectations; "
+                      f"Data Docs file://{(folder / 'data_docs').resolve()}/{{raw,features}}/index.html")
             else:
                 print(f"Data checks FAILED: {q.get('error')}")
         metrics_file = folder / "metrics.json"
@@ -92,8 +107,16 @@ def cmd_summary(args: argparse.Namespace) -> int:
         client = storage.client(s3)
         keys = storage.list_keys(client, s3.bucket, prefix)
         print(f"\nRelease     s3://{s3.bucket}/{prefix} ({len(keys)} objects, endpoint {s3.endpoint_url or 'AWS'})")
+        sites: dict[str, int] = {}
         for key in keys:
-            print(f"              {key[len(prefix):]}")
+            relative = key[len(prefix):]
+            site = relative.split("/")[0] if relative.startswith(("data_docs/", "dbt_docs/")) else None
+            if site:  # a docs site is many files: one line each
+                sites[site] = sites.get(site, 0) + 1
+            else:
+                print(f"              {relative}")
+        for site, n in sites.items():
+            print(f"              {site}/ ({n} files; open {site}/{'raw/' if site == 'data_docs' else ''}index.html)")
         pointer = storage.get_json(client, s3.bucket, stages.champion_key(s3, args.dataset))
         if pointer:
             print(f"Champion    s3://{s3.bucket}/{stages.champion_key(s3, args.dataset)} -> release {pointer['release_id']}")
@@ -115,6 +138,32 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from recsys_pipeline import quarantine
+
+    app = mysql_settings()
+    load_id = args.load_id
+    if load_id is None:
+        with warehouse.connect(app, database=app.raw_database) as conn:
+            if not warehouse.table_exists(conn, app.raw_database, quarantine.QUARANTINE_TABLE):
+                print("the quarantine is empty: no load has been refused")
+                return 0
+            load_id = warehouse.scalar(conn, f"SELECT load_id FROM `{app.raw_database}`.quarantine ORDER BY quarantined_at DESC, load_id DESC LIMIT 1")
+    rows = quarantine.rows_for_load(app, load_id)
+    if not rows:
+        print(f"nothing quarantined for load {load_id}")
+        return 0
+    print(f"quarantine of load {load_id} ({app.raw_database}.quarantine):")
+    by_rule: dict[tuple, list] = {}
+    for row in rows:
+        by_rule.setdefault((row["source_table"], row["rule"]), []).append(row)
+    for (table, rule), group in by_rule.items():
+        print(f"\n  {table}  {rule}: {len(group)} row(s)\n    {group[0]['reason']}")
+        for row in group[: args.show]:
+            print(f"    {row['row_key']}: {json.dumps(row['row'], default=str)[:200]}")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     print("stopped the local S3 API server" if services.stop_local_s3() else "no local S3 API server was started by this project")
     return 0
@@ -128,6 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     summary.add_argument("--dataset", default="online-retail")
     summary.add_argument("--run-folder", help="a run's folder under the work dir (default: the latest)")
     summary.set_defaults(func=cmd_summary)
+    refused = sub.add_parser("quarantine", help="list what the gates refused for a load (default: the latest refused load)")
+    refused.add_argument("--load-id", help="the load id (<dataset>:<run>); default: the most recent in the quarantine")
+    refused.add_argument("--show", type=int, default=3, help="rows to print per rule (default 3)")
+    refused.set_defaults(func=cmd_quarantine)
     sub.add_parser("stop", help="stop the local S3 API server").set_defaults(func=cmd_stop)
     args = parser.parse_args(argv)
     return args.func(args)

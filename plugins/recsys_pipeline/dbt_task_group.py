@@ -27,7 +27,7 @@ Choices made for dbt-mysql 1.7 on MariaDB:
   changes.
 
 Per run, templates fill in what the load decided: the dataset's dbt vars and
-whether incremental models are rebuilt in full (``dbt_plan`` in ``load_raw``'s
+whether incremental models are rebuilt in full (``dbt_plan`` in ``validate_raw``'s
 XCom); credentials come from the ``recsys_mysql`` connection or the environment
 through the ``recsys_mysql`` template macro (never written into the DAG).
 """
@@ -44,7 +44,8 @@ from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRend
 
 from recsys_pipeline.settings import dbt_executable, dbt_project_dir, mysql_settings_for_task
 
-LOAD_TASK_ID = "load_raw"
+# the task that admits the raw load (after the raw gate); its XCom says how dbt must build
+LOAD_TASK_ID = "validate_raw"
 # how often a watcher task looks at the build's progress, and how long it waits at most
 WATCHER_POKE_SECONDS = 5
 WATCHER_TIMEOUT = timedelta(hours=3)
@@ -70,7 +71,7 @@ TEMPLATE_MACROS = {"recsys_mysql": recsys_mysql}
 
 
 def _from_load(*keys: str, default: str) -> str:
-    """A template of a value in ``load_raw``'s XCom, ``default`` (a Jinja literal) when the
+    """A template of a value in ``validate_raw``'s XCom, ``default`` (a Jinja literal) when the
     load pushed nothing: a watcher's templates are rendered even when it is then skipped."""
     expression = "(ti.xcom_pull(task_ids='" + LOAD_TASK_ID + "') or {})"
     for key in keys[:-1]:
@@ -79,7 +80,7 @@ def _from_load(*keys: str, default: str) -> str:
 
 
 def _skip_unless_loaded(context) -> None:
-    """A watcher has nothing to report when ``load_raw`` failed: the build never ran.
+    """A watcher has nothing to report when the load failed or the raw gate refused it: the build never ran.
 
     The watchers run after a *failed* build too (``all_done``), so this tells the two
     apart; without it they would fall back to running their dbt node on their own,
@@ -93,7 +94,7 @@ def features_task_group(group_id: str = "features") -> DbtTaskGroup:
     """The dbt project (seeds, sources, staging, intermediate, marts, published views) as a task group.
 
     The DAG using it must pass ``user_defined_macros=TEMPLATE_MACROS`` and have a
-    ``load_raw`` task upstream whose XCom holds ``dbt_vars_json`` and ``dbt_plan``.
+    ``validate_raw`` task upstream whose XCom holds ``dbt_vars_json`` and ``dbt_plan``.
     """
     project = dbt_project_dir()
     group = DbtTaskGroup(

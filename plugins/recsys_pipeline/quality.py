@@ -1,18 +1,36 @@
-"""The data gate: Great Expectations suites run against the warehouse tables.
+"""The data gates: Great Expectations suites run against the warehouse, with Data Docs.
 
-Suites live in ``expectations/*.json`` next to the code (versioned with it); each
-names the table it checks and lists GX 1.x expectations by type and kwargs. They run
-through GX's own API (an ephemeral context with a SQL data source on MySQL) rather
-than the provider's operators, so the gate is one plain function the DAG task, the
-CLI and the tests all call. A failed expectation raises ``DataQualityError`` whose
-message names the suite, expectation, table, column and observed value, so the
-Airflow task log says why the run stopped.
+Suites live in ``expectations/*.json`` next to the code (versioned with it). Each names
+its ``stage`` -- ``raw`` (the staged load, before it replaces the live raw tables),
+``features`` (the dbt models, before training) -- the table it checks, its tunable
+``parameters`` with defaults, and GX 1.x expectations by type and kwargs:
+
+* kwargs may use GX suite parameters (``{"$PARAMETER": "max_events"}``), filled per run
+  from the suite's defaults, ``RECSYS_DQ_<NAME>`` environment variables, and values the
+  caller computes (bounds from the last good load);
+* SQL of ``unexpected_rows_expectation`` may name other tables as ``${raw_items}`` and
+  parameters as ``${max_rejected_share}``; GX fills ``{batch}``;
+* a suite with ``"source": "statistics"`` checks a one-row frame of statistics the caller
+  computes (the drift between this load and the last good one, ``profiles.py``).
+
+Why not the provider's ``GXValidateCheckpointOperator``: it runs a checkpoint with
+batch parameters only (no suite parameters, so no bounds from the previous load), and
+its failure is a dump of the whole result. A gate here must also decide what happens
+next -- quarantine the offending rows, keep or swap the staged tables -- so it is one
+plain function over GX's own API that the DAG task, the CLI and the tests all call.
+
+A failed expectation raises ``DataQualityError`` whose message names the suite,
+expectation, table, column and observed value. Data Docs are built for every run,
+passed or failed, into the run's folder (``data_docs/<stage>/index.html``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import string
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote_plus
@@ -22,10 +40,41 @@ from recsys_pipeline.settings import PROJECT_ROOT, MySQLSettings
 log = logging.getLogger(__name__)
 
 SUITES_DIR = PROJECT_ROOT / "expectations"
+STAGES = ("raw", "features")
+UNEXPECTED_ROWS = "unexpected_rows_expectation"
 
 
 class DataQualityError(RuntimeError):
     """At least one expectation failed; training and publishing must not run."""
+
+    def __init__(self, message: str, results: list["SuiteResult"] | None = None, docs_index: Path | None = None):
+        super().__init__(message)
+        self.results = results or []
+        self.docs_index = docs_index
+
+
+@dataclass
+class Failure:
+    suite: str
+    table: str
+    expectation: str
+    column: str | None
+    observed: str
+    rule: dict
+    # keys of the offending rows where the expectation is about rows (empty for table-level rules);
+    # GX lists only the first 20, its ``index_query`` (SQL on the checked table) selects them all
+    row_keys: list = field(default_factory=list)
+    index_query: str | None = None
+
+    @property
+    def rule_name(self) -> str:
+        return f"{self.suite}.{self.expectation}" + (f"({self.column})" if self.column else "")
+
+    def describe(self) -> str:
+        return (
+            f"suite {self.suite}: {self.expectation} failed on table {self.table}, column {self.column}: "
+            f"observed {self.observed}; rule {self.rule}"
+        )
 
 
 @dataclass
@@ -34,65 +83,209 @@ class SuiteResult:
     table: str
     success: bool
     evaluated: int
-    failures: list[str] = field(default_factory=list)
+    failures: list[Failure] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"table": self.table, "success": self.success, "expectations": self.evaluated,
+                "failures": [f.describe() for f in self.failures]}
 
 
-def load_suite_files(suites_dir: Path = SUITES_DIR) -> list[dict]:
+def load_suite_files(suites_dir: Path = SUITES_DIR, stage: str | None = None) -> list[dict]:
     suites = []
     for path in sorted(suites_dir.glob("*.json")):
         spec = json.loads(path.read_text())
-        for key in ("name", "table", "expectations"):
+        for key in ("name", "stage", "table", "expectations"):
             if key not in spec:
                 raise ValueError(f"{path}: suite file needs '{key}'")
-        suites.append(spec)
+        if spec["stage"] not in STAGES:
+            raise ValueError(f"{path}: stage must be one of {STAGES}, not {spec['stage']!r}")
+        if stage is None or spec["stage"] == stage:
+            suites.append(spec)
     return suites
 
 
-def _describe_failure(suite: str, table: str, result) -> str:
+def suite_parameters(spec: dict, computed: dict | None = None) -> dict:
+    """The suite's parameter defaults, overridden by ``RECSYS_DQ_<NAME>`` and then by ``computed``."""
+    values = dict(spec.get("parameters", {}))
+    for name, default in list(values.items()):
+        env = os.environ.get(f"RECSYS_DQ_{name.upper()}")
+        if env is not None:
+            values[name] = type(default)(env) if isinstance(default, (int, float)) and not isinstance(default, bool) else env
+    return values | (computed or {})
+
+
+def _fill_sql(query: str, tables: dict[str, str], parameters: dict) -> str:
+    """``${name}`` in a suite's SQL: a table of this stage (qualified) or a parameter."""
+    names = {k: str(v) for k, v in parameters.items()} | tables
+    try:
+        return string.Template(query).substitute(names)
+    except KeyError as error:
+        raise ValueError(f"suite SQL names ${{{error.args[0]}}}, which is neither a table nor a parameter") from error
+
+
+def _expectations(spec: dict, tables: dict[str, str], parameters: dict) -> list:
+    import great_expectations as gx
+    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
+
+    built = []
+    for item in spec["expectations"]:
+        kwargs = dict(item["kwargs"])
+        if item["type"] == UNEXPECTED_ROWS:
+            built.append(gx.expectations.UnexpectedRowsExpectation(
+                unexpected_rows_query=_fill_sql(kwargs["unexpected_rows_query"], tables, parameters),
+                description=item.get("description") or kwargs.get("description"),
+                meta={"rule": item.get("description", "")},
+            ))
+            continue
+        built.append(ExpectationConfiguration(type=item["type"], kwargs=kwargs, meta=item.get("meta")).to_domain_obj())
+    return built
+
+
+def _observed(result, details: dict) -> str:
+    raised = [info for info in _exception_infos(result) if info.get("raised_exception")]
+    if raised:  # the check itself could not run (bad SQL, missing table): say so, not "None"
+        return "an error while checking: " + str(raised[0].get("exception_message", "")).splitlines()[0]
+    if result.expectation_config.type == UNEXPECTED_ROWS:
+        rows = (details.get("details") or {}).get("unexpected_rows") or []
+        return f"{details.get('observed_value')} unexpected rows, e.g. {json.dumps(rows[:3], default=str)}"
+    observed = details.get("observed_value")
+    if observed is None and "unexpected_count" in details:
+        sample = [str(v) for v in details.get("partial_unexpected_list", [])[:5]]
+        return f"{int(details['unexpected_count'])} unexpected rows ({details.get('unexpected_percent', 0):.2f}%), e.g. {sample}"
+    return str(observed)
+
+
+def _exception_infos(result) -> list[dict]:
+    info = result.exception_info or {}
+    if "raised_exception" in info:
+        return [info]
+    return [v for v in info.values() if isinstance(v, dict)]
+
+
+def _failure(spec: dict, table: str, result) -> Failure:
     config = result.expectation_config
     kwargs = dict(config.kwargs)
     column = kwargs.pop("column", None) or kwargs.pop("column_list", None)
     details = result.result or {}
-    observed = details.get("observed_value")
-    if observed is None and "unexpected_count" in details:
-        sample = [str(v) for v in details.get("partial_unexpected_list", [])[:5]]
-        observed = f"{int(details['unexpected_count'])} unexpected rows ({details.get('unexpected_percent', 0):.2f}%), e.g. {sample}"
-    rule = {k: (v if isinstance(v, (int, float, list, type(None))) else str(v)) for k, v in kwargs.items() if k not in ("batch_id", "result_format")}
-    return f"suite {suite}: {config.type} failed on table {table}, column {column}: observed {observed}; rule {rule}"
+    rule = {k: (v if isinstance(v, (int, float, list, type(None))) else str(v)) for k, v in kwargs.items()
+            if k not in ("batch_id", "result_format", "unexpected_rows_query")}
+    if config.type == UNEXPECTED_ROWS:
+        rule = {"rule": config.description}
+    key = spec.get("key")
+    row_keys: list = []
+    if key:
+        for row in details.get("unexpected_index_list") or []:
+            if isinstance(row, dict) and key in row:
+                row_keys.append(row[key])
+        for row in (details.get("details") or {}).get("unexpected_rows") or []:
+            if isinstance(row, dict) and key in row:
+                row_keys.append(row[key])
+    index_query = details.get("unexpected_index_query")
+    return Failure(spec["name"], table, config.type, column if isinstance(column, str) else (str(column) if column else None),
+                   _observed(result, details), rule, row_keys, index_query if isinstance(index_query, str) else None)
 
 
-def run_suites(settings: MySQLSettings, suites: list[dict] | None = None, raise_on_failure: bool = True) -> list[SuiteResult]:
-    """Validate every suite against its table in ``settings.database``.
+def _context(docs_dir: Path | None):
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    Returns one SuiteResult per suite; raises DataQualityError listing every failed
-    expectation when ``raise_on_failure`` and any failed.
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    if docs_dir is not None:
+        docs_dir.mkdir(parents=True, exist_ok=True)
+        context.add_data_docs_site(site_name="run", site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+    return context
+
+
+def _run_id(run_name: str | None):
+    """GX names Data Docs pages by run name and time: the run's own, not the wall clock, so reruns match."""
+    from great_expectations.core.run_identifier import RunIdentifier
+
+    if run_name is None:
+        return None
+    try:
+        run_time = datetime.strptime(run_name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        run_time = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    return RunIdentifier(run_name=run_name, run_time=run_time)
+
+
+def _url(settings: MySQLSettings, database: str) -> str:
+    return (
+        f"mysql+mysqldb://{quote_plus(settings.user)}:{quote_plus(settings.password)}"
+        f"@{settings.host}:{settings.port}/{database}?charset=utf8mb4"
+    )
+
+
+def run_suites(
+    settings: MySQLSettings,
+    stage: str = "features",
+    suites: list[dict] | None = None,
+    tables: dict[str, tuple[str, str]] | None = None,
+    computed_parameters: dict[str, dict] | None = None,
+    statistics=None,
+    docs_dir: Path | None = None,
+    raise_on_failure: bool = True,
+    run_name: str | None = None,
+) -> list[SuiteResult]:
+    """Validate the ``stage``'s suites and build their Data Docs into ``docs_dir``.
+
+    ``tables`` maps a suite's logical table name to the (database, table) it checks
+    (default: the features database, same name); ``computed_parameters`` holds
+    per-suite parameter values; ``statistics`` is the frame for statistics suites
+    (those are skipped when it is None: nothing to compare with yet). ``run_name`` (the
+    run's release id) names the validation runs, so a rerun writes the same Data Docs pages.
+    Raises DataQualityError listing every failed expectation when ``raise_on_failure``.
     """
     import great_expectations as gx
-    from great_expectations.expectations.expectation_configuration import ExpectationConfiguration
 
-    suites = load_suite_files() if suites is None else suites
-    context = gx.get_context(mode="ephemeral")
-    url = (
-        f"mysql+mysqldb://{quote_plus(settings.user)}:{quote_plus(settings.password)}"
-        f"@{settings.host}:{settings.port}/{settings.database}?charset=utf8mb4"
-    )
-    source = context.data_sources.add_sql(name="warehouse", connection_string=url)
+    suites = load_suite_files(stage=stage) if suites is None else suites
+    tables = tables or {}
+    computed_parameters = computed_parameters or {}
+    context = _context(docs_dir)
+    sources: dict[str, object] = {}
+    qualified = {name: f"`{db}`.`{table}`" for name, (db, table) in tables.items()}
     results: list[SuiteResult] = []
     for spec in suites:
-        asset = source.add_table_asset(name=spec["name"], table_name=spec["table"])
-        batch = asset.add_batch_definition_whole_table("whole_table")
-        suite = context.suites.add(
-            gx.ExpectationSuite(
-                name=spec["name"],
-                expectations=[ExpectationConfiguration(type=e["type"], kwargs=e["kwargs"]).to_domain_obj() for e in spec["expectations"]],
-            )
-        )
+        parameters = suite_parameters(spec, computed_parameters.get(spec["name"]))
+        if spec.get("source") == "statistics":
+            if statistics is None:
+                log.info("suite %s skipped: no earlier good load to compare with", spec["name"])
+                continue
+            source = sources.get("__statistics__") or context.data_sources.add_pandas("statistics")
+            sources["__statistics__"] = source
+            batch = source.add_dataframe_asset(name=spec["name"]).add_batch_definition_whole_dataframe("all")
+            batch_parameters = {"dataframe": statistics}
+            table_label = spec["table"]
+        else:
+            database, table = tables.get(spec["table"], (settings.database, spec["table"]))
+            if database not in sources:
+                sources[database] = context.data_sources.add_sql(name=f"mysql_{database}", connection_string=_url(settings, database))
+            batch = sources[database].add_table_asset(name=spec["name"], table_name=table).add_batch_definition_whole_table("whole_table")
+            batch_parameters = None
+            table_label = f"{database}.{table}"
+        suite = context.suites.add(gx.ExpectationSuite(
+            name=spec["name"], expectations=_expectations(spec, qualified, parameters),
+            meta={"description": spec.get("description", "")},
+        ))
         validation = context.validation_definitions.add(gx.ValidationDefinition(name=spec["name"], data=batch, suite=suite))
-        outcome = validation.run(result_format="SUMMARY")
-        failures = [_describe_failure(spec["name"], spec["table"], r) for r in outcome.results if not r.success]
-        results.append(SuiteResult(spec["name"], spec["table"], bool(outcome.success), len(outcome.results), failures))
-        log.info("suite %s on %s: %s (%d expectations)", spec["name"], spec["table"], "passed" if outcome.success else "FAILED", len(outcome.results))
-    failed = [f for r in results for f in r.failures]
+        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["run"])] if docs_dir is not None else []
+        result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [spec["key"]]} if spec.get("key") else "SUMMARY"
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=spec["name"], validation_definitions=[validation], actions=actions, result_format=result_format,
+        ))
+        outcome = checkpoint.run(batch_parameters=batch_parameters, expectation_parameters=parameters, run_id=_run_id(run_name))
+        validation_result = next(iter(outcome.run_results.values()))
+        failures = [_failure(spec, table_label, r) for r in validation_result.results if not r.success]
+        results.append(SuiteResult(spec["name"], table_label, bool(validation_result.success), len(validation_result.results), failures))
+        log.info("suite %s on %s: %s (%d expectations)", spec["name"], table_label,
+                 "passed" if validation_result.success else "FAILED", len(validation_result.results))
+    failed = [f.describe() for r in results for f in r.failures]
     if failed and raise_on_failure:
-        raise DataQualityError("data quality gate failed:\n" + "\n".join(failed))
+        index = docs_dir / "index.html" if docs_dir is not None else None
+        raise DataQualityError(f"data quality gate ({stage}) failed:\n" + "\n".join(failed), results, index)
     return results

@@ -26,9 +26,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import quality, storage, transform, warehouse
+from recsys_pipeline import profiles, quality, quarantine, storage, transform, warehouse
 from recsys_pipeline.ingest.adapters import read_dataset
-from recsys_pipeline.ingest.loader import load_raw
+from recsys_pipeline.ingest import loader
+from recsys_pipeline.ingest.contract import ContractError
 from recsys_pipeline.settings import MySQLSettings, S3Settings, work_dir
 
 log = logging.getLogger(__name__)
@@ -114,18 +115,125 @@ def load_id_for(dataset: str, release_id: str) -> str:
     return f"{dataset_key(dataset)}:{release_id}"[:64]
 
 
-def load(settings: MySQLSettings, dataset: str, load_id: str, full_refresh: bool = False) -> dict:
-    """Map ``dataset`` onto the raw contract and load it into the raw tables (all or nothing).
+def stage(settings: MySQLSettings, dataset: str, load_id: str) -> dict:
+    """Map ``dataset`` onto the raw contract and stage it in ``raw_*__new`` (the live raw tables are untouched).
 
-    The summary also says how the next dbt build must run (``dbt_plan``): incremental
-    when the raw events only grew since the last build with the same rules.
+    A file that breaks the contract is recorded in the quarantine (name, size, sha256,
+    reason) before the error goes up; nothing is written to the raw tables.
     """
-    raw = read_dataset(dataset)
-    summary = load_raw(raw, settings, load_id=load_id)
+    try:
+        raw = read_dataset(dataset)
+    except ContractError as error:
+        source = Path(error.source) if error.source else None
+        quarantine.quarantine_file(settings, load_id, f"raw_{error.entity or 'events'}", source, str(error))
+        raise
+    summary = loader.stage_raw(raw, settings, load_id=load_id)
+    return summary.to_dict() | {"dbt_vars": raw.dbt_vars, "dbt_vars_json": json.dumps(raw.dbt_vars)}
+
+
+def _raw_gate_inputs(settings: MySQLSettings, staged: dict) -> tuple[profiles.LoadProfile, dict, pd.DataFrame | None]:
+    """This load's profile, the suites' computed parameters and the drift statistics (None on a first load)."""
+    dataset = dataset_key(staged["dataset"])
+    profile = profiles.profile_tables(settings, dataset, staged["load_id"], loader.STAGED_TABLES)
+    before = profiles.last_good_profile(settings, dataset, exclude_load_id=staged["load_id"])
+    events_suite = next(s for s in quality.load_suite_files(stage="raw") if s["name"] == "raw_events")
+    defaults = quality.suite_parameters(events_suite)
+    computed: dict[str, dict] = {}
+    statistics = None
+    if before is not None:
+        previous = before.rows["events"]
+        computed["raw_events"] = {
+            "min_events": max(1, int(np.ceil(previous * (1 - float(defaults["max_row_drop_share"]))))),
+            "max_events": int(previous * float(defaults["max_row_growth"])),
+        }
+        top = [item for item in before.item_shares if item != profiles.OTHER_ITEMS]
+        counts = profiles.item_counts_for(settings, loader.STAGED_TABLES["events"], top)
+        statistics = pd.DataFrame({
+            "event_type_mix_linf": [round(profiles.event_type_mix_linf(profile, before), 6)],
+            "item_popularity_jsd": [round(profiles.item_popularity_jsd(counts, profile.rows["events"], before), 6)],
+            "compared_with_load": [before.load_id],
+        })
+        log.info("raw gate: comparing with the last good load %s (%s events): %s", before.load_id, previous,
+                 statistics.drop(columns="compared_with_load").to_dict("records")[0])
+    else:
+        log.info("raw gate: first load of %s, no earlier load to compare volume and distributions with", dataset)
+    return profile, computed, statistics
+
+
+def validate_raw(settings: MySQLSettings, folder: Path, staged: dict, full_refresh: bool = False) -> dict:
+    """The raw gate: GX suites on the staged load; admit it (swap into the raw tables) only if they pass.
+
+    On failure the offending rows are copied into the quarantine with their rule, a
+    table-level failure (volume, drift) records the whole load there, the staged tables
+    are kept as ``raw_*__rejected``, the live raw tables stay as they were, and
+    DataQualityError names suite, expectation, table, column and observed value.
+    On success the summary also says how the dbt build must run (``dbt_plan``).
+    """
+    state = loader.staged_state(settings, staged["load_id"], staged["data_version"])
+    if state == "missing":
+        raise warehouse.LoadError(
+            f"load {staged['load_id']} is not staged in {settings.raw_database}.raw_*__new (refused earlier and set "
+            "aside as raw_*__rejected?): run load_raw again (clear it too in the Airflow UI)"
+        )
+    if state == "admitted":  # a retry after the swap: the gate passed then
+        log.info("load %s was already admitted by an earlier attempt", staged["load_id"])
+        return _admitted(settings, folder, staged, full_refresh, gate={})
+    profile, computed, statistics = _raw_gate_inputs(settings, staged)
+    tables = {entity_table: (settings.raw_database, staged_table)
+              for entity_table, staged_table in zip(loader.RAW_TABLES.values(), loader.STAGED_TABLES.values())}
+    docs_dir = folder / "data_docs" / "raw"
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    try:
+        results = quality.run_suites(settings, "raw", tables=tables, computed_parameters=computed,
+                                     statistics=statistics, docs_dir=docs_dir, run_name=folder.name)
+    except quality.DataQualityError as error:
+        kept = _quarantine_refused_load(settings, staged, error)
+        _write_json(folder / "quality_raw.json", {"passed": False, "error": str(error), "kept_as": kept})
+        raise
+    summary = loader.LoadSummary(**{k: staged[k] for k in (
+        "load_id", "dataset", "data_version", "rows", "seconds", "rows_per_second", "new_events", "changed_or_removed_events")})
+    loader.admit_staged(settings, summary)
+    profiles.record_profile(settings, profile)
+    gate = {r.suite: r.to_dict() for r in results}
+    _write_json(folder / "quality_raw.json", {"passed": True, "suites": gate})
+    return _admitted(settings, folder, staged, full_refresh, gate)
+
+
+def _admitted(settings: MySQLSettings, folder: Path, staged: dict, full_refresh: bool, gate: dict) -> dict:
     ensure_recommendations_table(settings)
-    plan = transform.plan_build(settings, raw.dbt_vars, full_refresh)
-    log.info("next dbt build: %s (%s)", "full refresh" if plan.full_refresh else "incremental", plan.reason)
-    return summary.to_dict() | {"dbt_vars": raw.dbt_vars, "dbt_vars_json": json.dumps(raw.dbt_vars), "dbt_plan": plan.to_dict()}
+    plan = transform.plan_build(settings, staged["dbt_vars"], full_refresh)
+    log.info("raw load %s admitted; next dbt build: %s (%s)", staged["load_id"],
+             "full refresh" if plan.full_refresh else "incremental", plan.reason)
+    return staged | {"dbt_plan": plan.to_dict(), "raw_gate": {name: r["success"] for name, r in gate.items()}}
+
+
+def _quarantine_refused_load(settings: MySQLSettings, staged: dict, error: quality.DataQualityError) -> list[str]:
+    load_id = staged["load_id"]
+    quarantine.clear_load(settings, load_id)
+    for result in error.results:
+        for failure in result.failures:
+            entity_table = result.table.split(".")[-1].removesuffix("__new")
+            if failure.row_keys or failure.index_query:
+                staged_table = loader.STAGED_TABLES[entity_table.removeprefix("raw_")]
+                key = loader.PRIMARY_KEYS[entity_table.removeprefix("raw_")]
+                keys = quarantine.keys_from_query(settings, failure.index_query, key) if failure.index_query else failure.row_keys
+                copied = quarantine.quarantine_rows(settings, load_id, entity_table, staged_table, key,
+                                                    keys, failure.rule_name, failure.describe())
+                log.warning("quarantined %d rows of %s: %s", copied, entity_table, failure.rule_name)
+            else:
+                quarantine.quarantine_load(settings, load_id, entity_table if entity_table.startswith("raw_") else "raw_events",
+                                           failure.rule_name, failure.describe(), staged["rows"])
+    kept = loader.reject_staged(settings)
+    log.warning("refused load %s kept as %s; the live raw tables are unchanged", load_id, ", ".join(kept))
+    return kept
+
+
+def load(settings: MySQLSettings, dataset: str, load_id: str, full_refresh: bool = False, folder: Path | None = None) -> dict:
+    """Stage ``dataset``, run the raw gate and admit it (what the DAG's ``load_raw`` and ``validate_raw`` do)."""
+    staged = stage(settings, dataset, load_id)
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="recsys-load-"))
+    return validate_raw(settings, folder, staged, full_refresh)
 
 
 # --- 2. transform ----------------------------------------------------------------------
@@ -162,18 +270,38 @@ def feature_counts(settings: MySQLSettings) -> dict:
 
 
 def check_quality(settings: MySQLSettings, folder: Path) -> dict:
-    """Run the Great Expectations suites; raise (stopping the run) if any expectation fails."""
+    """The features gate: GX suites on dbt's models; raise (stopping the run) if any expectation fails."""
+    docs_dir = folder / "data_docs" / "features"
+    shutil.rmtree(docs_dir, ignore_errors=True)
+    tables = {"raw_events": (settings.raw_database, "raw_events")}
     try:
-        results = quality.run_suites(settings, raise_on_failure=True)
+        results = quality.run_suites(settings, "features", tables=tables, docs_dir=docs_dir, run_name=folder.name)
     except quality.DataQualityError as error:
         _write_json(folder / "quality.json", {"passed": False, "error": str(error)})
         raise
-    summary = {
-        "passed": True,
-        "suites": {r.suite: {"table": r.table, "expectations": r.evaluated, "success": r.success} for r in results},
-    }
+    summary = {"passed": True, "suites": {r.suite: r.to_dict() for r in results}}
     _write_json(folder / "quality.json", summary)
     return summary
+
+
+def publish_data_docs(s3_settings: S3Settings, folder: Path, dataset: str, stage_name: str) -> str | None:
+    """Upload one gate's Data Docs (passed or failed) under ``<prefix>/<dataset>/data-docs/<run>/<stage>/``.
+
+    Outside ``releases/``: a refused run publishes its Data Docs, never a release.
+    Returns a link to the index (presigned, 7 days) or None when nothing was built.
+    """
+    docs_dir = folder / "data_docs" / stage_name
+    if not (docs_dir / "index.html").exists():
+        return None
+    s3 = storage.client(s3_settings)
+    storage.ensure_bucket(s3, s3_settings.bucket)
+    prefix = f"{s3_settings.prefix}/{dataset_key(dataset)}/data-docs/{folder.name}/{stage_name}/"
+    for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
+        storage.upload_file(s3, s3_settings.bucket, prefix + path.relative_to(docs_dir).as_posix(), path)
+    url = s3.generate_presigned_url("get_object", Params={"Bucket": s3_settings.bucket, "Key": prefix + "index.html"}, ExpiresIn=7 * 24 * 3600)
+    log.info("Data Docs (%s gate): s3://%s/%sindex.html\n  open: %s\n  local copy: file://%s",
+             stage_name, s3_settings.bucket, prefix, url, (docs_dir / "index.html").resolve())
+    return f"s3://{s3_settings.bucket}/{prefix}index.html"
 
 
 # --- 4. train --------------------------------------------------------------------------

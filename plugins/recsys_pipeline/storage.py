@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mimetypes
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +81,11 @@ def sha256_file(path: Path) -> str:
 def upload_file(s3, bucket: str, key: str, path: Path) -> StoredObject:
     """Upload ``path`` (multipart when large) and return what the manifest records of it."""
     checksum = sha256_file(path)
-    s3.upload_file(str(path), bucket, key, Config=MULTIPART, ExtraArgs={"Metadata": {"sha256": checksum}})
+    extra = {"Metadata": {"sha256": checksum}}
+    content_type, _ = mimetypes.guess_type(path.name)
+    if content_type:  # so a browser shows the Data Docs and dbt docs pages instead of downloading them
+        extra["ContentType"] = content_type
+    s3.upload_file(str(path), bucket, key, Config=MULTIPART, ExtraArgs=extra)
     return StoredObject(key=key, size=path.stat().st_size, sha256=checksum)
 
 

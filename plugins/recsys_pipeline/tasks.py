@@ -52,29 +52,52 @@ def _run():
 @task
 @_fail_fast
 def load_raw() -> dict:
+    """Stage the dataset in ``raw_*__new``; a file that breaks the contract is quarantined and fails the task."""
     params, folder = _run()
-    summary = stages.load(
-        mysql_settings_for_task(), params["dataset"], load_id=stages.load_id_for(params["dataset"], folder.name),
-        full_refresh=bool(params.get("full_refresh", False)),
-    )
-    log.info("loaded %s; dbt build will be %s: %s", summary["rows"],
-             "a full refresh" if summary["dbt_plan"]["full_refresh"] else "incremental", summary["dbt_plan"]["reason"])
-    return summary
+    staged = stages.stage(mysql_settings_for_task(), params["dataset"], load_id=stages.load_id_for(params["dataset"], folder.name))
+    log.info("staged %s for the raw gate", staged["rows"])
+    return staged
 
 
 @task
 @_fail_fast
-def document_features(loaded: dict) -> dict:
+def validate_raw(staged: dict) -> dict:
+    """The raw gate: GX suites on the staged load; only a load that passes replaces the raw tables."""
+    params, folder = _run()
+    try:
+        admitted = stages.validate_raw(mysql_settings_for_task(), folder, staged, full_refresh=bool(params.get("full_refresh", False)))
+    finally:
+        _publish_data_docs(params["dataset"], folder, "raw")
+    log.info("admitted %s; dbt build will be %s: %s", admitted["rows"],
+             "a full refresh" if admitted["dbt_plan"]["full_refresh"] else "incremental", admitted["dbt_plan"]["reason"])
+    return admitted
+
+
+def _publish_data_docs(dataset: str, folder, stage_name: str) -> None:
+    """Data Docs go to object storage for every run, passed or failed; a failure to upload them is only logged."""
+    try:
+        stages.publish_data_docs(s3_settings_for_task(), folder, dataset, stage_name)
+    except Exception:  # noqa: BLE001 - the gate's own outcome must not be masked by the docs upload
+        log.exception("could not publish the %s gate's Data Docs (they are in %s)", stage_name, folder / "data_docs" / stage_name)
+
+
+@task
+@_fail_fast
+def document_features(admitted: dict) -> dict:
     """After the dbt task group: record the build for the next incremental run, write the docs site into the release."""
     _, folder = _run()
-    return stages.document_features(mysql_settings_for_task(), folder, loaded["dbt_vars"], loaded["dbt_plan"]["fingerprint"])
+    return stages.document_features(mysql_settings_for_task(), folder, admitted["dbt_vars"], admitted["dbt_plan"]["fingerprint"])
 
 
 @task
 @_fail_fast
 def check_quality(features: dict) -> dict:
-    _, folder = _run()
-    return stages.check_quality(mysql_settings_for_task(), folder)
+    """The features gate: GX suites on dbt's models, before anything is trained."""
+    params, folder = _run()
+    try:
+        return stages.check_quality(mysql_settings_for_task(), folder)
+    finally:
+        _publish_data_docs(params["dataset"], folder, "features")
 
 
 @task

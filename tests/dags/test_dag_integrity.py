@@ -37,7 +37,7 @@ def test_every_dag_is_documented_owned_tagged_and_retried(dag_bag):
 
 def test_training_dag_wires_the_stages_in_order(dag_bag):
     dag = dag_bag.dags["recsys_training"]
-    order = ["load_raw", "features.dbt_producer_watcher", "features.models.marts.interactions_split.test", "document_features", "check_quality",
+    order = ["load_raw", "validate_raw", "features.dbt_producer_watcher", "features.models.marts.interactions_split.test", "document_features", "check_quality",
              "train_two_tower", "evaluate_models", "promotion_gate", "publish_release", "load_recommendations"]
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids or upstream in {
@@ -70,11 +70,11 @@ def test_every_dbt_model_is_its_own_task_with_its_tests(dag_bag):
             matches = [t for t in task_ids if t.startswith("features.models.") and t.endswith(f".{model}.{kind}")]
             assert len(matches) == 1, f"dbt model {model} has no {kind} task: {sorted(t for t in task_ids if model in t)}"
     producer = dag.get_task("features.dbt_producer_watcher")
-    assert producer.upstream_task_ids == {"load_raw"}
+    assert producer.upstream_task_ids == {"validate_raw"}
     user_features = dag.get_task("features.models.marts.user_features.run")
     assert "features.models.marts.user_top_categories.test" in user_features.upstream_task_ids
     # the watchers start after the build (all_done: they report a failed build too),
-    # and skip when the load failed and there was no build
+    # and skip when the load failed or the raw gate refused it and there was no build
     seed = dag.get_task("features.seeds.event_weights.seed")
     assert seed.upstream_task_ids == {"features.dbt_producer_watcher"}
     assert seed.trigger_rule == "all_done" and seed.mode == "reschedule" and not seed.deferrable

@@ -136,10 +136,51 @@ def test_a_file_that_breaks_the_contract_stops_the_run_before_anything_is_publis
     assert "required column 'item_id'" in log and "events.csv" in log
     # dbt never ran: the dbt tasks skip (they do not run their node on their own)
     assert "Running command:" not in log
-    assert "load_raw did not succeed: dbt did not run" in log
+    assert "validate_raw did not succeed: dbt did not run" in log
     assert "Exception rendering Jinja template" not in log
     assert storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "bad_shop")) == pointer_before
     assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/bad_shop/") == []
+
+
+def test_a_refused_raw_load_stops_before_dbt_keeps_the_champion_and_links_its_data_docs(
+    pipeline_env, mysql_test_settings, s3_test_settings, tmp_path, groceries_path
+):
+    """Groceries as the user's own files, with an event type the pipeline has never seen."""
+    from recsys_pipeline import quarantine
+    from recsys_pipeline.ingest.adapters import groceries
+
+    raw = groceries(groceries_path)
+    shop = tmp_path / "groceries"  # the same dataset key: its champion and last good load are the real groceries'
+    shop.mkdir()
+    events = raw.events.copy()
+    events.loc[:49, "event_type"] = "teleport"
+    events.to_csv(shop / "events.csv", index=False)
+    raw.items.to_csv(shop / "items.csv", index=False)
+    raw.users.to_csv(shop / "users.csv", index=False)
+    s3 = storage.client(s3_test_settings)
+    pointer_before = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries"))
+    with warehouse.connect(mysql_test_settings, database=mysql_test_settings.raw_database) as conn:
+        cur = conn.cursor()
+        cur.execute("CHECKSUM TABLE raw_events")
+        raw_before = cur.fetchone()[1]
+    result = run_dag(pipeline_env, {"dataset": str(shop), "epochs": 1}, logical_date="2026-01-19")
+    log = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "suite raw_events: expect_column_values_to_be_in_set failed on table" in log
+    assert "column event_type: observed 50 unexpected rows" in log and "teleport" in log
+    assert "Data Docs (raw gate): s3://" in log
+    assert "Running command:" not in log and "validate_raw did not succeed: dbt did not run" in log
+    assert storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries")) == pointer_before
+    docs = storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/data-docs/20260119T000000Z")
+    assert any(k.endswith("/raw/index.html") for k in docs)
+    assert not storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/20260119T000000Z")
+    with warehouse.connect(mysql_test_settings, database=mysql_test_settings.raw_database) as conn:
+        cur = conn.cursor()
+        cur.execute("CHECKSUM TABLE raw_events")
+        assert cur.fetchone()[1] == raw_before, "the live raw events are the last good load's"
+        load_id = warehouse.scalar(conn, "SELECT DISTINCT load_id FROM quarantine WHERE load_id LIKE 'groceries:20260119%'")
+    teleports = [r for r in quarantine.rows_for_load(mysql_test_settings, load_id) if r["row"] and r["row"].get("event_type") == "teleport"]
+    assert len(teleports) == 50
 
 
 def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_test_settings, s3_test_settings):
@@ -186,12 +227,16 @@ def test_a_failed_data_check_stops_the_run_before_training_and_names_the_rule(
     result = run_dag(pipeline_env, {"dataset": str(shop), "epochs": 1}, logical_date="2026-01-26")
     log = result.stdout + result.stderr
     assert result.returncode != 0
-    assert "suite staged_events: expect_column_values_to_be_between failed on table stg_raw__events, column event_at" in log
+    assert f"suite staged_events: expect_column_values_to_be_between failed on table {mysql_test_settings.database}.stg_raw__events, column event_at" in log
     assert "1990-01-01" in log
     finished = {
         line.split("task_id=")[1].split(",")[0].strip("'\"") for line in log.splitlines() if "Pushing xcom" in line and "task_id=" in line
     }
-    assert {"load_raw", "document_features"} <= finished  # the stages before the gate ran
+    assert {"load_raw", "validate_raw", "document_features"} <= finished  # the stages before the gate ran
     assert not finished & {"check_quality", "train_two_tower", "publish_release", "load_recommendations"}
     s3 = storage.client(s3_test_settings)
-    assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/ancient_shop/") == []
+    assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/ancient_shop/releases/") == []
+    # both gates' Data Docs are published for the failed run, outside releases/, and linked from the log
+    docs = storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/ancient_shop/data-docs/")
+    assert any(k.endswith("/raw/index.html") for k in docs) and any(k.endswith("/features/index.html") for k in docs)
+    assert "Data Docs (features gate): s3://" in log

@@ -70,7 +70,7 @@ def online_retail(path: Path) -> RawDataset:
     source = pd.read_parquet(path)
     missing = [c for c in ONLINE_RETAIL_COLUMNS if c not in source.columns]
     if missing:
-        raise ContractError(f"{path}: Online Retail columns {missing} are missing; found {list(source.columns)}")
+        raise ContractError(f"{path}: Online Retail columns {missing} are missing; found {list(source.columns)}", str(path), "events")
     invoice = source["InvoiceNo"].astype("string").str.strip()
     quantity = pd.to_numeric(source["Quantity"], errors="raise")
     is_return = invoice.str.upper().str.startswith("C") | (quantity < 0)
@@ -120,11 +120,11 @@ def groceries(path: Path) -> RawDataset:
     has_header = not str(first.iloc[0, 0]).strip().isdigit()
     source = pd.read_csv(path, header=0 if has_header else None, dtype="string")
     if source.shape[1] != 3:
-        raise ContractError(f"{path}: expected 3 columns (Member_number, Date, itemDescription), found {source.shape[1]}")
+        raise ContractError(f"{path}: expected 3 columns (Member_number, Date, itemDescription), found {source.shape[1]}", str(path), "events")
     source.columns = ["member", "date", "description"]
     description = source["description"].str.strip()
     if description.isna().any():
-        raise ContractError(f"{path}: column 'itemDescription' is empty at row {int(description.isna().to_numpy().nonzero()[0][0]) + 1}")
+        raise ContractError(f"{path}: column 'itemDescription' is empty at row {int(description.isna().to_numpy().nonzero()[0][0]) + 1}", str(path), "events")
     item_id = description.map(slugify).astype("string")
     events = pd.DataFrame(
         {
@@ -156,11 +156,11 @@ def _read_table_file(folder: Path, stem: str, required: bool) -> tuple[pd.DataFr
             try:
                 return reader(path), path
             except UnicodeDecodeError as error:
-                raise ContractError(f"{path}: not valid UTF-8 text ({error.reason} at byte {error.start})") from error
+                raise ContractError(f"{path}: not valid UTF-8 text ({error.reason} at byte {error.start})", str(path), stem) from error
             except pd.errors.EmptyDataError as error:
-                raise ContractError(f"{path}: the file is empty (no header, no rows)") from error
+                raise ContractError(f"{path}: the file is empty (no header, no rows)", str(path), stem) from error
     if required:
-        raise ContractError(f"{folder}: no {stem}.csv or {stem}.parquet found")
+        raise ContractError(f"{folder}: no {stem}.csv or {stem}.parquet found", str(folder), stem)
     return None, None
 
 
@@ -173,7 +173,7 @@ def contract_files(folder: Path) -> RawDataset:
     events, events_path = _read_table_file(folder, "events", required=True)
     assert events is not None and events_path is not None
     if events.empty:
-        raise ContractError(f"{events_path}: the file has a header but no rows")
+        raise ContractError(f"{events_path}: the file has a header but no rows", str(events_path), "events")
     if "source_row_id" not in events.columns:
         events.insert(0, "source_row_id", range(1, len(events) + 1))
     events = check_frame(events, "events", str(events_path))

@@ -21,7 +21,16 @@ _ID_SQL = f"VARCHAR({ID_MAX_LENGTH}) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
 
 
 class ContractError(ValueError):
-    """A source file does not fit the raw data contract."""
+    """A source file does not fit the raw data contract.
+
+    ``source`` is the file (or source name) and ``entity`` the contract table it was
+    meant for, when known: the quarantine records the refused file under them.
+    """
+
+    def __init__(self, message: str, source: str | None = None, entity: str | None = None):
+        super().__init__(message)
+        self.source = source
+        self.entity = entity
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,16 @@ def _first_bad(frame: pd.DataFrame, mask: pd.Series, column: str) -> str:
 
 
 def check_frame(frame: pd.DataFrame, entity: str, source: str) -> pd.DataFrame:
+    """``frame`` checked against the contract of ``entity`` (see ``_check_frame``); errors name ``source``."""
+    try:
+        return _check_frame(frame, entity, source)
+    except ContractError as error:
+        error.source = error.source or source
+        error.entity = error.entity or entity
+        raise
+
+
+def _check_frame(frame: pd.DataFrame, entity: str, source: str) -> pd.DataFrame:
     """Return ``frame`` restricted to and ordered like the contract's columns, typed.
 
     Raises ContractError naming ``source``, the column and the problem when a required

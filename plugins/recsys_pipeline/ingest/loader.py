@@ -1,10 +1,12 @@
 """Load a mapped dataset into the raw MySQL tables, all or nothing.
 
-Each load fills ``raw_events__new``, ``raw_items__new`` and ``raw_users__new``, checks
-every row arrived without a warning, and only then swaps all three into place in one
-``RENAME TABLE`` statement: dbt never reads a mix of two loads, a refused load leaves
-the previous one untouched, and re-running a load gives the same tables (a full
-snapshot, never appended twice). ``load_audit`` keeps one row per load id.
+Each load fills ``raw_events__new``, ``raw_items__new`` and ``raw_users__new`` and checks
+every row arrived without a warning (``stage_raw``). The raw gate then checks the staged
+tables; only a load that passes is swapped into place, all three tables in one
+``RENAME TABLE`` statement (``admit_staged``): dbt never reads a mix of two loads, a
+refused load leaves the previous one untouched (it is kept as ``raw_*__rejected``), and
+re-running a load gives the same tables (a full snapshot, never appended twice).
+``load_audit`` keeps one row per admitted load id.
 
 A row that is identical to the live table's row with the same key keeps that row's
 ``load_id`` and ``loaded_at``: ``loaded_at`` says when the row first arrived, so the
@@ -33,6 +35,8 @@ from recsys_pipeline.settings import MySQLSettings
 log = logging.getLogger(__name__)
 
 RAW_TABLES = {entity: f"raw_{entity}" for entity in CONTRACT}
+# a load is staged here first; only a load that passes the raw gate replaces RAW_TABLES
+STAGED_TABLES = {entity: f"raw_{entity}__new" for entity in CONTRACT}
 
 AUDIT_DDL = """
 CREATE TABLE IF NOT EXISTS {db}.`load_audit` (
@@ -103,11 +107,12 @@ def stamp_rows(conn, database: str, entity: str, frame: pd.DataFrame, load_id: s
     return stamped, len(stamped) - n_unchanged, len(live) - n_unchanged
 
 
-def load_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> LoadSummary:
-    """Replace the raw tables in ``settings.raw_database`` with ``dataset``.
+def stage_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> LoadSummary:
+    """Load ``dataset`` into ``raw_events__new``, ``raw_items__new`` and ``raw_users__new``.
 
-    Raises warehouse.LoadError (naming the table) if any row was lost or coerced; the
-    live raw tables are then exactly as before.
+    The live raw tables are not touched: the raw gate checks the staged tables, then
+    ``admit_staged`` swaps them in or ``reject_staged`` sets them aside. Raises
+    warehouse.LoadError (naming the table) if any row was lost or coerced.
     """
     database = settings.raw_database
     db = warehouse.quote_identifier(database)
@@ -120,26 +125,83 @@ def load_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> Load
     with warehouse.connect(settings, database=database) as conn, tempfile.TemporaryDirectory() as tmp:
         cur = conn.cursor()
         for entity, frame in frames.items():
-            new_table = f"{RAW_TABLES[entity]}__new"
+            new_table = STAGED_TABLES[entity]
             cur.execute(f"DROP TABLE IF EXISTS {db}.{warehouse.quote_identifier(new_table)}")
             cur.execute(create_table_sql(entity, f"{db}.{warehouse.quote_identifier(new_table)}"))
             stamped, fresh, gone = stamp_rows(conn, database, entity, frame, load_id, loaded_at)
             rows[entity] = warehouse.load_frame(conn, f"{database}.{new_table}", stamped, Path(tmp))
             conn.commit()
-            log.info("loaded %s rows into %s.%s: %s new or changed, %s live rows changed or removed",
+            log.info("staged %s rows in %s.%s: %s new or changed, %s live rows changed or removed",
                      rows[entity], database, new_table, fresh, gone)
             if entity == "events":
                 new_events, changed_or_removed = fresh, gone
-        warehouse.swap_in(conn, database, list(RAW_TABLES.values()), keep_previous=False)
-        seconds = time.perf_counter() - started
-        cur.execute(AUDIT_DDL.format(db=db))
-        cur.execute(
-            f"REPLACE INTO {db}.`load_audit` VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-            (load_id, dataset.name, data_version, rows["events"], rows["items"], rows["users"], seconds, loaded_at),
-        )
-        conn.commit()
+    seconds = time.perf_counter() - started
     total = sum(rows.values())
     return LoadSummary(
         load_id, dataset.name, data_version, rows, round(seconds, 3), round(total / max(seconds, 1e-9)),
         new_events=new_events, changed_or_removed_events=changed_or_removed,
     )
+
+
+def staged_state(settings: MySQLSettings, load_id: str, data_version: str) -> str:
+    """'staged' (the load waits in ``raw_*__new``), 'admitted' (already swapped in: a retried
+    task) or 'missing' (refused and set aside, or never staged: run ``load_raw`` again)."""
+    database = settings.raw_database
+    with warehouse.connect(settings, database=database) as conn:
+        if all(warehouse.table_exists(conn, database, t) for t in STAGED_TABLES.values()):
+            return "staged"
+        if warehouse.table_exists(conn, database, "load_audit"):
+            latest = warehouse.query_one(
+                conn, f"SELECT load_id, data_version FROM {warehouse.quote_identifier(database)}.`load_audit` "
+                "ORDER BY loaded_at DESC, load_id DESC LIMIT 1",
+            )
+            if latest is not None and tuple(latest) == (load_id, data_version):  # the live tables are this load
+                return "admitted"
+    return "missing"
+
+
+def admit_staged(settings: MySQLSettings, summary: LoadSummary) -> None:
+    """Swap the staged tables in as the live raw tables (one RENAME) and record the load."""
+    database = settings.raw_database
+    db = warehouse.quote_identifier(database)
+    loaded_at = datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None)
+    with warehouse.connect(settings, database=database) as conn:
+        missing = [t for t in STAGED_TABLES.values() if not warehouse.table_exists(conn, database, t)]
+        if missing:
+            raise warehouse.LoadError(f"nothing staged to admit: {', '.join(f'{database}.{t}' for t in missing)} not found")
+        warehouse.swap_in(conn, database, list(RAW_TABLES.values()), keep_previous=False)
+        cur = conn.cursor()
+        cur.execute(AUDIT_DDL.format(db=db))
+        cur.execute(
+            f"REPLACE INTO {db}.`load_audit` VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+            (summary.load_id, summary.dataset, summary.data_version, summary.rows["events"], summary.rows["items"],
+             summary.rows["users"], summary.seconds, loaded_at),
+        )
+        conn.commit()
+
+
+def reject_staged(settings: MySQLSettings) -> list[str]:
+    """Set a refused load aside as ``raw_*__rejected`` (replacing an older one); the live tables stay."""
+    database = settings.raw_database
+    db = warehouse.quote_identifier(database)
+    kept = []
+    with warehouse.connect(settings, database=database) as conn:
+        cur = conn.cursor()
+        renames = []
+        for entity, staged in STAGED_TABLES.items():
+            if warehouse.table_exists(conn, database, staged):
+                rejected = f"{RAW_TABLES[entity]}__rejected"
+                cur.execute(f"DROP TABLE IF EXISTS {db}.{warehouse.quote_identifier(rejected)}")
+                renames.append(f"{db}.{warehouse.quote_identifier(staged)} TO {db}.{warehouse.quote_identifier(rejected)}")
+                kept.append(f"{database}.{rejected}")
+        if renames:
+            cur.execute("RENAME TABLE " + ", ".join(renames))
+        conn.commit()
+    return kept
+
+
+def load_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> LoadSummary:
+    """Stage ``dataset`` and admit it at once, without a gate (benchmarks, tools)."""
+    summary = stage_raw(dataset, settings, load_id)
+    admit_staged(settings, summary)
+    return summary

@@ -1,0 +1,319 @@
+"""The bad-input corpus: what the real pipeline stages do with each kind of broken load.
+
+Every case starts from a real slice of Online Retail (20,000 events, mapped onto the
+raw contract and written as the user's own files), breaks it one way, and runs the
+stages the DAG runs -- ``stage`` (load_raw), ``validate_raw`` (the raw gate), and for
+loads the gate admits, the dbt build and the features gate. Each case asserts one of:
+
+* **refused** -- the contract or the raw gate stops the load with a message that
+  names the suite or file, the rule, the table, the column and the observed value;
+  the refused rows (or the file, or the whole load for volume and drift) are in the
+  ``quarantine`` table with the rule; the live raw tables are exactly as before (the
+  refused load is kept as ``raw_*__rejected``); nothing reaches dbt, so nothing can be
+  trained or published (the DAG-level test checks the champion pointer);
+* **handled** -- a staging rule (README, "Cleaning rules") deals with the rows: they
+  are listed in ``stg_raw__rejected_events`` with the reason, or transformed as
+  documented, never reach the training split, and the features gate passes.
+
+All cases load a dataset called ``shop`` so that volume and drift compare with the
+last good load of the same dataset.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from recsys_pipeline import quality, quarantine, stages, warehouse
+from recsys_pipeline.ingest import loader
+from recsys_pipeline.ingest.adapters import online_retail
+from recsys_pipeline.ingest.contract import ContractError
+
+pytestmark = pytest.mark.integration
+
+SAMPLE_EVENTS = 20_000
+SQL_TITLE = "Robert'); DROP TABLE raw_items; -- \\\" 100% _off_ `x`"
+
+
+@pytest.fixture(scope="module")
+def retail(online_retail_path):
+    """The first Online Retail events (by source row), their items and users: the good load."""
+    raw = online_retail(online_retail_path)
+    events = raw.events[raw.events["source_row_id"] <= SAMPLE_EVENTS].reset_index(drop=True)
+    items = raw.items[raw.items["item_id"].isin(events["item_id"].dropna())].reset_index(drop=True)
+    users = raw.users[raw.users["user_id"].isin(events["user_id"].dropna())].reset_index(drop=True)
+    rest = raw.events[raw.events["source_row_id"] > SAMPLE_EVENTS].reset_index(drop=True)
+    return {"events": events, "items": items, "users": users, "more_events": rest, "all_items": raw.items}
+
+
+def write_shop(root: Path, events: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, events_as_csv: bool = False) -> Path:
+    folder = root / "shop"
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    if events_as_csv:  # text in a number column only happens in text files
+        events.to_csv(folder / "events.csv", index=False)
+    else:
+        events.to_parquet(folder / "events.parquet", index=False)
+    items.to_parquet(folder / "items.parquet", index=False)
+    users.to_parquet(folder / "users.parquet", index=False)
+    return folder
+
+
+def raw_state(settings) -> dict:
+    """What the live raw tables hold (row counts and a checksum of the rows)."""
+    with warehouse.connect(settings, database=settings.raw_database) as conn:
+        state = {}
+        for table in loader.RAW_TABLES.values():
+            if warehouse.table_exists(conn, settings.raw_database, table):
+                cur = conn.cursor()
+                cur.execute(f"CHECKSUM TABLE `{settings.raw_database}`.`{table}`")
+                state[table] = (warehouse.scalar(conn, f"SELECT COUNT(*) FROM `{settings.raw_database}`.`{table}`"), cur.fetchone()[1])
+        return state
+
+
+def admit(settings, root: Path, frames: dict, load_id: str) -> dict:
+    folder = write_shop(root / load_id.replace(":", "_"), frames["events"], frames["items"], frames["users"])
+    staged = stages.stage(settings, str(folder), load_id)
+    return stages.validate_raw(settings, root / f"run-{load_id.replace(':', '_')}", staged)
+
+
+@pytest.fixture(scope="module")
+def baseline(mysql_test_settings, retail, tmp_path_factory):
+    """A good load of ``shop``, admitted: the live raw tables and the last good profile."""
+    root = tmp_path_factory.mktemp("baseline")
+    admitted = admit(mysql_test_settings, root, retail, "shop:baseline")
+    return admitted
+
+
+def refuse(settings, root: Path, frames: dict, load_id: str) -> tuple[quality.DataQualityError, Path]:
+    """Stage a bad load; assert the raw gate refuses it and changes nothing live. Returns the error and the run folder."""
+    before = raw_state(settings)
+    folder = write_shop(root / "input", frames["events"], frames["items"], frames["users"])
+    staged = stages.stage(settings, str(folder), load_id)
+    run_folder = root / "run"
+    with pytest.raises(quality.DataQualityError) as refused:
+        stages.validate_raw(settings, run_folder, staged)
+    assert raw_state(settings) == before, "a refused load must leave the live raw tables as they were"
+    with warehouse.connect(settings, database=settings.raw_database) as conn:
+        assert warehouse.table_exists(conn, settings.raw_database, "raw_events__rejected")
+        assert warehouse.scalar(conn, f"SELECT COUNT(*) FROM `{settings.raw_database}`.`raw_events__rejected`") == len(frames["events"])
+        assert not warehouse.table_exists(conn, settings.raw_database, "raw_events__new")
+    docs = (run_folder / "data_docs" / "raw" / "index.html")
+    assert docs.exists(), "Data Docs are built for a refused load too"
+    return refused.value, run_folder
+
+
+def contract_refusal(settings, folder: Path, load_id: str) -> ContractError:
+    before = raw_state(settings)
+    with pytest.raises(ContractError) as refused:
+        stages.stage(settings, str(folder), load_id)
+    assert raw_state(settings) == before
+    (row,) = [r for r in quarantine.rows_for_load(settings, load_id) if r["row_key"] == quarantine.FILE_ROW_KEY]
+    assert row["rule"] == "contract" and row["reason"] == str(refused.value)
+    if (folder / "events.csv").exists():
+        assert row["row"]["sha256"] and row["row"]["bytes"] == (folder / "events.csv").stat().st_size
+    return refused.value
+
+
+# --- refused by the contract (load_raw) ----------------------------------------------------
+
+
+def test_missing_column_is_refused_by_the_contract(mysql_test_settings, baseline, retail, tmp_path):
+    folder = write_shop(tmp_path, retail["events"].drop(columns=["event_time"]), retail["items"], retail["users"])
+    error = contract_refusal(mysql_test_settings, folder, "shop:missing-column")
+    assert "required column 'event_time'" in str(error) and "events.parquet" in str(error)
+
+
+def test_text_in_a_number_column_is_refused_by_the_contract(mysql_test_settings, baseline, retail, tmp_path):
+    events = retail["events"].astype({"quantity": "object"})
+    events.loc[7, "quantity"] = "a dozen"
+    folder = write_shop(tmp_path, events, retail["items"], retail["users"], events_as_csv=True)
+    error = contract_refusal(mysql_test_settings, folder, "shop:wrong-type")
+    assert "column 'quantity' must be numeric" in str(error) and "'a dozen'" in str(error) and "data row 8" in str(error)
+
+
+def test_an_empty_file_is_refused_by_the_contract(mysql_test_settings, baseline, tmp_path):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "events.csv").write_bytes(b"")
+    error = contract_refusal(mysql_test_settings, folder, "shop:empty")
+    assert "events.csv: the file is empty" in str(error)
+
+
+def test_text_that_is_not_utf8_is_refused_by_the_contract(mysql_test_settings, baseline, retail, tmp_path):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    sample = retail["events"].head(50).copy()
+    sample.loc[3, "item_id"] = "CAFÉ"
+    (folder / "events.csv").write_bytes(sample.to_csv(index=False).encode("latin-1"))
+    error = contract_refusal(mysql_test_settings, folder, "shop:latin1")
+    assert "not valid UTF-8" in str(error) and "at byte" in str(error)
+
+
+# --- refused by the raw gate (validate_raw) ------------------------------------------------
+
+
+def _quarantined(settings, load_id: str) -> list[dict]:
+    return quarantine.rows_for_load(settings, load_id)
+
+
+def test_an_event_type_never_seen_before_is_refused_and_its_rows_quarantined(mysql_test_settings, baseline, retail, tmp_path):
+    events = retail["events"].copy()
+    teleports = events.index[:25]
+    events.loc[teleports, "event_type"] = "teleport"
+    error, _ = refuse(mysql_test_settings, tmp_path, retail | {"events": events}, "shop:teleport")
+    message = str(error)
+    assert "suite raw_events: expect_column_values_to_be_in_set failed on table" in message
+    assert "raw_events__new, column event_type" in message and "25 unexpected rows" in message and "teleport" in message
+    rows = [r for r in _quarantined(mysql_test_settings, "shop:teleport") if r["rule"].endswith("expect_column_values_to_be_in_set(event_type)")]
+    assert sorted(int(r["row_key"]) for r in rows) == sorted(events.loc[teleports, "source_row_id"].astype(int))
+    assert all(r["row"]["event_type"] == "teleport" and r["source_table"] == "raw_events" for r in rows)
+
+
+def test_unknown_item_ids_are_refused_and_their_rows_quarantined(mysql_test_settings, baseline, retail, tmp_path):
+    events = retail["events"].copy()
+    events.loc[[10, 11, 12], "item_id"] = ["NOPE-1", "NOPE-2", "NOPE-1"]
+    error, _ = refuse(mysql_test_settings, tmp_path, retail | {"events": events}, "shop:unknown-items")
+    assert "unexpected_rows_expectation failed on table" in str(error)
+    assert "every event's item is in the item catalogue" in str(error) and "NOPE-1" in str(error)
+    rows = [r for r in _quarantined(mysql_test_settings, "shop:unknown-items") if "unexpected_rows" in r["rule"]]
+    assert {r["row"]["item_id"] for r in rows} == {"NOPE-1", "NOPE-2"} and len(rows) == 3
+
+
+def test_an_impossible_quantity_is_refused_and_its_row_quarantined(mysql_test_settings, baseline, retail, tmp_path):
+    events = retail["events"].copy()
+    events.loc[5, "quantity"] = 1e9
+    error, _ = refuse(mysql_test_settings, tmp_path, retail | {"events": events}, "shop:huge-quantity")
+    assert "expect_column_values_to_be_between failed on table" in str(error) and "column quantity" in str(error)
+    assert "1000000000" in str(error)
+    (row,) = [r for r in _quarantined(mysql_test_settings, "shop:huge-quantity") if "(quantity)" in r["rule"]]
+    assert int(row["row_key"]) == int(events.loc[5, "source_row_id"]) and row["row"]["quantity"] == 1e9
+
+
+def test_an_extreme_outlier_volume_is_refused_as_a_whole(mysql_test_settings, baseline, retail, tmp_path):
+    """Twelve times the last good load's events: a replayed or looping feed."""
+    events = pd.concat([retail["events"], retail["more_events"].head(11 * SAMPLE_EVENTS)], ignore_index=True)
+    items = retail["all_items"][retail["all_items"]["item_id"].isin(events["item_id"].dropna())]
+    users = pd.DataFrame({"user_id": events["user_id"].dropna().drop_duplicates().sort_values().to_numpy()})
+    error, _ = refuse(mysql_test_settings, tmp_path, {"events": events, "items": items, "users": users}, "shop:outlier-volume")
+    assert "expect_table_row_count_to_be_between failed on table" in str(error) and f"observed {len(events)}" in str(error)
+    assert f"'max_value': {10 * SAMPLE_EVENTS}" in str(error)
+    (row,) = [r for r in _quarantined(mysql_test_settings, "shop:outlier-volume") if r["row_key"] == quarantine.LOAD_ROW_KEY]
+    assert row["row"]["rows"]["events"] == len(events) and "raw_events__rejected" in row["row"]["kept_as"][0]
+
+
+def test_a_load_that_lost_most_of_its_rows_is_refused(mysql_test_settings, baseline, retail, tmp_path):
+    events = retail["events"].head(SAMPLE_EVENTS // 5)
+    frames = {"events": events, "items": retail["items"], "users": retail["users"]}
+    error, _ = refuse(mysql_test_settings, tmp_path, frames, "shop:row-drop")
+    assert "expect_table_row_count_to_be_between" in str(error) and f"'min_value': {SAMPLE_EVENTS // 2}" in str(error)
+
+
+def test_a_drifted_event_type_mix_is_refused(mysql_test_settings, baseline, retail, tmp_path):
+    """A tracking change: a third of the purchases arrive as cart events. Every row is valid."""
+    events = retail["events"].copy()
+    purchases = events.index[events["event_type"] == "purchase"]
+    events.loc[purchases[::3], "event_type"] = "cart"
+    error, _ = refuse(mysql_test_settings, tmp_path, retail | {"events": events}, "shop:drift")
+    message = str(error)
+    assert "suite raw_events_drift: expect_column_max_to_be_between failed" in message and "column event_type_mix_linf" in message
+    observed = float(message.split("column event_type_mix_linf: observed ")[1].split(";")[0])
+    assert 0.25 < observed < 0.40  # about a third of the events changed type
+    (row,) = [r for r in _quarantined(mysql_test_settings, "shop:drift") if r["row_key"] == quarantine.LOAD_ROW_KEY]
+    assert "event_type_mix_linf" in row["rule"]
+
+
+# --- handled by staging rules (dbt), the run goes on ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dirty_but_usable(mysql_test_settings, baseline, retail, tmp_path_factory):
+    """One load with every kind of dirt that staging rules handle, built by dbt and checked by both gates."""
+    root = tmp_path_factory.mktemp("dirty")
+    events = retail["events"].copy()
+    marked = {
+        "null_user": events.index[100:110],
+        "future": events.index[200:205],
+        "ancient": events.index[300:305],
+        "negative_quantity": events.index[(events["event_type"] == "purchase")][400:410],
+    }
+    events.loc[marked["null_user"], "user_id"] = pd.NA
+    events.loc[marked["future"], "event_time"] = "2099-01-01 10:00:00"
+    events.loc[marked["ancient"], "event_time"] = "1901-01-01 10:00:00"
+    events.loc[marked["negative_quantity"], "quantity"] = -3.0
+    copies = events.loc[events.index[500:520]].copy()
+    copies["source_row_id"] = range(SAMPLE_EVENTS + 1, SAMPLE_EVENTS + 1 + len(copies))
+    events = pd.concat([events, copies], ignore_index=True)
+    items = retail["items"].copy()
+    items.loc[0, "title"] = SQL_TITLE
+    admitted = admit(mysql_test_settings, root, {"events": events, "items": items, "users": retail["users"]}, "shop:dirty")
+    run = root / "run"
+    stages.build_features(mysql_test_settings, run, admitted["dbt_vars"], full_refresh=True)
+    checked = stages.check_quality(mysql_test_settings, run)
+    ids = {name: set(events.loc[index, "source_row_id"].astype(int)) for name, index in marked.items()}
+    ids["duplicate"] = set(copies["source_row_id"].astype(int))
+    return {"ids": ids, "checked": checked, "item": items.loc[0, "item_id"], "run": run}
+
+
+def _rejected(settings, reason: str) -> set[int]:
+    with warehouse.connect(settings) as conn:
+        frame = warehouse.read_frame(conn, "SELECT source_row_id FROM stg_raw__rejected_events WHERE reject_reason = %s", (reason,))
+    return set(frame["source_row_id"].astype(int))
+
+
+def _staged(settings, ids: set[int]) -> pd.DataFrame:
+    with warehouse.connect(settings) as conn:
+        frame = warehouse.read_frame(conn, "SELECT source_row_id, is_return FROM stg_raw__events")
+    return frame[frame["source_row_id"].astype(int).isin(ids)]
+
+
+def test_dirty_but_usable_load_passes_both_gates(dirty_but_usable):
+    assert dirty_but_usable["checked"]["passed"] is True
+    assert (dirty_but_usable["run"] / "data_docs" / "features" / "index.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [("null_user", "missing_user_id"), ("future", "implausible_event_time"), ("ancient", "implausible_event_time"), ("duplicate", "duplicate_event")],
+)
+def test_staging_quarantines_rows_with_the_reason(mysql_test_settings, dirty_but_usable, case, reason):
+    ids = dirty_but_usable["ids"][case]
+    assert ids <= _rejected(mysql_test_settings, reason)
+    assert _staged(mysql_test_settings, ids).empty, "a rejected row never reaches the staged events (nor the split)"
+
+
+def test_a_negative_quantity_is_a_return_not_a_purchase(mysql_test_settings, dirty_but_usable):
+    ids = dirty_but_usable["ids"]["negative_quantity"]
+    staged = _staged(mysql_test_settings, ids)
+    assert len(staged) == len(ids) and set(staged["is_return"].astype(int)) == {1}
+
+
+def test_a_title_with_sql_metacharacters_is_kept_verbatim(mysql_test_settings, dirty_but_usable):
+    with warehouse.connect(mysql_test_settings) as conn:
+        title = warehouse.query_one(conn, "SELECT title FROM stg_raw__items WHERE item_id = %s", (dirty_but_usable["item"],))[0]
+        assert warehouse.table_exists(conn, mysql_test_settings.raw_database, "raw_items")
+    assert title == SQL_TITLE
+
+
+# --- retries of the gate task ---------------------------------------------------------------
+
+
+def test_a_retried_gate_after_the_swap_goes_on_and_a_cleared_gate_after_a_refusal_asks_for_a_new_load(
+    mysql_test_settings, baseline, retail, tmp_path
+):
+    folder = write_shop(tmp_path / "good", retail["events"], retail["items"], retail["users"])
+    staged = stages.stage(mysql_test_settings, str(folder), "shop:retry")
+    first = stages.validate_raw(mysql_test_settings, tmp_path / "run", staged)
+    again = stages.validate_raw(mysql_test_settings, tmp_path / "run", staged)  # the task retried after the swap
+    assert again["dbt_plan"] == first["dbt_plan"] and again["rows"] == first["rows"]
+
+    events = retail["events"].copy()
+    events.loc[:2, "event_type"] = "teleport"
+    refused = stages.stage(mysql_test_settings, str(write_shop(tmp_path / "bad", events, retail["items"], retail["users"])), "shop:retry-bad")
+    with pytest.raises(quality.DataQualityError):
+        stages.validate_raw(mysql_test_settings, tmp_path / "run-bad", refused)
+    with pytest.raises(warehouse.LoadError, match="run load_raw again"):
+        stages.validate_raw(mysql_test_settings, tmp_path / "run-bad", refused)
