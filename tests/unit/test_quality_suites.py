@@ -73,6 +73,8 @@ def test_raw_suites_expect_exactly_the_contracts_columns():
         entity = suite["table"].removeprefix("raw_")
         (columns,) = [e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
         assert columns["kwargs"]["column_set"] == [c.name for c in CONTRACT[entity]] + ["row_hash", "load_id", "loaded_at"]
+        types = {e["kwargs"]["column"]: e["kwargs"]["type_"] for e in suite["expectations"] if e["type"] == "expect_column_values_to_be_of_type"}
+        assert types == {c.name: c.sql_type.split()[0].split("(")[0] for c in CONTRACT[entity]}
 
 
 def test_suite_files_are_formatted_json():
