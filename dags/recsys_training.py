@@ -36,8 +36,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pendulum
 from airflow.sdk import Param, dag
+
+from recsys_pipeline.dag_defaults import START_DATE, default_args
 
 from recsys_pipeline.dbt_task_group import TEMPLATE_MACROS, features_task_group
 from recsys_pipeline.tasks import (
@@ -53,19 +54,13 @@ from recsys_pipeline.tasks import (
     validate_raw,
 )
 
-DEFAULT_ARGS = {
-    "owner": "recsys",
-    "retries": 2,
-    "retry_delay": timedelta(seconds=30),
-    "retry_exponential_backoff": True,
-    "execution_timeout": timedelta(hours=2),
-}
+DEFAULT_ARGS = default_args(execution_timeout=timedelta(hours=2))
 
 
 @dag(
     dag_id="recsys_training",
     schedule="@weekly",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
     default_args=DEFAULT_ARGS,

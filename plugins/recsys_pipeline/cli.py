@@ -3,6 +3,8 @@
     recsys services          make sure MariaDB, the pipeline's databases and user, and object storage are up
     recsys summary           print what the last run of a dataset loaded, checked, measured and published
     recsys quarantine        list what the gates refused for a load: rule, reason, rows
+    recsys verify            download the champion, check every checksum, load its SavedModel, recommend
+    recsys rollback          point the champion back to an earlier complete release (and reload MySQL)
     recsys stop              stop the local S3 API server
 """
 
@@ -164,6 +166,35 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_verify(args: argparse.Namespace) -> int:
+    from recsys_pipeline import releases
+
+    try:
+        result = releases.verify(s3_settings(), stages.dataset_key(args.dataset), args.release, args.user, args.k)
+    except releases.ReleaseError as error:
+        print(f"verify FAILED: {error}")
+        return 1
+    print(f"release {result['release_id']}: {result['objects']} objects, {result['bytes']:,} bytes, every sha256 matches the manifest")
+    print(f"SavedModel loaded; top {len(result['items'])} for user {result['user_id']}: {', '.join(result['items'])}")
+    print(f"  same as the published recommendations table: {'yes' if result['matches_published'] else 'NO (published: ' + ', '.join(result['published_items']) + ')'}")
+    print(f"an unknown user gets the popularity fallback: {', '.join(result['unknown_user_items'])}")
+    return 0 if result["matches_published"] else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from recsys_pipeline import releases
+
+    try:
+        result = stages.rollback(s3_settings(), mysql_settings(), args.dataset, args.release)
+    except releases.ReleaseError as error:
+        print(f"rollback refused, nothing changed: {error}")
+        return 1
+    print(f"champion of {stages.dataset_key(args.dataset)}: {result['rolled_back_from']} -> {result['champion']}")
+    print(f"MySQL {result['recommendations']['table']}: {result['recommendations']['rows']:,} rows of model "
+          f"{', '.join(result['recommendations']['model_versions'])} (the replaced table is kept as recommendations__previous)")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     print("stopped the local S3 API server" if services.stop_local_s3() else "no local S3 API server was started by this project")
     return 0
@@ -181,6 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     refused.add_argument("--load-id", help="the load id (<dataset>:<run>); default: the most recent in the quarantine")
     refused.add_argument("--show", type=int, default=3, help="rows to print per rule (default 3)")
     refused.set_defaults(func=cmd_quarantine)
+    verify = sub.add_parser("verify", help="check the champion release end to end and recommend with its SavedModel")
+    verify.add_argument("--dataset", default="online-retail")
+    verify.add_argument("--release", help="a release id (default: the champion)")
+    verify.add_argument("--user", help="a user id (default: the first in the published recommendations)")
+    verify.add_argument("-k", type=int, default=10)
+    verify.set_defaults(func=cmd_verify)
+    rollback = sub.add_parser("rollback", help="point the champion back to an earlier release (checked complete) and reload MySQL")
+    rollback.add_argument("--dataset", default="online-retail")
+    rollback.add_argument("--release", required=True, help="the release id to make champion again")
+    rollback.set_defaults(func=cmd_rollback)
     sub.add_parser("stop", help="stop the local S3 API server").set_defaults(func=cmd_stop)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from recsys_pipeline import profiles, quality, quarantine, storage, transform, warehouse
+from recsys_pipeline import profiles, quality, quarantine, releases, storage, transform, warehouse
 from recsys_pipeline.ingest.adapters import read_dataset
 from recsys_pipeline.ingest import loader
 from recsys_pipeline.ingest.contract import ContractError
@@ -412,11 +412,68 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
         "models": metrics,
         "tuning": tuning,
         "protocol": "per-user temporal holdout, full ranking; hyper-parameters chosen on validation",
+        "data_window": data_window(settings),
     }
     _write_json(folder / "metrics.json", report)
     for name, values in metrics.items():
         log.info("%-14s recall@20=%.4f ndcg@20=%.4f", name, values["recall@20"], values["ndcg@20"])
     return {name: {m: round(values[m], 4) for m in ("recall@20", "ndcg@20")} for name, values in metrics.items()}
+
+
+def data_window(settings: MySQLSettings) -> dict:
+    """First and last interaction time, users and items of each split: the model card's data window."""
+    with warehouse.connect(settings) as conn:
+        frame = warehouse.read_frame(
+            conn, "SELECT split, MIN(first_event_at) AS first_event_at, MAX(first_event_at) AS last_event_at, "
+            "COUNT(*) AS interactions, COUNT(DISTINCT user_id) AS users, COUNT(DISTINCT item_id) AS items "
+            "FROM interactions_split GROUP BY split",
+        )
+    return {row.split: {"first_event_at": str(row.first_event_at), "last_event_at": str(row.last_event_at),
+                        "interactions": int(row.interactions), "users": int(row.users), "items": int(row["items"])}
+            for _, row in frame.iterrows()}
+
+
+def write_model_card(folder: Path, dataset: str, data_version: str, release_id: str) -> Path:
+    """``model_card.md``: what a reader of the release needs before trusting its model."""
+    training = _read_json(folder / "two_tower" / "training.json")
+    report = _read_json(folder / "metrics.json")
+    decision = _read_json(folder / "decision.json")
+    names = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit_rate@20", "map@20", "coverage@10"]
+    lines = [
+        f"# Model card: {training['model_version']}",
+        "",
+        f"- **Release**: `{release_id}` of dataset `{dataset_key(dataset)}` (data version `{data_version[:16]}`)",
+        f"- **Trained**: {training.get('trained_at')} on {training.get('examples', '?')} examples, best epoch {training.get('best_epoch', '?')}",
+        f"- **Model**: two-tower retrieval (user tower: the user's recent items with learned position weights; "
+        "item tower: item embedding), in-batch softmax with log-frequency correction",
+        f"- **Hyper-parameters**: `{json.dumps(training.get('config', {}), sort_keys=True)}`",
+        f"- **Code**: `{json.dumps(training.get('code_version', {}), sort_keys=True)}`",
+        "",
+        "## Data window",
+        "",
+        "| split | first interaction | last interaction | interactions | users | items |",
+        "|---|---|---|---|---|---|",
+    ]
+    for split, window in sorted(report.get("data_window", {}).items()):
+        lines.append(f"| {split} | {window['first_event_at']} | {window['last_event_at']} | {window['interactions']:,} | {window['users']:,} | {window['items']:,} |")
+    lines += ["", f"## Offline metrics ({report.get('protocol', '')})", "", "| model | " + " | ".join(names) + " |",
+              "|---" * (len(names) + 1) + "|"]
+    for model, values in report["models"].items():
+        lines.append(f"| {model} | " + " | ".join(f"{values.get(n, float('nan')):.4f}" for n in names) + " |")
+    lines += ["", f"## Promotion gate: {'PROMOTED' if decision['promote'] else 'not promoted'}", ""]
+    lines += [f"- {reason}" for reason in decision["reasons"]]
+    lines += [
+        "",
+        "## Known limits",
+        "",
+        "- Users with fewer than 5 distinct items are not evaluated; their recommendations lean on popularity.",
+        "- Users unseen in training get the most popular items (no features-based cold start yet).",
+        "- Offline metrics on a temporal holdout of one shop's history; no online test has measured this model.",
+        "- Recommendations exclude every item the user already interacted with, including repeat-purchase staples.",
+    ]
+    path = folder / "model_card.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def recommend(settings: MySQLSettings, folder: Path, top_k: int) -> dict:
@@ -499,6 +556,7 @@ def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: s
         raise RuntimeError(
             f"release {release_id} is the current champion and this attempt was not promoted: refusing to rewrite it"
         )
+    write_model_card(folder, dataset, data_version, release_id)
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("embeddings.npz", "published.json"))
     objects = [storage.upload_file(s3, bucket, prefix + p.relative_to(folder).as_posix(), p) for p in files]
     wanted = {o.key for o in objects} | {prefix + "manifest.json"}
@@ -522,16 +580,12 @@ def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: s
     manifest_object = storage.put_json(s3, bucket, prefix + "manifest.json", manifest)
     pointer = None
     if decision["promote"]:
-        pointer = {
-            "release_id": release_id,
-            "manifest": manifest_object.key,
-            "manifest_sha256": manifest_object.sha256,
-            "model_version": training["model_version"],
-            "data_version": data_version,
-            "metrics": metrics["models"][CHALLENGER],
-            "promoted_at": manifest["created_at"],
-        }
+        pointer = releases.champion_pointer(manifest, manifest_object, manifest["created_at"])
         storage.put_json(s3, bucket, champion_key(s3_settings, dataset), pointer)
+        releases.record_history(s3, s3_settings, dataset_key(dataset), {
+            "event": "promote", "release_id": release_id, "from": champion.get("release_id") if champion else None,
+            "at": manifest["created_at"],
+        })
     _write_json(folder / "published.json", {"release_id": release_id, "prefix": prefix, "manifest": manifest_object.key})
     return {
         "bucket": bucket,
@@ -572,7 +626,16 @@ def ensure_recommendations_table(settings: MySQLSettings) -> None:
 
 def load_recommendations(settings: MySQLSettings, folder: Path) -> dict:
     """Replace the ``recommendations`` table analysts query, atomically (load new, then RENAME)."""
-    frame = pd.read_parquet(folder / "recommendations.parquet")
+    return replace_recommendations(settings, pd.read_parquet(folder / "recommendations.parquet"))
+
+
+def replace_recommendations(settings: MySQLSettings, frame: pd.DataFrame) -> dict:
+    """Load ``frame`` into ``recommendations__new``, then swap it in with one RENAME.
+
+    Readers see the old table until the swap, and the old one stays as
+    ``recommendations__previous`` for one release. If the connection dies during the
+    load, the live table was never touched and a retry starts over.
+    """
     database = settings.database
     new_table = f"{warehouse.quote_identifier(database)}.`recommendations__new`"
     with warehouse.connect(settings) as conn:
@@ -583,4 +646,17 @@ def load_recommendations(settings: MySQLSettings, folder: Path) -> dict:
             rows = warehouse.load_frame(conn, f"{database}.recommendations__new", frame, Path(tmp))
         conn.commit()
         warehouse.swap_in(conn, database, ["recommendations"], keep_previous=True)
-    return {"table": f"{database}.recommendations", "rows": rows, "users": int(frame["user_id"].nunique())}
+    versions = sorted(frame["model_version"].unique().tolist()) if "model_version" in frame else []
+    log.info("%s.recommendations now holds %s rows of model %s", database, rows, ", ".join(versions))
+    return {"table": f"{database}.recommendations", "rows": rows, "users": int(frame["user_id"].nunique()), "model_versions": versions}
+
+
+def rollback(s3_settings: S3Settings, settings: MySQLSettings, dataset: str, release_id: str) -> dict:
+    """Point the champion back to ``release_id`` (complete and once promoted) and reload its recommendations into MySQL."""
+    pointer = releases.rollback(s3_settings, dataset_key(dataset), release_id)
+    s3 = storage.client(s3_settings)
+    manifest = storage.get_json(s3, s3_settings.bucket, pointer["manifest"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = releases.download_release(s3, s3_settings, manifest, Path(tmp), "recommendations.parquet")
+        loaded = replace_recommendations(settings, pd.read_parquet(path))
+    return {"champion": pointer["release_id"], "rolled_back_from": pointer["rolled_back_from"], "recommendations": loaded}

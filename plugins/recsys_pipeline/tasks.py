@@ -140,3 +140,18 @@ def load_recommendations(published: dict) -> dict:
     if not published["promote"]:
         raise AirflowSkipException("the promotion gate kept the current champion; the recommendations table is unchanged")
     return stages.load_recommendations(mysql_settings_for_task(), folder)
+
+
+@task
+def rollback_champion() -> dict:
+    """The rollback DAG's one step: check the release is complete, move the pointer, reload MySQL."""
+    from recsys_pipeline.releases import ReleaseError
+
+    params = get_current_context()["params"]
+    try:
+        result = stages.rollback(s3_settings_for_task(), mysql_settings_for_task(), params["dataset"], params["release_id"])
+    except ReleaseError as error:
+        raise AirflowFailException(f"rollback refused, nothing changed: {error}") from error
+    log.info("champion of %s: %s -> %s; %s rows in %s", params["dataset"], result["rolled_back_from"], result["champion"],
+             result["recommendations"]["rows"], result["recommendations"]["table"])
+    return result

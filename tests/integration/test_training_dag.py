@@ -240,3 +240,49 @@ def test_a_failed_data_check_stops_the_run_before_training_and_names_the_rule(
     docs = storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/ancient_shop/data-docs/")
     assert any(k.endswith("/raw/index.html") for k in docs) and any(k.endswith("/features/index.html") for k in docs)
     assert "Data Docs (features gate): s3://" in log
+
+
+def run_rollback_dag(env: dict, conf: dict) -> subprocess.CompletedProcess:
+    airflow = Path(sys.executable).with_name("airflow")
+    return subprocess.run(
+        [str(airflow), "dags", "test", "recsys_rollback", "2026-03-02", "--conf", json.dumps(conf)],
+        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+
+
+def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(pipeline_env, mysql_test_settings, s3_test_settings):
+    from recsys_pipeline import releases
+
+    s3 = storage.client(s3_test_settings)
+    bucket = s3_test_settings.bucket
+    champion = storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, "groceries"))
+    checked = releases.verify(s3_test_settings, "groceries", k=10)
+    assert checked["release_id"] == champion["release_id"] and checked["objects"] > 10
+    assert checked["matches_published"], checked  # the SavedModel answers as the published table says
+    assert len(checked["unknown_user_items"]) == 10
+
+    # a forced release replaces the champion; then the rollback DAG brings the first one back
+    forced = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "force_publish": True}, logical_date="2026-02-02")
+    assert forced.returncode == 0, forced.stdout[-3000:]
+    newer = storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, "groceries"))
+    assert newer["release_id"] != champion["release_id"]
+    rolled = run_rollback_dag(pipeline_env, {"dataset": "groceries", "release_id": champion["release_id"]})
+    assert rolled.returncode == 0, rolled.stdout[-3000:] + rolled.stderr[-3000:]
+    pointer = storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, "groceries"))
+    assert pointer["release_id"] == champion["release_id"] and pointer["rolled_back_from"] == newer["release_id"]
+    with warehouse.connect(mysql_test_settings) as conn:
+        assert set(warehouse.read_frame(conn, "SELECT DISTINCT model_version FROM recommendations")["model_version"]) == {champion["model_version"]}
+        assert set(warehouse.read_frame(conn, "SELECT DISTINCT model_version FROM recommendations__previous")["model_version"]) == {newer["model_version"]}
+
+    # refused, and nothing moves: a release the gate did not promote, and an incomplete one
+    unpromoted = next(
+        r for r in releases.list_releases(s3, s3_test_settings, "groceries")
+        if not (storage.get_json(s3, bucket, releases.manifest_key(s3_test_settings, "groceries", r)) or {}).get("gate", {}).get("promote", True)
+    )
+    with pytest.raises(releases.ReleaseError, match="was not promoted"):
+        stages.rollback(s3_test_settings, mysql_test_settings, "groceries", unpromoted)
+    manifest = storage.get_json(s3, bucket, newer["manifest"])
+    s3.delete_object(Bucket=bucket, Key=next(o["key"] for o in manifest["objects"] if o["key"].endswith("recommendations.parquet")))
+    refused = run_rollback_dag(pipeline_env, {"dataset": "groceries", "release_id": newer["release_id"]})
+    assert refused.returncode != 0 and "is not complete" in refused.stdout + refused.stderr
+    assert storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, "groceries")) == pointer

@@ -1,0 +1,176 @@
+"""Releases after publishing: verify one, point the champion back to an earlier one.
+
+A release is complete when its manifest exists and every object it lists is in the
+bucket with the recorded size and sha256. Readers only ever reach a release through
+the champion pointer, so both operations here check completeness first:
+
+* ``verify`` downloads the champion (or a named release), checks every checksum,
+  loads the SavedModel and asks it for a user's recommendations;
+* ``rollback`` moves the champion pointer to an earlier release that is complete and
+  that the gate promoted when it ran; the previous pointer is remembered in the new
+  one (``rolled_back_from``) and in ``champion_history.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from recsys_pipeline import storage
+from recsys_pipeline.settings import S3Settings
+
+log = logging.getLogger(__name__)
+
+
+class ReleaseError(RuntimeError):
+    """A release is missing, incomplete or corrupt; nothing was changed."""
+
+
+def dataset_prefix(s3_settings: S3Settings, dataset_key: str) -> str:
+    return f"{s3_settings.prefix}/{dataset_key}/"
+
+
+def champion_key(s3_settings: S3Settings, dataset_key: str) -> str:
+    return dataset_prefix(s3_settings, dataset_key) + "champion.json"
+
+
+def manifest_key(s3_settings: S3Settings, dataset_key: str, release_id: str) -> str:
+    return dataset_prefix(s3_settings, dataset_key) + f"releases/{release_id}/manifest.json"
+
+
+def champion_pointer(manifest: dict, manifest_object: storage.StoredObject, promoted_at: str, **extra) -> dict:
+    """The small JSON readers follow to the champion's manifest."""
+    return {
+        "release_id": manifest["release_id"],
+        "manifest": manifest_object.key,
+        "manifest_sha256": manifest_object.sha256,
+        "model_version": manifest["model_version"],
+        "data_version": manifest["data_version"],
+        "metrics": manifest["metrics"],
+        "promoted_at": promoted_at,
+    } | extra
+
+
+def list_releases(s3, s3_settings: S3Settings, dataset_key: str) -> list[str]:
+    prefix = dataset_prefix(s3_settings, dataset_key) + "releases/"
+    return sorted({key[len(prefix):].split("/")[0] for key in storage.list_keys(s3, s3_settings.bucket, prefix)})
+
+
+def check_complete(s3, s3_settings: S3Settings, dataset_key: str, release_id: str) -> tuple[dict, storage.StoredObject]:
+    """The release's manifest (and its own stored object) after checking every object it lists."""
+    bucket = s3_settings.bucket
+    key = manifest_key(s3_settings, dataset_key, release_id)
+    manifest = storage.get_json(s3, bucket, key)
+    if manifest is None:
+        known = ", ".join(list_releases(s3, s3_settings, dataset_key)[-5:]) or "none"
+        raise ReleaseError(f"release {release_id} of {dataset_key} has no manifest at s3://{bucket}/{key} "
+                           f"(incomplete or unknown; latest releases: {known})")
+    problems = []
+    for obj in manifest["objects"]:
+        try:
+            size, checksum = storage.download_sha256(s3, bucket, obj["key"])
+        except storage.ClientError as error:
+            problems.append(f"{obj['key']}: {error.response.get('Error', {}).get('Code', error)}")
+            continue
+        if (size, checksum) != (obj["size"], obj["sha256"]):
+            problems.append(f"{obj['key']}: size {size} sha256 {checksum[:12]} (manifest: {obj['size']}, {obj['sha256'][:12]})")
+    if problems:
+        raise ReleaseError(f"release {release_id} of {dataset_key} is not complete: " + "; ".join(problems[:10]))
+    size, checksum = storage.download_sha256(s3, bucket, key)
+    return manifest, storage.StoredObject(key=key, size=size, sha256=checksum)
+
+
+def rollback(s3_settings: S3Settings, dataset_key: str, release_id: str) -> dict:
+    """Point the champion at ``release_id`` after checking it is complete and was promoted."""
+    s3 = storage.client(s3_settings)
+    manifest, manifest_object = check_complete(s3, s3_settings, dataset_key, release_id)
+    if not manifest.get("gate", {}).get("promote"):
+        raise ReleaseError(f"release {release_id} of {dataset_key} was not promoted by the gate when it ran; "
+                           "only a former champion can be rolled back to")
+    current = storage.get_json(s3, s3_settings.bucket, champion_key(s3_settings, dataset_key))
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    pointer = champion_pointer(
+        manifest, manifest_object, now,
+        rolled_back_from=current.get("release_id") if current else None, rolled_back_at=now,
+    )
+    storage.put_json(s3, s3_settings.bucket, champion_key(s3_settings, dataset_key), pointer)
+    record_history(s3, s3_settings, dataset_key, {"event": "rollback", "release_id": release_id,
+                                                  "from": pointer["rolled_back_from"], "at": now})
+    log.info("champion of %s: %s -> %s", dataset_key, pointer["rolled_back_from"], release_id)
+    return pointer
+
+
+def record_history(s3, s3_settings: S3Settings, dataset_key: str, entry: dict) -> None:
+    """Append ``entry`` to the dataset's champion history (one JSON object per line)."""
+    key = dataset_prefix(s3_settings, dataset_key) + "champion_history.jsonl"
+    try:
+        body = s3.get_object(Bucket=s3_settings.bucket, Key=key)["Body"].read().decode()
+    except storage.ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
+            raise
+        body = ""
+    s3.put_object(Bucket=s3_settings.bucket, Key=key, Body=(body + json.dumps(entry, sort_keys=True) + "\n").encode(),
+                  ContentType="application/x-ndjson")
+
+
+def download_release(s3, s3_settings: S3Settings, manifest: dict, target: Path, under: str = "") -> Path:
+    """Download the release's objects (those below ``under``) into ``target``, keeping their layout."""
+    prefix = manifest_key(s3_settings, manifest["dataset"], manifest["release_id"]).removesuffix("manifest.json")
+    for obj in manifest["objects"]:
+        relative = obj["key"][len(prefix):]
+        if relative.startswith(under):
+            path = target / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(s3_settings.bucket, obj["key"], str(path))
+    return target / under
+
+
+def verify(s3_settings: S3Settings, dataset_key: str, release_id: str | None = None, user_id: str | None = None, k: int = 10) -> dict:
+    """Check the champion (or ``release_id``) end to end and recommend for a user with its SavedModel.
+
+    Compares the SavedModel's answer with the published recommendations of the same
+    user, and asks it about an unknown user (who must get the popularity fallback).
+    """
+    import pandas as pd
+    import tensorflow as tf
+
+    from ml.serving import load_saved_model
+
+    s3 = storage.client(s3_settings)
+    if release_id is None:
+        pointer = storage.get_json(s3, s3_settings.bucket, champion_key(s3_settings, dataset_key))
+        if pointer is None:
+            raise ReleaseError(f"{dataset_key} has no champion yet (no s3://{s3_settings.bucket}/{champion_key(s3_settings, dataset_key)})")
+        release_id = pointer["release_id"]
+        size, checksum = storage.download_sha256(s3, s3_settings.bucket, pointer["manifest"])
+        if checksum != pointer["manifest_sha256"]:
+            raise ReleaseError(f"the champion's manifest {pointer['manifest']} changed since it was promoted")
+    manifest, _ = check_complete(s3, s3_settings, dataset_key, release_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = download_release(s3, s3_settings, manifest, Path(tmp), "two_tower/saved_model/")
+        recommendations_dir = download_release(s3, s3_settings, manifest, Path(tmp), "recommendations.parquet")
+        published = pd.read_parquet(recommendations_dir)
+        model = load_saved_model(model_dir)
+        user_id = user_id or str(published["user_id"].iloc[0])
+        answer = model.recommend(user_id=tf.constant([user_id]), k=tf.constant(k, tf.int32))
+        items = [i.decode() for i in answer["item_ids"].numpy()[0]]
+        scores = [float(s) for s in answer["scores"].numpy()[0]]
+        stranger = model.recommend(user_id=tf.constant(["__nobody__"]), k=tf.constant(k, tf.int32))
+        fallback = [i.decode() for i in stranger["item_ids"].numpy()[0]]
+    expected = published[published["user_id"] == user_id].sort_values("rank")["item_id"].head(k).tolist()
+    if not items or not fallback:
+        raise ReleaseError(f"the SavedModel of release {release_id} returned no recommendations")
+    return {
+        "release_id": release_id,
+        "objects": len(manifest["objects"]),
+        "bytes": sum(o["size"] for o in manifest["objects"]),
+        "user_id": user_id,
+        "items": items,
+        "scores": scores,
+        "matches_published": items == expected,
+        "published_items": expected,
+        "unknown_user_items": fallback,
+    }
