@@ -10,6 +10,7 @@ SHELL := /bin/bash
 PYTHON_BASE ?= python3.11
 VENV := $(CURDIR)/.venv
 DBT_VENV := $(CURDIR)/.venv-dbt
+COMPOSE_VENV := $(CURDIR)/.venv-compose
 PY := $(VENV)/bin/python
 DATASET ?= online-retail
 EPOCHS ?= 20
@@ -73,6 +74,13 @@ $(DBT_VENV)/.installed: requirements-dbt.txt
 	$(DBT_VENV)/bin/python -m pip install -q -r requirements-dbt.txt
 	@touch $@
 
+# only the tests use it: `docker-compose config` checks docker-compose.yaml without an engine
+$(COMPOSE_VENV)/.installed: requirements-compose.in
+	@test -x $(COMPOSE_VENV)/bin/python || $(PYTHON_BASE) -m venv $(COMPOSE_VENV)
+	$(COMPOSE_VENV)/bin/python -m pip install -q --upgrade pip wheel setuptools "cython<3"
+	$(COMPOSE_VENV)/bin/python -m pip install -q --no-build-isolation -r requirements-compose.in
+	@touch $@
+
 $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	@mkdir -p $(AIRFLOW_HOME)
 	$(VENV)/bin/airflow db migrate >/dev/null
@@ -106,7 +114,7 @@ demo-bad-load: services
 	$(VENV)/bin/recsys quarantine
 
 # The tests start what they need themselves (their own databases, user and S3 server).
-test: setup
+test: setup $(COMPOSE_VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
