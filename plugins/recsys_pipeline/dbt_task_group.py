@@ -12,7 +12,7 @@ Sources are not rendered as tasks, and tests with several parents stay with thei
 models: cosmos's watchers for those wait for statuses a single ``dbt build`` does
 not report (sources without a freshness rule, detached tests) and never finish. The
 build still runs every source test and every test. ``dbt source freshness`` is not
-part of the run: right after ``load_raw`` the raw tables are fresh by construction
+part of the run: right after ``validate_raw`` admits a load the raw tables are fresh by construction
 (``loaded_at`` is the load's time); it is for warehouses other loaders feed.
 
 Choices made for dbt-mysql 1.7 on MariaDB:

@@ -80,10 +80,12 @@ class Failure:
 @dataclass
 class SuiteResult:
     suite: str
-    table: str
+    table: str  # what was validated, as the messages name it (database.table)
     success: bool
     evaluated: int
     failures: list[Failure] = field(default_factory=list)
+    # the suite's own table name (e.g. raw_events for the staged raw_events__new)
+    checks: str = ""
 
     def to_dict(self) -> dict:
         return {"table": self.table, "success": self.success, "expectations": self.evaluated,
@@ -260,7 +262,7 @@ def run_suites(
             sources["__statistics__"] = source
             batch = source.add_dataframe_asset(name=spec["name"]).add_batch_definition_whole_dataframe("all")
             batch_parameters = {"dataframe": statistics}
-            table_label = spec["table"]
+            table_label = f"{spec['table']} ({spec.get('compares', 'statistics')})"
         else:
             database, table = tables.get(spec["table"], (settings.database, spec["table"]))
             if database not in sources:
@@ -281,7 +283,8 @@ def run_suites(
         outcome = checkpoint.run(batch_parameters=batch_parameters, expectation_parameters=parameters, run_id=_run_id(run_name))
         validation_result = next(iter(outcome.run_results.values()))
         failures = [_failure(spec, table_label, r) for r in validation_result.results if not r.success]
-        results.append(SuiteResult(spec["name"], table_label, bool(validation_result.success), len(validation_result.results), failures))
+        results.append(SuiteResult(spec["name"], table_label, bool(validation_result.success), len(validation_result.results),
+                                   failures, checks=spec["table"]))
         log.info("suite %s on %s: %s (%d expectations)", spec["name"], table_label,
                  "passed" if validation_result.success else "FAILED", len(validation_result.results))
     failed = [f.describe() for r in results for f in r.failures]

@@ -37,8 +37,12 @@ def champion_key(s3_settings: S3Settings, dataset_key: str) -> str:
     return dataset_prefix(s3_settings, dataset_key) + "champion.json"
 
 
+def release_prefix(s3_settings: S3Settings, dataset_key: str, release_id: str) -> str:
+    return dataset_prefix(s3_settings, dataset_key) + f"releases/{release_id}/"
+
+
 def manifest_key(s3_settings: S3Settings, dataset_key: str, release_id: str) -> str:
-    return dataset_prefix(s3_settings, dataset_key) + f"releases/{release_id}/manifest.json"
+    return release_prefix(s3_settings, dataset_key, release_id) + "manifest.json"
 
 
 def champion_pointer(manifest: dict, manifest_object: storage.StoredObject, promoted_at: str, **extra) -> dict:
@@ -118,7 +122,7 @@ def record_history(s3, s3_settings: S3Settings, dataset_key: str, entry: dict) -
 
 def download_release(s3, s3_settings: S3Settings, manifest: dict, target: Path, under: str = "") -> Path:
     """Download the release's objects (those below ``under``) into ``target``, keeping their layout."""
-    prefix = manifest_key(s3_settings, manifest["dataset"], manifest["release_id"]).removesuffix("manifest.json")
+    prefix = release_prefix(s3_settings, manifest["dataset"], manifest["release_id"])
     for obj in manifest["objects"]:
         relative = obj["key"][len(prefix):]
         if relative.startswith(under):

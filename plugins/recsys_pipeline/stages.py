@@ -212,7 +212,7 @@ def _quarantine_refused_load(settings: MySQLSettings, staged: dict, error: quali
     quarantine.clear_load(settings, load_id)
     for result in error.results:
         for failure in result.failures:
-            entity_table = result.table.split(".")[-1].removesuffix("__new")
+            entity_table = result.checks
             if failure.row_keys or failure.index_query:
                 staged_table = loader.STAGED_TABLES[entity_table.removeprefix("raw_")]
                 key = loader.PRIMARY_KEYS[entity_table.removeprefix("raw_")]
@@ -221,8 +221,7 @@ def _quarantine_refused_load(settings: MySQLSettings, staged: dict, error: quali
                                                     keys, failure.rule_name, failure.describe())
                 log.warning("quarantined %d rows of %s: %s", copied, entity_table, failure.rule_name)
             else:
-                quarantine.quarantine_load(settings, load_id, entity_table if entity_table.startswith("raw_") else "raw_events",
-                                           failure.rule_name, failure.describe(), staged["rows"])
+                quarantine.quarantine_load(settings, load_id, entity_table, failure.rule_name, failure.describe(), staged["rows"])
     kept = loader.reject_staged(settings)
     log.warning("refused load %s kept as %s; the live raw tables are unchanged", load_id, ", ".join(kept))
     return kept
@@ -505,11 +504,11 @@ def recommend(settings: MySQLSettings, folder: Path, top_k: int) -> dict:
 
 
 def champion_key(s3: S3Settings, dataset: str) -> str:
-    return f"{s3.prefix}/{dataset_key(dataset)}/champion.json"
+    return releases.champion_key(s3, dataset_key(dataset))
 
 
 def release_prefix(s3: S3Settings, dataset: str, release_id: str) -> str:
-    return f"{s3.prefix}/{dataset_key(dataset)}/releases/{release_id}/"
+    return releases.release_prefix(s3, dataset_key(dataset), release_id)
 
 
 def promotion_gate(s3_settings: S3Settings, folder: Path, dataset: str, data_version: str, force: bool = False) -> dict:
