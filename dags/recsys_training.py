@@ -1,65 +1,72 @@
 """
 ### Recommendation training: raw events in, published top-K recommendations out
 
-Every week (or when triggered), this DAG:
+Runs **every Monday at 03:00 UTC** (`RECSYS_TRAINING_SCHEDULE`, a cron expression or `none`) on
+`RECSYS_DATASET`, **whenever the `recsys_features` asset updates** (a passing
+`recsys_features` run), or when triggered from the form. **plan_features** picks the path:
 
-1. **load_raw** — maps the dataset onto the raw contract and stages it in MySQL (`raw_*__new`);
-   a file that breaks the contract (missing column, text in a number column, not UTF-8, empty)
-   fails here and is recorded in the `quarantine` table;
-2. **validate_raw** — the raw gate: Great Expectations suites (`expectations/raw_*.json`) on the
-   staged load: columns, ids, event types, quantity and price bounds, items in the catalogue,
-   volume against the last good load, and drift of the event-type mix and item popularity.
-   Only a load that passes replaces the raw tables (one `RENAME`); a refused one is kept as
-   `raw_*__rejected`, its offending rows go to `quarantine` with the rule, and the run stops.
-   The Data Docs link is in the task log, passed or failed;
-3. **features** — the dbt project, one task per seed, source and model (astronomer-cosmos), grouped by
-   folder (staging, intermediate, marts, published); each model task builds the model and runs its tests.
-   Incremental models update in place when the raw events only grew; otherwise (or with `full_refresh`)
-   they are rebuilt. **document_features** then writes the dbt docs site into the release;
-4. **check_quality** — the features gate: Great Expectations suites on the dbt models (keys,
-   rates, split leakage, share of rows staging rejected); a failure stops the run here,
-   naming the suite, expectation, table, column and observed value, and nothing is trained or published;
-5. **train_two_tower** — the TensorFlow two-tower retrieval model;
-6. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN, user-kNN, EASE);
-   top-K for every user;
-7. **promotion_gate** — promote only if the model beats the baselines and is not worse than the champion;
-8. **publish_release** — model, metrics and recommendations to object storage under a versioned
-   prefix, a manifest with checksums, then the champion pointer (only if promoted);
-9. **load_recommendations** — swaps the new `recommendations` table into MySQL (only if promoted).
+* triggered by the asset: **use_built_features** checks the warehouse still holds the announced load
+  and brings that run's Data Docs and dbt docs along — no second load or dbt build;
+* weekly or manual: the run builds its own features first, exactly as `recsys_features` does —
+  **load_raw** (file contract) → **validate_raw** (raw gate, Great Expectations: columns, types, ids,
+  event types, bounds, catalogue, volume and drift; a refused load is quarantined and the live raw
+  tables stay) → **features** (dbt, one task per model and its tests) → **document_features** →
+  **check_quality** (features gate). This path does not update the asset, so it never triggers itself.
+
+Then, on the load **features_ready** names:
+
+1. **train_two_tower** — the TensorFlow two-tower retrieval model (the form's *model family* picks the
+   user tower's sequence encoder: weighted pooling or a GRU over the recent items); epochs are chosen on
+   the validation split, never on test;
+2. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN,
+   user-kNN, EASE) under the offline protocol; top-K for every user;
+3. **promotion_gate** — promote only if the model clears the absolute thresholds, beats the best
+   baseline and is not worse than the champion; the decision and every reason are in its log;
+4. **publish_release** — model, metrics, model card, recommendations, Data Docs and dbt docs to object
+   storage under a versioned prefix, a manifest with checksums, then the champion pointer (only if
+   promoted). Skipped in a **dry run**;
+5. **load_recommendations** — swaps the new `recommendations` table into MySQL (only if promoted).
+
+A "no" from the gate is an outcome, not a crash: the run succeeds, the release is still published
+for inspection, `load_recommendations` is skipped with the reasons. A failure names its stage and
+reason in the log (and in `RECSYS_ALERT_WEBHOOK_URL`'s channel when set).
 
 **Trigger with parameters** to choose the dataset (`online-retail`, `groceries`, or a folder of your own
-`events`/`items`/`users` files), the number of epochs, K, or to force publishing.
+`events`/`items`/`users` files), the model family, epochs, K, to force publishing or to make a dry run.
 Re-running a run rewrites the same release; two runs never overlap (`max_active_runs=1`).
+Models and releases: the **Recsys models** page in the Airflow menu.
 """
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 
-from recsys_pipeline.dag_defaults import START_DATE, default_args
-
-from recsys_pipeline.dbt_task_group import TEMPLATE_MACROS, features_task_group
+from recsys_pipeline.assets import FEATURES
+from recsys_pipeline.dag_defaults import START_DATE, cron_from_env, default_args, default_dataset
+from recsys_pipeline.dbt_task_group import TEMPLATE_MACROS
 from recsys_pipeline.tasks import (
-    check_quality,
-    document_features,
+    MODEL_FAMILIES,
+    build_and_check_features,
     evaluate_models,
-    load_raw,
+    features_ready,
     load_recommendations,
+    plan_features,
     promotion_gate,
     publish_release,
     score_users,
     train_two_tower,
-    validate_raw,
+    use_built_features,
 )
 
 DEFAULT_ARGS = default_args(execution_timeout=timedelta(hours=2))
+TRAINING_CRON = cron_from_env("RECSYS_TRAINING_SCHEDULE", "0 3 * * 1")
 
 
 @dag(
     dag_id="recsys_training",
-    schedule="@weekly",
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(TRAINING_CRON, timezone="UTC"), assets=FEATURES) if TRAINING_CRON else FEATURES,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -67,23 +74,24 @@ DEFAULT_ARGS = default_args(execution_timeout=timedelta(hours=2))
     tags=["recsys", "training"],
     doc_md=__doc__,
     params={
-        "dataset": Param("online-retail", type="string", minLength=1, description="online-retail, groceries, or a folder with events/items/users .csv or .parquet files"),
+        "dataset": Param(default_dataset(), type="string", minLength=1, description="online-retail, groceries, or a folder with events/items/users .csv or .parquet files (a run triggered by the features asset uses the dataset it announced)"),
+        "model_family": Param("two_tower", type="string", enum=sorted(MODEL_FAMILIES), description="two_tower: the user tower pools the recent items with learned position weights; two_tower_gru: a GRU reads them in time order"),
         "epochs": Param(20, type="integer", minimum=1, maximum=200, description="most training epochs of the two-tower model (it stops early on the validation metric)"),
         "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user in the published tables"),
         "force_publish": Param(False, type="boolean", description="promote the model even if the gate says no"),
+        "dry_run": Param(False, type="boolean", description="train, evaluate and decide, but publish nothing: no release, champion and MySQL table unchanged"),
         "full_refresh": Param(False, type="boolean", description="rebuild dbt's incremental models from all raw rows (otherwise automatic when the rules or old raw rows changed)"),
     },
     user_defined_macros=TEMPLATE_MACROS,
 )
 def recsys_training():
-    staged = load_raw()
-    loaded = validate_raw(staged)
-    features = features_task_group()
-    documented = document_features(loaded)
-    loaded >> features >> documented
-    checked = check_quality(documented)
+    plan = plan_features()
+    staged, _, checked = build_and_check_features()
+    built = use_built_features()
+    plan >> [staged, built]
+    loaded = features_ready()
+    [checked, built] >> loaded
     trained = train_two_tower(loaded)
-    checked >> trained
     metrics = evaluate_models(trained)
     scored = score_users(trained)
     decision = promotion_gate(loaded, metrics)

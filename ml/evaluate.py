@@ -4,6 +4,13 @@ Full ranking: each evaluated user's scores over every item, train items excluded
 cut at the largest K; then ``ml.metrics.ranking_metrics`` against the held-out
 items. ``holdout="validation"`` evaluates a model fitted on ``fit`` against the
 validation items, which is where hyper-parameters are chosen (never on test).
+
+Beside accuracy, on the test holdout: ``novelty@20`` (mean self-information of the
+recommended items, in bits; higher = longer tail), ``diversity@20`` (share of item
+pairs of a list in different categories, when categories are given) and the
+**cold-start slice**: the same accuracy metrics over the evaluated users with the
+shortest train histories (at most ``COLD_START_MAX_TRAIN_ITEMS`` items), the
+shoppers a model knows least about.
 """
 
 from __future__ import annotations
@@ -13,11 +20,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ml.data import InteractionData
-from ml.metrics import ranking_metrics
+from ml.metrics import intra_list_diversity, novelty, popularity_share, ranking_metrics
 from ml.ranking import batched_top_k
 
 KS = (10, 20)
 PRIMARY_METRIC = "ndcg@20"
+COLD_START_MAX_TRAIN_ITEMS = 5
 
 
 def evaluate_scores(
@@ -25,8 +33,13 @@ def evaluate_scores(
     data: InteractionData,
     holdout: str = "test",
     ks: Sequence[int] = KS,
+    item_category: np.ndarray | None = None,
 ) -> dict[str, float]:
-    """Metrics of ``score_fn`` on ``holdout`` ('test': seen = train; 'validation': seen = fit)."""
+    """Metrics of ``score_fn`` on ``holdout`` ('test': seen = train; 'validation': seen = fit).
+
+    On 'test' also novelty, diversity (with ``item_category``: one category id per item)
+    and the cold-start slice (keys prefixed ``cold_start_``).
+    """
     if holdout == "test":
         seen, truth = data.train, data.test
     elif holdout == "validation":
@@ -37,4 +50,23 @@ def evaluate_scores(
     top_items, _ = batched_top_k(score_fn, users, max(ks), exclude=seen)
     metrics = ranking_metrics(top_items, truth[users], data.n_items, ks)
     metrics["evaluated_users"] = int(len(users))
+    if holdout != "test":
+        return metrics
+    k = max(ks)
+    metrics[f"novelty@{k}"] = novelty(top_items, popularity_share(seen), k)
+    if item_category is not None:
+        metrics[f"diversity@{k}"] = intra_list_diversity(top_items, item_category, k)
+    train_sizes = np.diff(seen.indptr)[users]
+    cold = train_sizes <= COLD_START_MAX_TRAIN_ITEMS
+    if cold.any():
+        sliced = ranking_metrics(top_items[cold], truth[users[cold]], data.n_items, ks)
+        metrics |= {f"cold_start_{name}": value for name, value in sliced.items() if not name.startswith("coverage")}
+        metrics["cold_start_users"] = int(cold.sum())
     return metrics
+
+
+def category_ids(item_ids: np.ndarray, categories: dict[str, str]) -> np.ndarray:
+    """One integer per item (aligned with ``item_ids``) for its category; unknown items share one id."""
+    names = np.array([categories.get(str(item), "") or "" for item in item_ids], dtype=object)
+    _, ids = np.unique(names.astype(str), return_inverse=True)
+    return ids.astype(np.int64)

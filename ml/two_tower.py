@@ -44,14 +44,18 @@ class TwoTowerConfig:
     logq_correction: float = 1.5  # weight of the log-frequency correction (0 = plain in-batch softmax)
     causal_history: bool = True  # train on "next item from the items before it" (matches a temporal holdout)
     recency_weights: bool = True  # learn a weight per history position (most recent first) instead of a plain mean
+    sequence_encoder: str = "pooling"  # "pooling" (weighted mean of recent items) or "gru" (a GRU over them, in time order)
     seed: int = 42
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+SEQUENCE_ENCODERS = ("pooling", "gru")
+
+
 class UserTower(keras.Model):
-    """User id + masked mean of the user's recent item embeddings -> unit vector."""
+    """User id + the user's recent item embeddings, pooled or read by a GRU -> unit vector."""
 
     def __init__(
         self,
@@ -61,10 +65,14 @@ class UserTower(keras.Model):
         use_user_id: bool = True,
         history_dropout: float = 0.0,
         history_length: int | None = None,
+        sequence_encoder: str = "pooling",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        if sequence_encoder not in SEQUENCE_ENCODERS:
+            raise ValueError(f"sequence_encoder={sequence_encoder!r}: expected one of {SEQUENCE_ENCODERS}")
         self.use_user_id = use_user_id
+        self.gru = layers.GRU(dim, name="history_gru") if sequence_encoder == "gru" else None
         self.history_dropout = history_dropout
         # one logit per history position (histories are left-padded, most recent last)
         self.position_logits = (
@@ -84,10 +92,16 @@ class UserTower(keras.Model):
             mask = mask * ops.cast(keras.random.uniform(ops.shape(mask)) >= self.history_dropout, "float32")
         if exclude is not None:
             mask = mask * ops.cast(history != ops.expand_dims(exclude, 1), "float32")
-        if self.position_logits is not None:
-            mask = mask * ops.exp(self.position_logits)[None, :]
-        items = self.history_embedding(history) * ops.expand_dims(mask, -1)
-        pooled = ops.sum(items, axis=1) / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1e-6)
+        embedded = self.history_embedding(history)
+        if self.gru is not None:
+            # masked steps carry the state over, so hidden and padded items are skipped;
+            # the state after the most recent item is the summary
+            pooled = self.gru(embedded * ops.expand_dims(mask, -1), mask=mask > 0, training=training)
+        else:
+            if self.position_logits is not None:
+                mask = mask * ops.exp(self.position_logits)[None, :]
+            items = embedded * ops.expand_dims(mask, -1)
+            pooled = ops.sum(items, axis=1) / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1e-6)
         x = ops.concatenate([self.user_embedding(user), pooled], axis=-1) if self.use_user_id else pooled
         return ops.normalize(self.project(self.hidden(x)), axis=-1)
 
@@ -117,7 +131,8 @@ class TwoTowerModel(keras.Model):
             config.embedding_dim,
             config.use_user_id,
             config.history_dropout,
-            config.history_length if config.recency_weights else None,
+            config.history_length if config.recency_weights and config.sequence_encoder == "pooling" else None,
+            config.sequence_encoder,
             name="user_tower",
         )
         self.item_tower = ItemTower(n_items, config.embedding_dim, name="item_tower")

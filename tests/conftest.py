@@ -28,7 +28,7 @@ os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from recsys_pipeline import services, storage, warehouse  # noqa: E402
-from recsys_pipeline.settings import S3Settings, mysql_admin_settings, mysql_settings  # noqa: E402
+from recsys_pipeline.settings import MySQLSettings, S3Settings, mysql_admin_settings, mysql_settings  # noqa: E402
 
 TEST_DATABASE = "recsys_test"
 TEST_RAW_DATABASE = "recsys_raw_test"
@@ -91,6 +91,26 @@ def s3_test_settings(s3_server) -> S3Settings:
     )
     storage.ensure_bucket(storage.client(settings), settings.bucket)
     return settings
+
+
+def pipeline_environment(mysql: MySQLSettings, s3: S3Settings, work_dir: Path, data_dir: Path, **extra: str) -> dict:
+    """The process environment that points a pipeline run (Airflow or not) at the test services."""
+    env = dict(os.environ)
+    env.update(
+        RECSYS_MYSQL_USER=mysql.user,
+        RECSYS_MYSQL_PASSWORD=mysql.password,
+        RECSYS_MYSQL_DATABASE=mysql.database,
+        RECSYS_RAW_DATABASE=mysql.raw_database,
+        RECSYS_S3_ENDPOINT_URL=s3.endpoint_url,
+        RECSYS_S3_ACCESS_KEY_ID=s3.access_key_id,
+        RECSYS_S3_SECRET_ACCESS_KEY=s3.secret_access_key,
+        RECSYS_S3_BUCKET=s3.bucket,
+        RECSYS_S3_PREFIX=s3.prefix,
+        RECSYS_WORK_DIR=str(work_dir),
+        RECSYS_DATA_DIR=str(data_dir),
+        **extra,
+    )
+    return env
 
 
 @pytest.fixture(scope="session")

@@ -265,6 +265,48 @@ def feature_counts(settings: MySQLSettings) -> dict:
     return {"rows": rows}
 
 
+# Files of a features run that a release carries: both gates' Data Docs and results, the dbt docs site.
+FEATURE_ARTIFACTS = ("data_docs", "dbt_docs", "quality_raw.json", "quality.json")
+
+
+def features_announcement(admitted: dict, folder: Path) -> dict:
+    """What the features asset's event says: enough for a training run to find and check the build."""
+    return {"dataset": admitted["dataset"], "load_id": admitted["load_id"], "data_version": admitted["data_version"],
+            "features_run_folder": str(folder)}
+
+
+def use_built_features(settings: MySQLSettings, announced: dict, folder: Path) -> dict:
+    """Train on features another run built (the asset event ``announced``): check the warehouse
+    still holds that load, and bring its Data Docs and dbt docs into this run's release."""
+    live = loader.live_load(settings)
+    wanted = (announced["load_id"], announced["data_version"])
+    if live != wanted:
+        raise warehouse.LoadError(
+            f"the features asset announced load {wanted[0]} (data version {wanted[1][:12]}), but "
+            f"{settings.raw_database}.load_audit says the warehouse now holds "
+            f"{'nothing' if live is None else f'load {live[0]} (data version {live[1][:12]})'}: "
+            "a later load replaced it, and its own asset event triggers its own training run"
+        )
+    source = Path(announced["features_run_folder"])
+    folder.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for name in FEATURE_ARTIFACTS:
+        target = folder / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        if (source / name).is_dir():
+            shutil.copytree(source / name, target)
+        elif (source / name).is_file():
+            shutil.copy2(source / name, target)
+        else:
+            continue
+        copied.append(name)
+    log.info("training on load %s of %s (built by the features run in %s); brought along: %s",
+             announced["load_id"], announced["dataset"], source, ", ".join(copied) or "nothing (folder not found)")
+    return {"dataset": announced["dataset"], "load_id": announced["load_id"], "data_version": announced["data_version"],
+            "features_from": str(source)}
+
+
 # --- 3. data quality gate --------------------------------------------------------------
 
 
@@ -306,23 +348,67 @@ def publish_data_docs(s3_settings: S3Settings, folder: Path, dataset: str, stage
 # --- 4. train --------------------------------------------------------------------------
 
 
-def read_split(settings: MySQLSettings):
-    from ml.data import SPLIT_COLUMNS, from_split_frame
+SPLIT_SNAPSHOT = "split.parquet"
+CATEGORY_SNAPSHOT = "item_categories.parquet"
+
+
+def snapshot_split(settings: MySQLSettings, folder: Path, expected_load: tuple[str, str] | None = None):
+    """Read ``interactions_split`` once into the run folder; every later stage of the run reads that copy.
+
+    A feature build of another run may replace the table while this run trains and
+    evaluates; with one snapshot, training, evaluation and scoring see the same rows.
+    ``expected_load`` (load id, data version) is checked *after* the read: if the
+    warehouse moved on to another load meanwhile, the run stops instead of training
+    on a build it was not asked to.
+    """
+    from ml.data import SPLIT_COLUMNS
+
+    with warehouse.connect(settings) as conn:
+        frame = warehouse.read_frame(conn, f"SELECT {', '.join(SPLIT_COLUMNS)}, first_event_at FROM `interactions_split`")
+    if frame.empty:
+        raise quality.DataQualityError("table interactions_split is empty: no interactions to train on")
+    if expected_load is not None:
+        live = loader.live_load(settings)
+        if live != tuple(expected_load):
+            raise warehouse.LoadError(
+                f"interactions_split was read while the warehouse held load {live[0] if live else None}, not "
+                f"{expected_load[0]} that this run was asked to train on: another feature build replaced it"
+            )
+    frame.to_parquet(folder / SPLIT_SNAPSHOT, index=False)
+    with warehouse.connect(settings) as conn:  # categories, for the diversity metric
+        categories = warehouse.read_frame(conn, "SELECT item_id, category FROM `item_features`") \
+            if warehouse.table_exists(conn, settings.database, "item_features") else pd.DataFrame(columns=["item_id", "category"])
+    categories.to_parquet(folder / CATEGORY_SNAPSHOT, index=False)
+    return frame
+
+
+def read_split(settings: MySQLSettings, folder: Path | None = None):
+    """The run's split as ``InteractionData``: its snapshot when there is one, else the live table."""
+    from ml.data import from_split_frame
+
+    if folder is not None and (folder / SPLIT_SNAPSHOT).exists():
+        return from_split_frame(pd.read_parquet(folder / SPLIT_SNAPSHOT))
+    return from_split_frame(snapshot_split(settings, folder) if folder is not None else _live_split(settings))
+
+
+def _live_split(settings: MySQLSettings) -> pd.DataFrame:
+    from ml.data import SPLIT_COLUMNS
 
     with warehouse.connect(settings) as conn:
         frame = warehouse.read_frame(conn, f"SELECT {', '.join(SPLIT_COLUMNS)} FROM `interactions_split`")
     if frame.empty:
         raise quality.DataQualityError("table interactions_split is empty: no interactions to train on")
-    return from_split_frame(frame)
+    return frame
 
 
-def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_version: str) -> dict:
+def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_version: str, load_id: str | None = None) -> dict:
     """Fit the two-tower model on the train split; save embeddings and the SavedModel."""
+    from ml.data import from_split_frame
     from ml.serving import RecommenderModule, export_saved_model
     from ml.train import TwoTowerRecommender
     from ml.two_tower import TwoTowerConfig
 
-    data = read_split(settings)
+    data = from_split_frame(snapshot_split(settings, folder, (load_id, data_version) if load_id else None))
     config = TwoTowerConfig(**config_overrides)
     # The number of epochs is chosen on the validation split carved from train (never on
     # test); the model is then refitted on all of train for that many epochs, because the
@@ -390,7 +476,13 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
     from ml.baselines import BASELINES
     from ml.evaluate import PRIMARY_METRIC, evaluate_scores
 
-    data = read_split(settings)
+    data = read_split(settings, folder)
+    item_category = None
+    if (folder / CATEGORY_SNAPSHOT).exists():
+        from ml.evaluate import category_ids
+
+        frame = pd.read_parquet(folder / CATEGORY_SNAPSHOT)
+        item_category = category_ids(data.item_ids, dict(zip(frame["item_id"].astype(str), frame["category"])))
     metrics: dict[str, dict] = {}
     tuning: dict[str, dict] = {}
     for name in BASELINE_NAMES:
@@ -402,16 +494,16 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
             model, tuning[name] = _tuned_ease(data)
         else:
             model = BASELINES[name]().fit(data.train)
-        metrics[name] = evaluate_scores(model.score, data) | {"seconds": round(time.perf_counter() - started, 2)}
+        metrics[name] = evaluate_scores(model.score, data, item_category=item_category) | {"seconds": round(time.perf_counter() - started, 2)}
     embeddings = np.load(folder / "two_tower" / "embeddings.npz")
     users, items = embeddings["user_embeddings"], embeddings["item_embeddings"]
-    metrics[CHALLENGER] = evaluate_scores(lambda u: users[u] @ items.T, data)
+    metrics[CHALLENGER] = evaluate_scores(lambda u: users[u] @ items.T, data, item_category=item_category)
     report = {
         "primary_metric": PRIMARY_METRIC,
         "models": metrics,
         "tuning": tuning,
         "protocol": "per-user temporal holdout, full ranking; hyper-parameters chosen on validation",
-        "data_window": data_window(settings),
+        "data_window": data_window(pd.read_parquet(folder / SPLIT_SNAPSHOT)),
     }
     _write_json(folder / "metrics.json", report)
     for name, values in metrics.items():
@@ -419,17 +511,16 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
     return {name: {m: round(values[m], 4) for m in ("recall@20", "ndcg@20")} for name, values in metrics.items()}
 
 
-def data_window(settings: MySQLSettings) -> dict:
+def data_window(split: pd.DataFrame) -> dict:
     """First and last interaction time, users and items of each split: the model card's data window."""
-    with warehouse.connect(settings) as conn:
-        frame = warehouse.read_frame(
-            conn, "SELECT split, MIN(first_event_at) AS first_event_at, MAX(first_event_at) AS last_event_at, "
-            "COUNT(*) AS interactions, COUNT(DISTINCT user_id) AS users, COUNT(DISTINCT item_id) AS items "
-            "FROM interactions_split GROUP BY split",
-        )
-    return {row.split: {"first_event_at": str(row.first_event_at), "last_event_at": str(row.last_event_at),
-                        "interactions": int(row.interactions), "users": int(row.users), "items": int(row["items"])}
-            for _, row in frame.iterrows()}
+    window = {}
+    for name, rows in split.groupby("split"):
+        window[str(name)] = {"first_event_at": str(rows["first_event_at"].min()), "last_event_at": str(rows["first_event_at"].max()),
+                             "interactions": int(len(rows)), "users": int(rows["user_id"].nunique()), "items": int(rows["item_id"].nunique())}
+    return window
+
+
+USER_TOWER_ENCODERS = {"pooling": "pooled with learned position weights", "gru": "read in time order by a GRU"}
 
 
 def write_model_card(folder: Path, dataset: str, data_version: str, release_id: str) -> Path:
@@ -443,7 +534,8 @@ def write_model_card(folder: Path, dataset: str, data_version: str, release_id: 
         "",
         f"- **Release**: `{release_id}` of dataset `{dataset_key(dataset)}` (data version `{data_version[:16]}`)",
         f"- **Trained**: {training.get('trained_at')} on {training.get('examples', '?')} examples, best epoch {training.get('best_epoch', '?')}",
-        f"- **Model**: two-tower retrieval (user tower: the user's recent items with learned position weights; "
+        f"- **Model**: two-tower retrieval (user tower: the user's recent items, "
+        f"{USER_TOWER_ENCODERS.get(training.get('config', {}).get('sequence_encoder', 'pooling'), '?')}; "
         "item tower: item embedding), in-batch softmax with log-frequency correction",
         f"- **Hyper-parameters**: `{json.dumps(training.get('config', {}), sort_keys=True)}`",
         f"- **Code**: `{json.dumps(training.get('code_version', {}), sort_keys=True)}`",
@@ -479,7 +571,7 @@ def recommend(settings: MySQLSettings, folder: Path, top_k: int) -> dict:
     """Batch-score every user with the two-tower model: top-K unseen items each, as Parquet."""
     from ml.ranking import batched_top_k
 
-    data = read_split(settings)
+    data = read_split(settings, folder)
     embeddings = np.load(folder / "two_tower" / "embeddings.npz")
     users, items = embeddings["serving_user_embeddings"], embeddings["item_embeddings"]
     all_users = np.arange(data.n_users)
@@ -511,6 +603,20 @@ def release_prefix(s3: S3Settings, dataset: str, release_id: str) -> str:
     return releases.release_prefix(s3, dataset_key(dataset), release_id)
 
 
+def write_report(folder: Path, dataset: str) -> Path:
+    """``report.html``: training curves, every model's metrics as charts and a table, the gate's reasons."""
+    from ml.report import render
+
+    decision_path = folder / "decision.json"
+    training = _read_json(folder / "two_tower" / "training.json")
+    page = render(training, _read_json(folder / "metrics.json"), _read_json(decision_path) if decision_path.exists() else None,
+                  f"Evaluation report: {dataset_key(dataset)}, release {training.get('release_id', '?')}")
+    path = folder / "report.html"
+    path.write_text(page)
+    log.info("evaluation report: file://%s", path.resolve())
+    return path
+
+
 def promotion_gate(s3_settings: S3Settings, folder: Path, dataset: str, data_version: str, force: bool = False) -> dict:
     """Decide whether this run's model becomes champion; the decision is written for publishing."""
     from ml.gate import GateConfig, decide
@@ -528,6 +634,7 @@ def promotion_gate(s3_settings: S3Settings, folder: Path, dataset: str, data_ver
         payload["promote"] = True
         payload["reasons"].append("forced: promoted by the force_publish parameter despite failed checks")
     _write_json(folder / "decision.json", payload)
+    write_report(folder, dataset)
     for reason in payload["reasons"]:
         log.info("gate %s", reason)
     log.info("gate decision: %s", "PROMOTE" if payload["promote"] else "KEEP CHAMPION")
@@ -556,7 +663,7 @@ def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: s
             f"release {release_id} is the current champion and this attempt was not promoted: refusing to rewrite it"
         )
     write_model_card(folder, dataset, data_version, release_id)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("embeddings.npz", "published.json"))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("embeddings.npz", "published.json", SPLIT_SNAPSHOT, CATEGORY_SNAPSHOT))
     objects = [storage.upload_file(s3, bucket, prefix + p.relative_to(folder).as_posix(), p) for p in files]
     wanted = {o.key for o in objects} | {prefix + "manifest.json"}
     for stale in set(storage.list_keys(s3, bucket, prefix)) - wanted:  # left by an earlier attempt of this run

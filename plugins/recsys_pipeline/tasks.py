@@ -1,4 +1,4 @@
-"""Airflow tasks of the training DAG: thin wrappers that give each stage its settings.
+"""Airflow tasks of the recsys DAGs: thin wrappers that give each stage its settings.
 
 Each task resolves the MySQL and S3 settings (Airflow connections first, then the
 environment), the run's folder (from the run id) and its parameters, then calls one
@@ -16,7 +16,8 @@ import logging
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.sdk import get_current_context, task
 
-from recsys_pipeline import stages
+from recsys_pipeline import stages, warehouse_lock
+from recsys_pipeline.assets import FEATURES, announced_features
 from recsys_pipeline.ingest.contract import ContractError
 from recsys_pipeline.quality import DataQualityError
 from recsys_pipeline.settings import mysql_settings_for_task, s3_settings_for_task
@@ -41,12 +42,63 @@ def _fail_fast(function):
     return wrapper
 
 
+# the trigger form's model families: the two-tower model with its user tower's sequence encoder
+MODEL_FAMILIES = {"two_tower": {"sequence_encoder": "pooling"}, "two_tower_gru": {"sequence_encoder": "gru"}}
+
+
 def _run():
-    """(params, run folder) of the current task's DAG run."""
+    """(params, run folder) of the current task's DAG run.
+
+    A run triggered by the features asset trains on the dataset its event names, whatever
+    the form's default says; ``params["dataset"]`` is set to it for every task.
+    """
     context = get_current_context()
-    params = context["params"]
+    params = dict(context["params"])
+    announced = announced_features(context)
+    if announced:
+        params["dataset"] = announced["dataset"]
     release_id = stages.release_id_for(context.get("logical_date"), context["run_id"])
     return params, stages.run_folder(params["dataset"], release_id)
+
+
+@task.branch
+def plan_features() -> str:
+    """Build features in this run (manual or weekly run), or use the build the features asset announced."""
+    announced = announced_features(get_current_context())
+    if announced:
+        log.info("triggered by the features asset: training on load %s of %s, no new load or dbt build",
+                 announced["load_id"], announced["dataset"])
+        return "use_built_features"
+    log.info("manual or scheduled run: loading, validating and building features first")
+    return "load_raw"
+
+
+@task
+@_fail_fast
+def use_built_features() -> dict:
+    """Check the warehouse still holds the announced build; bring its Data Docs and dbt docs along."""
+    _, folder = _run()
+    return stages.use_built_features(mysql_settings_for_task(), announced_features(get_current_context()), folder)
+
+
+@task(trigger_rule="none_failed_min_one_success")
+def features_ready() -> dict:
+    """Where both paths meet: the load the rest of the run trains on (from this run's gate or the asset)."""
+    ti = get_current_context()["ti"]
+    ready = ti.xcom_pull(task_ids="validate_raw") or ti.xcom_pull(task_ids="use_built_features")
+    if not ready:
+        raise AirflowFailException("neither validate_raw nor use_built_features produced a load to train on")
+    return {k: ready[k] for k in ("dataset", "load_id", "data_version")}
+
+
+@task(outlets=[FEATURES])
+def announce_features(admitted: dict, checked: dict) -> dict:
+    """Update the features asset (after the features gate passed): training runs on it."""
+    params, folder = _run()
+    announcement = stages.features_announcement(admitted | {"dataset": params["dataset"]}, folder)
+    get_current_context()["outlet_events"][FEATURES].extra = announcement
+    log.info("features asset updated: %s", announcement)
+    return announcement
 
 
 @task
@@ -54,7 +106,11 @@ def _run():
 def load_raw() -> dict:
     """Stage the dataset in ``raw_*__new``; a file that breaks the contract is quarantined and fails the task."""
     params, folder = _run()
-    staged = stages.stage(mysql_settings_for_task(), params["dataset"], load_id=stages.load_id_for(params["dataset"], folder.name))
+    context = get_current_context()
+    settings = mysql_settings_for_task()
+    # one feature build at a time across DAGs: given back when the features gate passes (or by the failure alert)
+    warehouse_lock.acquire(settings, warehouse_lock.holder_for(context["dag"].dag_id, context["run_id"]))
+    staged = stages.stage(settings, params["dataset"], load_id=stages.load_id_for(params["dataset"], folder.name))
     log.info("staged %s for the raw gate", staged["rows"])
     return staged
 
@@ -94,17 +150,25 @@ def document_features(admitted: dict) -> dict:
 def check_quality(features: dict) -> dict:
     """The features gate: GX suites on dbt's models, before anything is trained."""
     params, folder = _run()
+    context = get_current_context()
+    settings = mysql_settings_for_task()
     try:
-        return stages.check_quality(mysql_settings_for_task(), folder)
+        checked = stages.check_quality(settings, folder)
     finally:
         _publish_data_docs(params["dataset"], folder, "features")
+    warehouse_lock.release(settings, warehouse_lock.holder_for(context["dag"].dag_id, context["run_id"]))
+    return checked
 
 
 @task
 @_fail_fast
 def train_two_tower(loaded: dict) -> dict:
     params, folder = _run()
-    return stages.train(mysql_settings_for_task(), folder, {"epochs": int(params["epochs"])}, loaded["data_version"])
+    family = params.get("model_family", "two_tower")
+    if family not in MODEL_FAMILIES:
+        raise AirflowFailException(f"model_family={family!r}: expected one of {sorted(MODEL_FAMILIES)}")
+    overrides = {"epochs": int(params["epochs"])} | MODEL_FAMILIES[family]
+    return stages.train(mysql_settings_for_task(), folder, overrides, loaded["data_version"], loaded.get("load_id"))
 
 
 @task
@@ -130,6 +194,11 @@ def promotion_gate(loaded: dict, metrics: dict) -> dict:
 @task
 def publish_release(loaded: dict, decision: dict) -> dict:
     params, folder = _run()
+    if params.get("dry_run"):
+        raise AirflowSkipException(
+            f"dry run: nothing published and the champion unchanged (gate said {'promote' if decision['promote'] else 'no'}); "
+            f"the run's model, metrics and recommendations are in {folder}"
+        )
     published = stages.publish(s3_settings_for_task(), folder, params["dataset"], loaded["data_version"])
     return published | {"promote": decision["promote"]}
 
@@ -155,3 +224,20 @@ def rollback_champion() -> dict:
     log.info("champion of %s: %s -> %s; %s rows in %s", params["dataset"], result["rolled_back_from"], result["champion"],
              result["recommendations"]["rows"], result["recommendations"]["table"])
     return result
+
+
+def build_and_check_features():
+    """load_raw -> validate_raw -> dbt task group -> document_features -> check_quality, in the current DAG.
+
+    Returns (staged, admitted, checked) task outputs; both the features DAG and a manual
+    training run build features this way.
+    """
+    from recsys_pipeline.dbt_task_group import features_task_group
+
+    staged = load_raw()
+    admitted = validate_raw(staged)
+    features = features_task_group()
+    documented = document_features(admitted)
+    admitted >> features >> documented
+    checked = check_quality(documented)
+    return staged, admitted, checked

@@ -20,7 +20,43 @@ def dag_bag(airflow_home):
 
 def test_no_import_errors(dag_bag):
     assert dag_bag.import_errors == {}
-    assert "recsys_training" in dag_bag.dags
+    assert set(dag_bag.dags) == {"recsys_features", "recsys_training", "recsys_rollback"}
+
+
+def test_no_cycles(dag_bag):
+    for dag in dag_bag.dags.values():
+        dag.check_cycle()  # raises AirflowDagCycleException
+
+
+def test_every_task_alerts_on_failure_with_its_stage(dag_bag):
+    from recsys_pipeline.alerts import notify_failure, stage_of
+
+    for dag_id, dag in dag_bag.dags.items():
+        for task in dag.tasks:
+            assert notify_failure in (task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]), (
+                f"{dag_id}.{task.task_id} has no failure alert")
+            if not task.task_id.startswith("features."):
+                assert stage_of(task.task_id) != task.task_id, f"{dag_id}.{task.task_id} has no stage name for its alerts"
+
+
+def test_features_update_the_asset_that_schedules_training(dag_bag):
+    from airflow.sdk import AssetOrTimeSchedule
+
+    from recsys_pipeline.assets import FEATURES
+
+    features, training = dag_bag.dags["recsys_features"], dag_bag.dags["recsys_training"]
+    assert features.get_task("announce_features").outlets == [FEATURES]
+    assert "check_quality" in features.get_task("announce_features").upstream_task_ids
+    assert isinstance(training.timetable, AssetOrTimeSchedule)
+    assert training.timetable.asset_condition == FEATURES
+    assert training.timetable.timetable.expression == "0 3 * * 1"  # weekly as well
+    # training's own feature build must never announce the asset (it would trigger itself)
+    assert not any(task.outlets for task in training.tasks)
+    plan = training.get_task("plan_features")
+    assert plan.downstream_task_ids == {"load_raw", "use_built_features"}
+    ready = training.get_task("features_ready")
+    assert ready.upstream_task_ids == {"check_quality", "use_built_features"}
+    assert ready.trigger_rule == "none_failed_min_one_success"
 
 
 def test_every_dag_is_documented_owned_tagged_and_retried(dag_bag):
@@ -37,8 +73,8 @@ def test_every_dag_is_documented_owned_tagged_and_retried(dag_bag):
 
 def test_training_dag_wires_the_stages_in_order(dag_bag):
     dag = dag_bag.dags["recsys_training"]
-    order = ["load_raw", "validate_raw", "features.dbt_producer_watcher", "features.models.marts.interactions_split.test", "document_features", "check_quality",
-             "train_two_tower", "evaluate_models", "promotion_gate", "publish_release", "load_recommendations"]
+    order = ["plan_features", "load_raw", "validate_raw", "features.dbt_producer_watcher", "features.models.marts.interactions_split.test", "document_features", "check_quality",
+             "features_ready", "train_two_tower", "evaluate_models", "promotion_gate", "publish_release", "load_recommendations"]
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids or upstream in {
             t for t in dag.get_task(downstream).get_flat_relative_ids(upstream=True)
@@ -46,14 +82,24 @@ def test_training_dag_wires_the_stages_in_order(dag_bag):
     assert "score_users" in dag.get_task("promotion_gate").upstream_task_ids
 
 
-@pytest.mark.parametrize("name, bad_value", [("top_k", 0), ("epochs", 1000), ("dataset", ""), ("force_publish", "yes")])
+def test_every_param_has_a_description(dag_bag):
+    for dag_id, dag in dag_bag.dags.items():
+        for name, param in dag.params.items():
+            assert param.description and len(param.description) > 20, f"{dag_id} param {name} is not described"
+            assert param.schema.get("type"), f"{dag_id} param {name} has no type"
+
+
+@pytest.mark.parametrize("name, bad_value", [
+    ("top_k", 0), ("epochs", 1000), ("dataset", ""), ("force_publish", "yes"), ("model_family", "gpt"), ("dry_run", "no"),
+])
 def test_params_have_defaults_and_reject_bad_values(dag_bag, name, bad_value):
     import copy
 
     from airflow.sdk.definitions.param import ParamValidationError
 
     params = copy.deepcopy(dag_bag.dags["recsys_training"].params)
-    assert params.validate() == {"dataset": "online-retail", "epochs": 20, "top_k": 20, "force_publish": False, "full_refresh": False}
+    assert params.validate() == {"dataset": "online-retail", "model_family": "two_tower", "epochs": 20, "top_k": 20,
+                                 "force_publish": False, "dry_run": False, "full_refresh": False}
     with pytest.raises(ParamValidationError):
         params[name] = bad_value
 

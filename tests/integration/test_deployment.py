@@ -92,9 +92,11 @@ def test_the_compose_settings_are_ones_the_pipeline_reads():
     """The containers configure the pipeline through the same variables as the native setup."""
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yaml").read_text())
     names = {n for n in compose["x-airflow-common"]["environment"] if n.startswith("RECSYS_")}
-    settings = (PROJECT_ROOT / "plugins" / "recsys_pipeline" / "settings.py").read_text()
+    code = "".join(path.read_text() for path in (PROJECT_ROOT / "plugins" / "recsys_pipeline").glob("*.py"))
     example = (PROJECT_ROOT / ".env.example").read_text()
+    assert {"RECSYS_DATASET", "RECSYS_FEATURES_SCHEDULE", "RECSYS_TRAINING_SCHEDULE", "RECSYS_ALERT_WEBHOOK_URL"} <= names
     for name in names:
-        assert f'"{name}"' in settings, f"{name} is set in docker-compose.yaml but settings.py never reads it"
+        assert f'"{name}"' in code, f"{name} is set in docker-compose.yaml but the pipeline never reads it"
+        assert re.search(rf"^#?\s*(export )?{name}=", example, re.M), f".env.example does not explain {name}"
     for name in ("RECSYS_MYSQL_PASSWORD", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "MARIADB_ROOT_PASSWORD", "MINIO_ROOT_PASSWORD"):
         assert re.search(rf"^#?\s*(export )?{name}=", example, re.M), f".env.example does not explain {name}"

@@ -9,7 +9,6 @@ rerun of the same DAG run rewrites the same tables and release instead of adding
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from conftest import pipeline_environment
 from recsys_pipeline import stages, storage, warehouse
 
 pytestmark = pytest.mark.integration
@@ -47,22 +47,8 @@ def run_dag(env: dict, conf: dict, logical_date: str = LOGICAL_DATE) -> subproce
 
 @pytest.fixture(scope="module")
 def pipeline_env(mysql_test_settings, s3_test_settings, airflow_home, tmp_path_factory, groceries_path):
-    env = dict(os.environ)
-    env.update(
-        AIRFLOW_HOME=str(airflow_home),
-        RECSYS_MYSQL_USER=mysql_test_settings.user,
-        RECSYS_MYSQL_PASSWORD=mysql_test_settings.password,
-        RECSYS_MYSQL_DATABASE=mysql_test_settings.database,
-        RECSYS_RAW_DATABASE=mysql_test_settings.raw_database,
-        RECSYS_S3_ENDPOINT_URL=s3_test_settings.endpoint_url,
-        RECSYS_S3_ACCESS_KEY_ID=s3_test_settings.access_key_id,
-        RECSYS_S3_SECRET_ACCESS_KEY=s3_test_settings.secret_access_key,
-        RECSYS_S3_BUCKET=s3_test_settings.bucket,
-        RECSYS_S3_PREFIX=s3_test_settings.prefix,
-        RECSYS_WORK_DIR=str(tmp_path_factory.mktemp("work")),
-        RECSYS_DATA_DIR=str(groceries_path.parents[1]),
-    )
-    return env
+    return pipeline_environment(mysql_test_settings, s3_test_settings, tmp_path_factory.mktemp("work"),
+                                groceries_path.parents[1], AIRFLOW_HOME=str(airflow_home))
 
 
 def _table_counts(settings) -> dict:

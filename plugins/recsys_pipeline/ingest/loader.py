@@ -150,14 +150,22 @@ def staged_state(settings: MySQLSettings, load_id: str, data_version: str) -> st
     with warehouse.connect(settings, database=database) as conn:
         if all(warehouse.table_exists(conn, database, t) for t in STAGED_TABLES.values()):
             return "staged"
-        if warehouse.table_exists(conn, database, "load_audit"):
-            latest = warehouse.query_one(
-                conn, f"SELECT load_id, data_version FROM {warehouse.quote_identifier(database)}.`load_audit` "
-                "ORDER BY loaded_at DESC, load_id DESC LIMIT 1",
-            )
-            if latest is not None and tuple(latest) == (load_id, data_version):  # the live tables are this load
-                return "admitted"
+    if live_load(settings) == (load_id, data_version):  # the live tables are this load
+        return "admitted"
     return "missing"
+
+
+def live_load(settings: MySQLSettings) -> tuple[str, str] | None:
+    """(load_id, data_version) of the load the live raw tables hold, or None before the first."""
+    database = settings.raw_database
+    with warehouse.connect(settings, database=database) as conn:
+        if not warehouse.table_exists(conn, database, "load_audit"):
+            return None
+        latest = warehouse.query_one(
+            conn, f"SELECT load_id, data_version FROM {warehouse.quote_identifier(database)}.`load_audit` "
+            "ORDER BY loaded_at DESC, load_id DESC LIMIT 1",
+        )
+    return tuple(latest) if latest is not None else None
 
 
 def admit_staged(settings: MySQLSettings, summary: LoadSummary) -> None:

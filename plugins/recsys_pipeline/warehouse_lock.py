@@ -1,0 +1,104 @@
+"""One feature build at a time in the warehouse, across DAGs and DAG runs.
+
+The raw tables, their staging copies (``raw_*__new``) and dbt's models are shared by
+every run: two loads at once (the daily ``recsys_features`` and a manual
+``recsys_training`` run, say) would stage into the same tables and fail -- or worse,
+build features from a mix. ``max_active_runs=1`` only separates runs of one DAG.
+
+So ``load_raw`` takes a lease on the warehouse (one row in ``<raw db>.warehouse_lock``)
+and the features gate gives it back when it passes; a failure anywhere in between
+gives it back from the failure callback. The lease names its holder (DAG and run)
+and expires, so a run killed without callbacks blocks others only until then. A
+retry of the holder's own run takes it again at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from datetime import datetime, timedelta, timezone
+
+from recsys_pipeline import warehouse
+from recsys_pipeline.settings import MySQLSettings
+
+log = logging.getLogger(__name__)
+
+LOCK_NAME = "feature_build"
+DDL = """
+CREATE TABLE IF NOT EXISTS {db}.`warehouse_lock` (
+  `name` VARCHAR(64) NOT NULL PRIMARY KEY,
+  `holder` VARCHAR(512) NOT NULL,
+  `acquired_at` DATETIME NOT NULL,
+  `expires_at` DATETIME NOT NULL
+) ENGINE=InnoDB
+"""
+
+
+class WarehouseBusy(RuntimeError):
+    """Another run held the warehouse for longer than this run was willing to wait."""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def try_acquire(settings: MySQLSettings, holder: str, lease: timedelta) -> tuple[bool, str | None]:
+    """(True, None) if ``holder`` now holds the lease, else (False, 'holder since T until U')."""
+    db = warehouse.quote_identifier(settings.raw_database)
+    now = _now()
+    with warehouse.connect(settings, database=settings.raw_database) as conn:
+        cur = conn.cursor()
+        cur.execute(DDL.format(db=db))
+        # take a free, expired or own lease in one statement; a live lease of another holder stays
+        cur.execute(
+            f"INSERT INTO {db}.`warehouse_lock` VALUES (%s, %s, %s, %s) "
+            "ON DUPLICATE KEY UPDATE "
+            "acquired_at = IF(holder = VALUES(holder) OR expires_at < %s, VALUES(acquired_at), acquired_at), "
+            "expires_at = IF(holder = VALUES(holder) OR expires_at < %s, VALUES(expires_at), expires_at), "
+            "holder = IF(holder = VALUES(holder) OR expires_at < %s, VALUES(holder), holder)",
+            (LOCK_NAME, holder, now, now + lease, now, now, now),
+        )
+        conn.commit()
+        cur.execute(f"SELECT holder, acquired_at, expires_at FROM {db}.`warehouse_lock` WHERE name = %s", (LOCK_NAME,))
+        current, acquired_at, expires_at = cur.fetchone()
+    if current == holder:
+        return True, None
+    return False, f"{current} since {acquired_at} UTC (lease until {expires_at} UTC)"
+
+
+def acquire(settings: MySQLSettings, holder: str, lease: timedelta = timedelta(hours=2),
+            wait: float | None = None, poll: float = 15.0) -> None:
+    """Wait up to ``wait`` seconds (RECSYS_WAREHOUSE_LOCK_WAIT_S, default 3600) for the lease."""
+    wait = float(os.environ.get("RECSYS_WAREHOUSE_LOCK_WAIT_S", "3600")) if wait is None else wait
+    deadline = time.monotonic() + wait
+    while True:
+        acquired, other = try_acquire(settings, holder, lease)
+        if acquired:
+            log.info("warehouse lease taken by %s", holder)
+            return
+        if time.monotonic() >= deadline:
+            raise WarehouseBusy(
+                f"{settings.raw_database}.warehouse_lock: another feature build holds the warehouse: {other}; "
+                f"waited {wait:.0f} s (RECSYS_WAREHOUSE_LOCK_WAIT_S)"
+            )
+        log.info("warehouse busy (%s); waiting", other)
+        time.sleep(poll)
+
+
+def release(settings: MySQLSettings, holder: str) -> bool:
+    """Give the lease back if ``holder`` has it; True if it did."""
+    db = warehouse.quote_identifier(settings.raw_database)
+    with warehouse.connect(settings, database=settings.raw_database) as conn:
+        cur = conn.cursor()
+        cur.execute(DDL.format(db=db))
+        cur.execute(f"DELETE FROM {db}.`warehouse_lock` WHERE name = %s AND holder = %s", (LOCK_NAME, holder))
+        conn.commit()
+        released = cur.rowcount > 0
+    if released:
+        log.info("warehouse lease given back by %s", holder)
+    return released
+
+
+def holder_for(dag_id: str, run_id: str) -> str:
+    return f"{dag_id}/{run_id}"

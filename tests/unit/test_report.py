@@ -1,0 +1,45 @@
+"""The evaluation report: every model, the curves, the gate's reasons, in one HTML file."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ml.report import bar_chart, line_chart, render
+
+pytestmark = pytest.mark.unit
+
+TRAINING = {"model": "two_tower", "model_version": "two_tower-r1", "examples": 1000, "examples_per_second": 5000.0,
+            "best_epoch": 3, "loss_per_epoch": [900.0, 700.0, 650.0], "validation_ndcg@20_per_epoch": [0.10, 0.14, 0.15, 0.149],
+            "config": {"embedding_dim": 64}}
+REPORT = {"primary_metric": "ndcg@20", "protocol": "per-user temporal holdout", "tuning": {"ease": {"l2": 200}},
+          "models": {"two_tower": {"ndcg@20": 0.152, "recall@20": 0.19, "cold_start_ndcg@20": 0.08, "cold_start_users": 40, "novelty@20": 9.1},
+                     "ease": {"ndcg@20": 0.129, "recall@20": 0.167, "cold_start_ndcg@20": 0.07},
+                     "most_popular": {"ndcg@20": 0.043, "recall@20": 0.057}}}
+DECISION = {"promote": False, "reasons": ["PASS: ndcg@20 0.1520 >= 0.0100", "FAIL: not worse than champion: 0.1520 < 0.1700 - 0.01"]}
+
+
+def test_the_report_shows_every_model_the_curves_and_each_reason():
+    page = render(TRAINING, REPORT, DECISION, "Evaluation report: online-retail")
+    assert page.count("<svg") == 5  # loss, validation, ndcg bars, recall bars, cold-start bars
+    for model in ("two_tower", "ease", "most_popular"):
+        assert f"<th>{model}</th>" in page
+    assert "NOT PROMOTED: the champion stays" in page
+    assert "<li class=fail>FAIL: not worse than champion" in page and "<li class=pass>PASS: ndcg@20" in page
+    assert "chosen: 3" in page and "best baseline (ease)" in page
+    assert "40 users" in page
+    # the table's rows are sorted by the primary metric
+    assert page.index("<tr><th>two_tower</th>") < page.index("<tr><th>ease</th>") < page.index("<tr><th>most_popular</th>")
+
+
+def test_bars_scale_to_the_largest_value_and_the_threshold():
+    svg = bar_chart("t", {"a": 0.2, "b": 0.1}, ("bar", 0.3))
+    widths = [float(w) for w in re.findall(r'<rect x="\d+" y="[\d.]+" width="([\d.]+)"', svg)]
+    assert widths[0] == pytest.approx(2 * widths[1], rel=0.01)
+    assert "bar" in svg
+
+
+def test_a_chart_without_data_says_so():
+    assert "no data" in line_chart("loss", {"loss": []})
+    assert "no data" in bar_chart("t", {})
