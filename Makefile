@@ -36,12 +36,13 @@ export AIRFLOW__API__WORKERS := 1
 export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT := 120
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup demo demo-bad-load test test-fast stop services lock clean
+.PHONY: help setup demo demo-bad-load airflow test test-fast stop services lock clean
 
 help:
 	@echo "make demo   - install, start services, run the training DAG on DATASET=$(DATASET), print a summary"
 	@echo "make test   - run the test suite against the real MariaDB, S3 API server, dbt and Airflow"
 	@echo "make demo-bad-load - a refused load (unseen event type): the raw gate's message, Data Docs, quarantine"
+	@echo "make airflow - a local Airflow (UI, scheduler, dag-processor, triggerer) with these DAGs; prints URL and login"
 	@echo "make stop   - stop the local S3 API server started by the demo"
 	@echo "make lock   - re-resolve requirements*.in into the pinned requirements*.txt"
 
@@ -74,6 +75,19 @@ $(DBT_VENV)/.installed: requirements-dbt.txt
 	$(DBT_VENV)/bin/python -m pip install -q -r requirements-dbt.txt
 	@touch $@
 
+# only the tests use it: headless Chromium renders the models page against a running Airflow
+.run/chromium.stamp:
+	@mkdir -p .run
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "the browser test needs Debian's chromium: sudo apt-get install chromium (it is skipped without it)"; \
+		else \
+			echo "installing Debian's chromium (for the browser test of the Airflow models page)"; \
+			apt-get update -qq && apt-get install -y -qq chromium >/dev/null; \
+		fi; \
+	fi
+	@touch $@
+
 # only the tests use it: `docker-compose config` checks docker-compose.yaml without an engine
 $(COMPOSE_VENV)/.installed: requirements-compose.in
 	@test -x $(COMPOSE_VENV)/bin/python || $(PYTHON_BASE) -m venv $(COMPOSE_VENV)
@@ -99,6 +113,12 @@ demo: services
 		|| { tail -n 60 .run/demo-dag.log; echo "the DAG run failed; full log: .run/demo-dag.log"; exit 1; }
 	$(VENV)/bin/recsys summary --dataset "$(DATASET)"
 
+# A local Airflow with the project's DAGs and the models page, in the foreground (Ctrl-C stops every
+# component). Authentication is on: log in as admin with the password it prints (generated, never admin).
+AIRFLOW_PORT ?= 8080
+airflow: services
+	$(PY) scripts/airflow_local.py --port $(AIRFLOW_PORT)
+
 # A refused load, for the README: groceries with an event type never seen before. The raw gate
 # stops the run before dbt; the summary shows the message, the Data Docs and the quarantine.
 # `make demo DATASET=groceries` afterwards is the good load that trains and publishes.
@@ -114,8 +134,8 @@ demo-bad-load: services
 	$(VENV)/bin/recsys quarantine
 
 # The tests start what they need themselves (their own databases, user and S3 server).
-test: setup $(COMPOSE_VENV)/.installed
-	$(PY) -m pytest $(PYTEST_ARGS)
+test: setup $(COMPOSE_VENV)/.installed .run/chromium.stamp
+	RECSYS_SCREENSHOT_DIR=$(CURDIR)/.work/screenshots $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

@@ -1,0 +1,192 @@
+"""The "Recsys models" page of the Airflow UI: releases, metrics beside baselines, gate decisions.
+
+A FastAPI app that the plugin in ``plugins/recsys_models_plugin.py`` mounts on
+Airflow's API server at ``/recsys``; the UI shows ``/recsys/models`` in its menu
+(inside an iframe, same origin). Every route needs a logged-in Airflow user: the
+JWT in the ``_token`` cookie the UI sets at login (or a Bearer token), checked by
+Airflow's own ``get_user``; a browser without one is sent to Airflow's login page.
+Release files (model card, metrics, Data Docs, dbt docs) are streamed from object
+storage through ``/recsys/files/...``, so the bucket stays private and relative
+links inside the Data Docs and dbt docs sites keep working.
+"""
+
+from __future__ import annotations
+
+import html
+import mimetypes
+from datetime import datetime, timezone
+from typing import Annotated
+from urllib.parse import quote
+
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from recsys_pipeline import model_registry, releases, storage
+from recsys_pipeline.settings import s3_settings_for_task
+
+MOUNT = "/recsys"
+app = FastAPI(title="recsys models", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+class LoginRequired(Exception):
+    def __init__(self, next_url: str):
+        self.next_url = next_url
+
+
+async def logged_in_user(request: Request):
+    """Airflow's own authentication (cookie or Bearer); a browser without it goes to the login page."""
+    from airflow.api_fastapi.core_api.security import get_user
+
+    authorization = request.headers.get("authorization", "")
+    bearer = None
+    if authorization.lower().startswith("bearer "):
+        from fastapi.security import HTTPAuthorizationCredentials
+
+        bearer = HTTPAuthorizationCredentials(scheme="Bearer", credentials=authorization[7:])
+    try:
+        return await get_user(request, oauth_token=None, bearer_credentials=bearer)
+    except HTTPException as error:
+        if error.status_code in (401, 403) and "text/html" in request.headers.get("accept", ""):
+            raise LoginRequired(str(request.url.path)) from error
+        raise
+
+
+User = Annotated[object, Depends(logged_in_user)]
+
+
+@app.exception_handler(LoginRequired)
+async def _to_login(request: Request, error: LoginRequired):
+    return RedirectResponse(f"/auth/login?next={quote(error.next_url)}", status_code=303)
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "–"
+
+
+def _file_link(dataset: str, release_id: str, path: str, label: str) -> str:
+    href = f"{MOUNT}/files/{quote(dataset)}/{quote(release_id)}/{quote(path)}"
+    return f'<a href="{href}" target="_blank">{html.escape(label)}</a>'
+
+
+def _window(view: model_registry.ReleaseView) -> str:
+    train, test = view.data_window.get("train"), view.data_window.get("test")
+    if not train:
+        return "–"
+    text = f"train {train['first_event_at'][:10]} → {train['last_event_at'][:10]}"
+    if test:
+        text += f"<br>test → {test['last_event_at'][:10]}"
+    return text
+
+
+def _release_row(dataset: str, view: model_registry.ReleaseView) -> str:
+    challenger = view.metrics.get(model_registry.CHALLENGER, {})
+    baselines = {m: v for m, v in view.metrics.items() if m != model_registry.CHALLENGER}
+    best = view.best_baseline
+    metric_cells = "".join(f"<td class=num>{_fmt(challenger.get(m))}</td>" for m in model_registry.KEY_METRICS)
+    baseline_list = "".join(
+        f"<li>{html.escape(name)}: ndcg@20 {_fmt(values.get('ndcg@20'))}, recall@20 {_fmt(values.get('recall@20'))}</li>"
+        for name, values in sorted(baselines.items(), key=lambda kv: -(kv[1].get("ndcg@20") or 0))
+    )
+    decision = "PROMOTED" if view.promoted else "not promoted"
+    reasons = "".join(f"<li class={'fail' if r.startswith('FAIL') else 'pass'}>{html.escape(r)}</li>" for r in view.reasons)
+    links = " · ".join(_file_link(dataset, view.release_id, path, label) for label, path in view.links.items())
+    champion = ' <span class="badge champion">champion</span>' if view.is_champion else ""
+    encoder = view.config.get("sequence_encoder")
+    return f"""
+<tr class="{'promoted' if view.promoted else 'refused'}">
+  <td><code>{html.escape(view.release_id)}</code>{champion}<br><small>{html.escape(view.model_version)}</small>
+      <br><small>created {html.escape(view.created_at)}{f' · encoder {html.escape(encoder)}' if encoder else ''}</small></td>
+  <td><small>{_window(view)}</small></td>
+  {metric_cells}
+  <td class=num>{_fmt(best[1]) if best else '–'}<br><small>{html.escape(best[0]) if best else ''}</small></td>
+  <td><details><summary><b>{decision}</b></summary><ul>{reasons}</ul></details>
+      <details><summary>baselines</summary><ul>{baseline_list}</ul></details></td>
+  <td>{links}</td>
+</tr>"""
+
+
+def _history_rows(history: list[dict]) -> str:
+    return "".join(
+        f"<tr><td>{html.escape(str(e.get('at', '')))}</td><td>{html.escape(str(e.get('event', '')))}</td>"
+        f"<td><code>{html.escape(str(e.get('release_id', '')))}</code></td><td><code>{html.escape(str(e.get('from') or '–'))}</code></td></tr>"
+        for e in history
+    )
+
+
+def render(datasets: list[model_registry.DatasetView], bucket: str, prefix: str) -> str:
+    """The whole page as HTML (no JavaScript: it renders the same in any browser, headless included)."""
+    sections = []
+    for view in datasets:
+        champion = view.champion
+        headline = (
+            f"champion <code>{html.escape(champion['release_id'])}</code> ({html.escape(champion.get('model_version', ''))}), "
+            f"ndcg@20 {_fmt(champion.get('metrics', {}).get('ndcg@20'))}, promoted {html.escape(champion.get('promoted_at', ''))}"
+            + (f", rolled back from <code>{html.escape(champion['rolled_back_from'])}</code>" if champion.get("rolled_back_from") else "")
+            if champion else "no champion yet"
+        )
+        header = "".join(f"<th>{m}</th>" for m in model_registry.KEY_METRICS)
+        rows = "".join(_release_row(view.dataset, r) for r in view.releases) or '<tr><td colspan=10>no complete release yet</td></tr>'
+        sections.append(f"""
+<section id="dataset-{html.escape(view.dataset)}">
+  <h2>{html.escape(view.dataset)}</h2>
+  <p class=champion-line>{headline}</p>
+  <table>
+    <thead><tr><th>release / model version</th><th>data window</th>{header}<th>best baseline ndcg@20</th><th>gate decision</th><th>links</th></tr></thead>
+    <tbody>{rows}</tbody>
+  </table>
+  <p><small>{len(view.releases)} newest of {view.total_releases} releases shown.</small></p>
+  <h3>Champion history</h3>
+  <table class=history><thead><tr><th>at</th><th>event</th><th>release</th><th>replaced</th></tr></thead>
+  <tbody>{_history_rows(view.history) or '<tr><td colspan=4>none</td></tr>'}</tbody></table>
+</section>""")
+    body = "".join(sections) or "<p>No releases in the bucket yet: run the <code>recsys_training</code> DAG.</p>"
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return f"""<!doctype html>
+<html lang=en><head><meta charset=utf-8><title>Recsys models</title>
+<style>
+ body {{ font-family: system-ui, sans-serif; margin: 1.2rem; color: #1b1f24; }}
+ h1 {{ font-size: 1.4rem; margin: 0 0 .3rem; }} h2 {{ margin-top: 1.6rem; border-bottom: 1px solid #ccd; }}
+ table {{ border-collapse: collapse; width: 100%; font-size: .86rem; }}
+ th, td {{ border: 1px solid #dde; padding: .3rem .45rem; vertical-align: top; text-align: left; }}
+ th {{ background: #f1f3f7; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+ tr.promoted td:first-child {{ border-left: 4px solid #2e9e55; }} tr.refused td:first-child {{ border-left: 4px solid #c9842c; }}
+ .badge {{ background: #2e9e55; color: white; border-radius: 3px; padding: 0 .3rem; font-size: .75rem; }}
+ li.fail {{ color: #b3261e; }} li.pass {{ color: #2a6b3c; }} ul {{ margin: .2rem 0; padding-left: 1.1rem; }}
+ small {{ color: #57606a; }} .history {{ width: auto; }}
+</style></head>
+<body>
+<h1>Recsys models</h1>
+<p><small>Releases in <code>s3://{html.escape(bucket)}/{html.escape(prefix)}/</code>, newest first; metrics on the test split
+(per-user temporal holdout, full ranking); read at {now}.</small></p>
+{body}
+</body></html>"""
+
+
+@app.get("/models", response_class=HTMLResponse)
+def models_page(user: User) -> HTMLResponse:
+    settings = s3_settings_for_task()
+    return HTMLResponse(render(model_registry.registry(settings), settings.bucket, settings.prefix))
+
+
+@app.get("/api/releases")
+def releases_json(user: User) -> JSONResponse:
+    settings = s3_settings_for_task()
+    from dataclasses import asdict
+
+    return JSONResponse([asdict(view) for view in model_registry.registry(settings)])
+
+
+@app.get("/files/{dataset}/{release_id}/{path:path}")
+def release_file(dataset: str, release_id: str, path: str, user: User) -> Response:
+    """One object of a release (listed in its manifest), from the private bucket."""
+    settings = s3_settings_for_task()
+    s3 = storage.client(settings)
+    if path == "" or path.endswith("/"):
+        path += "index.html"
+    key = releases.release_prefix(settings, dataset, release_id) + path
+    manifest = storage.get_json(s3, settings.bucket, releases.manifest_key(settings, dataset, release_id))
+    if manifest is None or key not in {o["key"] for o in manifest.get("objects", [])}:
+        raise HTTPException(status_code=404, detail=f"{path} is not part of release {release_id} of {dataset}")
+    body = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
+    media_type = "text/plain; charset=utf-8" if path.endswith(".md") else (mimetypes.guess_type(path)[0] or "application/octet-stream")
+    return Response(content=body, media_type=media_type)
