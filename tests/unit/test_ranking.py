@@ -107,3 +107,23 @@ def test_batched_without_exclude_and_empty_users():
     np.testing.assert_array_equal(items, [[3, 2], [3, 2]])
     items, vals = batched_top_k(lambda idx: full[idx], np.array([], dtype=int), 2, None)
     assert items.shape == (0, 2) and vals.shape == (0, 2)
+
+
+@pytest.mark.parametrize("n_items, k, ties", [(5000, 100, False), (5000, 20, True), (3001, 100, True), (4096, 7, False)])
+def test_the_candidate_filter_gives_exactly_the_full_ranking(n_items, k, ties):
+    """Large catalogues take the candidate path; it must agree with ranking every item, ties and exclusions included."""
+    from ml.ranking import _exact_top_k
+
+    rng = np.random.default_rng(n_items + k)
+    scores = rng.integers(0, 50, size=(64, n_items)).astype(np.float32) if ties else rng.standard_normal((64, n_items)).astype(np.float32)
+    scores[3, :] = 1.0  # one row all tied
+    scores[5, 10:] = np.nan  # a row with fewer than k scored items
+    exclude = sp.random(64, n_items, density=0.01, format="csr", random_state=1)
+    exclude[7, : n_items - k // 2] = 1.0  # a row with fewer than k items left
+    items, item_scores = top_k(scores, k, exclude)
+    expected = np.array(scores, dtype=np.float32)
+    expected[np.isnan(expected)] = -np.inf
+    expected[exclude.toarray() != 0] = -np.inf
+    want_items, want_scores = _exact_top_k(expected, k)
+    np.testing.assert_array_equal(items, want_items)
+    np.testing.assert_array_equal(item_scores, want_scores)
