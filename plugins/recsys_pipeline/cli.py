@@ -5,6 +5,7 @@
     recsys quarantine        list what the gates refused for a load: rule, reason, rows
     recsys verify            download the champion, check every checksum, load its SavedModel, recommend
     recsys rollback          point the champion back to an earlier complete release (and reload MySQL)
+    recsys unlock            show who holds the warehouse for a feature build (--force: free it)
     recsys stop              stop the local S3 API server
 """
 
@@ -195,6 +196,23 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_unlock(args: argparse.Namespace) -> int:
+    from recsys_pipeline import warehouse_lock
+
+    held = warehouse_lock.current(mysql_settings())
+    if held is None:
+        print("the warehouse is free: no feature build holds it")
+        return 0
+    holder, acquired_at, expires_at = held
+    print(f"held by {holder} since {acquired_at} UTC (lease until {expires_at} UTC)")
+    if not args.force:
+        print("if that DAG run is no longer running, `recsys unlock --force` frees the warehouse")
+        return 1
+    warehouse_lock.break_lease(mysql_settings())
+    print(f"freed: {holder} no longer holds the warehouse")
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     print("stopped the local S3 API server" if services.stop_local_s3() else "no local S3 API server was started by this project")
     return 0
@@ -222,6 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     rollback.add_argument("--dataset", default="online-retail")
     rollback.add_argument("--release", required=True, help="the release id to make champion again")
     rollback.set_defaults(func=cmd_rollback)
+    unlock = sub.add_parser("unlock", help="show who holds the warehouse for a feature build; --force frees it")
+    unlock.add_argument("--force", action="store_true", help="free it (only when that DAG run is no longer running)")
+    unlock.set_defaults(func=cmd_unlock)
     sub.add_parser("stop", help="stop the local S3 API server").set_defaults(func=cmd_stop)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -50,18 +50,16 @@ def try_acquire(settings: MySQLSettings, holder: str, lease: timedelta) -> tuple
     with warehouse.connect(settings, database=settings.raw_database) as conn:
         cur = conn.cursor()
         cur.execute(DDL.format(db=db))
-        # take a free, expired or own lease in one statement; a live lease of another holder stays
-        cur.execute(
-            f"INSERT INTO {db}.`warehouse_lock` VALUES (%s, %s, %s, %s) "
-            "ON DUPLICATE KEY UPDATE "
-            "acquired_at = IF(holder = VALUES(holder) OR expires_at < %s, VALUES(acquired_at), acquired_at), "
-            "expires_at = IF(holder = VALUES(holder) OR expires_at < %s, VALUES(expires_at), expires_at), "
-            "holder = IF(holder = VALUES(holder) OR expires_at < %s, VALUES(holder), holder)",
-            (LOCK_NAME, holder, now, now + lease, now, now, now),
-        )
+        cur.execute(f"INSERT IGNORE INTO {db}.`warehouse_lock` VALUES (%s, '', '1970-01-01', '1970-01-01')", (LOCK_NAME,))
         conn.commit()
-        cur.execute(f"SELECT holder, acquired_at, expires_at FROM {db}.`warehouse_lock` WHERE name = %s", (LOCK_NAME,))
+        # the row is locked until commit: two runs deciding at once decide one after the other
+        cur.execute(f"SELECT holder, acquired_at, expires_at FROM {db}.`warehouse_lock` WHERE name = %s FOR UPDATE", (LOCK_NAME,))
         current, acquired_at, expires_at = cur.fetchone()
+        if current in (holder, "") or expires_at < now:
+            cur.execute(f"UPDATE {db}.`warehouse_lock` SET holder = %s, acquired_at = %s, expires_at = %s WHERE name = %s",
+                        (holder, now, now + lease, LOCK_NAME))
+            current = holder
+        conn.commit()
     if current == holder:
         return True, None
     return False, f"{current} since {acquired_at} UTC (lease until {expires_at} UTC)"
@@ -82,7 +80,8 @@ def acquire(settings: MySQLSettings, holder: str, lease: timedelta = timedelta(h
                 f"{settings.raw_database}.warehouse_lock: another feature build holds the warehouse: {other}; "
                 f"waited {wait:.0f} s (RECSYS_WAREHOUSE_LOCK_WAIT_S)"
             )
-        log.info("warehouse busy (%s); waiting", other)
+        log.info("warehouse busy (%s); waiting. If that run is gone (killed before its failure callback ran), "
+                 "`recsys unlock --force` frees the warehouse", other)
         time.sleep(poll)
 
 
@@ -92,7 +91,8 @@ def release(settings: MySQLSettings, holder: str) -> bool:
     with warehouse.connect(settings, database=settings.raw_database) as conn:
         cur = conn.cursor()
         cur.execute(DDL.format(db=db))
-        cur.execute(f"DELETE FROM {db}.`warehouse_lock` WHERE name = %s AND holder = %s", (LOCK_NAME, holder))
+        cur.execute(f"UPDATE {db}.`warehouse_lock` SET holder = '', expires_at = '1970-01-01' WHERE name = %s AND holder = %s",
+                    (LOCK_NAME, holder))
         conn.commit()
         released = cur.rowcount > 0
     if released:
@@ -102,3 +102,23 @@ def release(settings: MySQLSettings, holder: str) -> bool:
 
 def holder_for(dag_id: str, run_id: str) -> str:
     return f"{dag_id}/{run_id}"
+
+
+def current(settings: MySQLSettings) -> tuple[str, datetime, datetime] | None:
+    """(holder, acquired_at, expires_at) of a live lease, or None when the warehouse is free."""
+    db = warehouse.quote_identifier(settings.raw_database)
+    with warehouse.connect(settings, database=settings.raw_database) as conn:
+        if not warehouse.table_exists(conn, settings.raw_database, "warehouse_lock"):
+            return None
+        row = warehouse.query_one(conn, f"SELECT holder, acquired_at, expires_at FROM {db}.`warehouse_lock` WHERE name = %s", (LOCK_NAME,))
+    if row is None or not row[0] or row[2] < _now():
+        return None
+    return tuple(row)
+
+
+def break_lease(settings: MySQLSettings) -> str | None:
+    """Free the warehouse whoever holds it (for a holder that died without giving it back); returns that holder."""
+    held = current(settings)
+    if held is not None:
+        release(settings, held[0])
+    return held[0] if held else None

@@ -159,8 +159,6 @@ def test_trigger_training_from_the_api_then_a_feature_refresh_retrains_by_itself
     features = api.call("POST", "/api/v2/dags/recsys_features/dagRuns", {"logical_date": None, "conf": {"dataset": "groceries"}})
     refreshed = api.wait_for_run("recsys_features", features["dag_run_id"], timeout=600)
     assert refreshed["state"] == "success", api.task_states("recsys_features", features["dag_run_id"])
-    events = api.call("GET", "/api/v2/assets/events?source_dag_id=recsys_features")["asset_events"]
-    assert events and events[-1]["extra"]["dataset"] == "groceries" and events[-1]["extra"]["load_id"].startswith("groceries:")
     deadline = time.monotonic() + 120
     triggered = []
     while not triggered and time.monotonic() < deadline:
@@ -174,6 +172,9 @@ def test_trigger_training_from_the_api_then_a_feature_refresh_retrains_by_itself
     assert states["use_built_features"] == "success" and states["load_raw"] == "skipped"
     assert states["features.dbt_producer_watcher"] == "skipped" and states["train_two_tower"] == "success"
     assert states["publish_release"] == "success"
+    # read only now: Airflow 3.3's events endpoint answers 500 while a run it created has not started
+    events = api.call("GET", "/api/v2/assets/events?source_dag_id=recsys_features")["asset_events"]
+    assert events and events[-1]["extra"]["dataset"] == "groceries" and events[-1]["extra"]["load_id"].startswith("groceries:")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test installs it)")

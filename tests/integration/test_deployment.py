@@ -92,7 +92,7 @@ def test_the_compose_settings_are_ones_the_pipeline_reads():
     """The containers configure the pipeline through the same variables as the native setup."""
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yaml").read_text())
     names = {n for n in compose["x-airflow-common"]["environment"] if n.startswith("RECSYS_")}
-    code = "".join(path.read_text() for path in (PROJECT_ROOT / "plugins" / "recsys_pipeline").glob("*.py"))
+    code = "".join(path.read_text() for folder in ("plugins/recsys_pipeline", "dags") for path in (PROJECT_ROOT / folder).glob("*.py"))
     example = (PROJECT_ROOT / ".env.example").read_text()
     assert {"RECSYS_DATASET", "RECSYS_FEATURES_SCHEDULE", "RECSYS_TRAINING_SCHEDULE", "RECSYS_ALERT_WEBHOOK_URL"} <= names
     for name in names:

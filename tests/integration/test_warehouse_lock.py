@@ -35,3 +35,16 @@ def test_an_expired_lease_is_taken_over(mysql_test_settings):
     warehouse_lock.acquire(mysql_test_settings, "recsys_features/killed", lease=timedelta(seconds=-1), wait=0)
     warehouse_lock.acquire(mysql_test_settings, "recsys_features/next", wait=0)
     assert warehouse_lock.release(mysql_test_settings, "recsys_features/next")
+
+
+def test_a_lease_left_by_a_killed_run_is_shown_and_freed_by_recsys_unlock(mysql_test_settings, monkeypatch, capsys):
+    from recsys_pipeline import cli
+
+    monkeypatch.setattr(cli, "mysql_settings", lambda: mysql_test_settings)
+    warehouse_lock.acquire(mysql_test_settings, "recsys_features/killed_by_sigterm", wait=0)
+    assert cli.main(["unlock"]) == 1
+    assert "held by recsys_features/killed_by_sigterm" in capsys.readouterr().out
+    assert cli.main(["unlock", "--force"]) == 0
+    assert warehouse_lock.current(mysql_test_settings) is None
+    warehouse_lock.acquire(mysql_test_settings, "recsys_training/next", wait=0)
+    assert warehouse_lock.release(mysql_test_settings, "recsys_training/next")
