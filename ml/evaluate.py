@@ -15,6 +15,7 @@ shoppers a model knows least about.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -22,6 +23,8 @@ import numpy as np
 from ml.data import InteractionData
 from ml.metrics import intra_list_diversity, novelty, popularity_share, ranking_metrics
 from ml.ranking import batched_top_k
+
+log = logging.getLogger(__name__)
 
 KS = (10, 20)
 PRIMARY_METRIC = "ndcg@20"
@@ -70,3 +73,41 @@ def category_ids(item_ids: np.ndarray, categories: dict[str, str]) -> np.ndarray
     names = np.array([categories.get(str(item), "") or "" for item in item_ids], dtype=object)
     _, ids = np.unique(names.astype(str), return_inverse=True)
     return ids.astype(np.int64)
+
+
+BASELINE_NAMES = ("most_popular", "item_knn", "user_knn", "ease")
+EASE_L2_GRID = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
+EASE_MAX_ITEMS = 20_000  # its dense item x item inverse: 3.2 GB at 20k items
+
+
+def tuned_ease(data: InteractionData):
+    """EASE with its L2 weight chosen on the validation split (fit on ``fit``), refitted on train."""
+    from ml.baselines import EASE
+
+    scores = {l2: evaluate_scores(EASE(l2).fit(data.fit).score, data, holdout="validation")[PRIMARY_METRIC] for l2 in EASE_L2_GRID}
+    best = max(scores, key=scores.get)
+    log.info("EASE l2 on validation: %s -> %s", {k: round(v, 4) for k, v in scores.items()}, best)
+    return EASE(best).fit(data.train), {"l2": best, f"validation_{PRIMARY_METRIC}": {str(k): v for k, v in scores.items()}}
+
+
+def evaluate_baselines(data: InteractionData, item_category: np.ndarray | None = None,
+                       names: Sequence[str] = BASELINE_NAMES) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Test metrics of every baseline on ``data`` (EASE tuned on validation), and the tuning record."""
+    import time
+
+    from ml.baselines import BASELINES
+
+    metrics: dict[str, dict] = {}
+    tuning: dict[str, dict] = {}
+    for name in names:
+        started = time.perf_counter()
+        if name == "ease":
+            if data.n_items > EASE_MAX_ITEMS:
+                log.warning("EASE skipped: %d items exceed its %d-item limit", data.n_items, EASE_MAX_ITEMS)
+                continue
+            model, tuning[name] = tuned_ease(data)
+        else:
+            model = BASELINES[name]().fit(data.train)
+        metrics[name] = evaluate_scores(model.score, data, item_category=item_category) | {
+            "seconds": round(time.perf_counter() - started, 2)}
+    return metrics, tuning

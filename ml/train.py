@@ -85,8 +85,10 @@ class TwoTowerRecommender:
     histories ``h`` (train items for the test evaluation, everything for serving).
     """
 
-    def __init__(self, config: TwoTowerConfig | None = None, strategy: tf.distribute.Strategy | None = None):
+    def __init__(self, config: TwoTowerConfig | None = None, strategy: tf.distribute.Strategy | None = None,
+                 item_attributes=None):
         self.config = config or TwoTowerConfig()
+        self.item_attributes = item_attributes  # ml.item_attributes.ItemAttributes aligned with the item index, or None
         self.strategy = strategy or distribution_strategy()
         self.model: TwoTowerModel | None = None
         self.loss_history: list[float] = []
@@ -109,7 +111,7 @@ class TwoTowerRecommender:
         else:
             dataset = training_dataset(users, items, pad_histories(histories, config.history_length), config.batch_size, config.seed)
         with self.strategy.scope():
-            self.model = TwoTowerModel(interactions.shape[0], interactions.shape[1], log_frequency, config)
+            self.model = TwoTowerModel(interactions.shape[0], interactions.shape[1], log_frequency, config, self.item_attributes)
             self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
         callbacks = []
         if validation is not None:

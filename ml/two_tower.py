@@ -9,8 +9,11 @@ are not over-penalised for appearing as negatives more often, and accidental hit
 (the positive item repeated in the batch) masked out.
 
 The user tower reads the user's recent items -- a learned weight per position, most
-recent first, over their embeddings -- and optionally the user id; the item tower
-reads the item id. Training is causal by default: each purchase is predicted from the
+recent first, over their embeddings, or a GRU over them in time order -- and optionally
+the user id; the item tower reads the item id and, from the catalogue, its category,
+price band and title words (``ml.item_attributes``), so a rarely bought item is placed
+near items like it (Online Retail validation NDCG@20 0.1467 -> 0.1497 with them; test
+0.1522 -> 0.1542; groceries, 167 items, 0.2993 -> 0.2986, within noise). Training is causal by default: each purchase is predicted from the
 items the user had *before* it, which is what the temporal holdout asks of the model
 (measured on Online Retail's validation split: NDCG@20 0.0956 for "any other item of
 the user" -> 0.1034 causal -> 0.1469 causal with recency weights). Index 0 of every
@@ -44,6 +47,7 @@ class TwoTowerConfig:
     logq_correction: float = 1.5  # weight of the log-frequency correction (0 = plain in-batch softmax)
     causal_history: bool = True  # train on "next item from the items before it" (matches a temporal holdout)
     recency_weights: bool = True  # learn a weight per history position (most recent first) instead of a plain mean
+    item_attributes: bool = True  # the item tower also embeds category, price band and title words (when known)
     sequence_encoder: str = "pooling"  # "pooling" (weighted mean of recent items) or "gru" (a GRU over them, in time order)
     seed: int = 42
 
@@ -107,22 +111,51 @@ class UserTower(keras.Model):
 
 
 class ItemTower(keras.Model):
-    """Item id -> unit vector."""
+    """Item id (+ category, price band and title words, when given) -> unit vector.
 
-    def __init__(self, n_items: int, dim: int, **kwargs):
+    The attributes are lookup tables inside the tower, indexed like the ids (row 0 =
+    unknown item), so callers still pass item indices only; an item whose id embedding
+    learned little (rare, or unseen in training) is described by its attributes.
+    """
+
+    def __init__(self, n_items: int, dim: int, attributes=None, **kwargs):
         super().__init__(**kwargs)
         self.item_embedding = layers.Embedding(n_items + 1, dim, name="item_id_embedding")
+        self.attributes = attributes
+        if attributes is not None:
+            def table(values, name):
+                padded = np.concatenate([np.zeros((1,) + values.shape[1:], values.dtype), values]).astype("int32")
+                return tf.constant(padded, name=name)
+
+            self.category_table = table(attributes.category, "item_category")
+            self.price_table = table(attributes.price_band, "item_price_band")
+            self.title_table = table(attributes.title_tokens, "item_title_tokens")
+            self.category_embedding = layers.Embedding(attributes.n_categories, dim, name="category_embedding")
+            self.price_embedding = layers.Embedding(attributes.n_price_bands, dim // 4, name="price_band_embedding")
+            self.word_embedding = layers.Embedding(attributes.n_words, dim, name="title_word_embedding")
         self.project = layers.Dense(dim, name="item_projection")
 
     def call(self, item):
         """Args: item [B] int (item index + 1, 0 = unknown). Returns [B, dim] unit-norm embeddings."""
-        return ops.normalize(self.project(self.item_embedding(item)), axis=-1)
+        x = self.item_embedding(item)
+        if self.attributes is not None:
+            words = tf.gather(self.title_table, item)
+            word_mask = ops.cast(words > 0, "float32")[..., None]
+            title = ops.sum(self.word_embedding(words) * word_mask, axis=1) / ops.maximum(ops.sum(word_mask, axis=1), 1.0)
+            x = ops.concatenate([
+                x,
+                self.category_embedding(tf.gather(self.category_table, item)),
+                self.price_embedding(tf.gather(self.price_table, item)),
+                title,
+            ], axis=-1)
+        return ops.normalize(self.project(x), axis=-1)
 
 
 class TwoTowerModel(keras.Model):
     """Both towers and the in-batch softmax retrieval loss."""
 
-    def __init__(self, n_users: int, n_items: int, item_log_frequency: np.ndarray, config: TwoTowerConfig, **kwargs):
+    def __init__(self, n_users: int, n_items: int, item_log_frequency: np.ndarray, config: TwoTowerConfig,
+                 item_attributes=None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
         self.user_tower = UserTower(
@@ -135,7 +168,9 @@ class TwoTowerModel(keras.Model):
             config.sequence_encoder,
             name="user_tower",
         )
-        self.item_tower = ItemTower(n_items, config.embedding_dim, name="item_tower")
+        self.item_tower = ItemTower(
+            n_items, config.embedding_dim, item_attributes if config.item_attributes else None, name="item_tower"
+        )
         # log sampling probability per item (index + 1; 0 = unknown), for the logQ correction
         self.item_log_frequency = tf.constant(np.concatenate([[0.0], item_log_frequency]).astype("float32"))
         self.loss_tracker = keras.metrics.Mean(name="loss")

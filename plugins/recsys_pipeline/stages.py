@@ -31,13 +31,11 @@ from recsys_pipeline.ingest.adapters import read_dataset
 from recsys_pipeline.ingest import loader
 from recsys_pipeline.ingest.contract import ContractError
 from recsys_pipeline.settings import MySQLSettings, S3Settings, work_dir
+from ml.evaluate import BASELINE_NAMES  # what the gate compares the challenger with
 
 log = logging.getLogger(__name__)
 
 DBT_MARTS = ("user_features", "item_features", "interactions_split")
-BASELINE_NAMES = ("most_popular", "item_knn", "user_knn", "ease")
-EASE_L2_GRID = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
-EASE_MAX_ITEMS = 20_000  # its dense item x item inverse: 3.2 GB at 20k items
 CHALLENGER = "two_tower"
 
 
@@ -349,7 +347,7 @@ def publish_data_docs(s3_settings: S3Settings, folder: Path, dataset: str, stage
 
 
 SPLIT_SNAPSHOT = "split.parquet"
-CATEGORY_SNAPSHOT = "item_categories.parquet"
+ATTRIBUTE_SNAPSHOT = "item_attributes.parquet"
 
 
 def snapshot_split(settings: MySQLSettings, folder: Path, expected_load: tuple[str, str] | None = None):
@@ -375,10 +373,11 @@ def snapshot_split(settings: MySQLSettings, folder: Path, expected_load: tuple[s
                 f"{expected_load[0]} that this run was asked to train on: another feature build replaced it"
             )
     frame.to_parquet(folder / SPLIT_SNAPSHOT, index=False)
-    with warehouse.connect(settings) as conn:  # categories, for the diversity metric
-        categories = warehouse.read_frame(conn, "SELECT item_id, category FROM `item_features`") \
-            if warehouse.table_exists(conn, settings.database, "item_features") else pd.DataFrame(columns=["item_id", "category"])
-    categories.to_parquet(folder / CATEGORY_SNAPSHOT, index=False)
+    with warehouse.connect(settings) as conn:  # for the item tower and the diversity metric
+        attributes = warehouse.read_frame(conn, "SELECT item_id, category, price_band, title FROM `item_features`") \
+            if warehouse.table_exists(conn, settings.database, "item_features") \
+            else pd.DataFrame(columns=["item_id", "category", "price_band", "title"])
+    attributes.to_parquet(folder / ATTRIBUTE_SNAPSHOT, index=False)
     return frame
 
 
@@ -404,18 +403,20 @@ def _live_split(settings: MySQLSettings) -> pd.DataFrame:
 def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_version: str, load_id: str | None = None) -> dict:
     """Fit the two-tower model on the train split; save embeddings and the SavedModel."""
     from ml.data import from_split_frame
+    from ml.item_attributes import encode as encode_item_attributes
     from ml.serving import RecommenderModule, export_saved_model
     from ml.train import TwoTowerRecommender
     from ml.two_tower import TwoTowerConfig
 
     data = from_split_frame(snapshot_split(settings, folder, (load_id, data_version) if load_id else None))
+    attributes = encode_item_attributes(data.item_ids, pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT))
     config = TwoTowerConfig(**config_overrides)
     # The number of epochs is chosen on the validation split carved from train (never on
     # test); the model is then refitted on all of train for that many epochs, because the
     # most recent interactions (what validation holds out) matter most.
-    tuned = TwoTowerRecommender(config).fit(data.fit, data.fit_histories, validation=data.validation)
+    tuned = TwoTowerRecommender(config, item_attributes=attributes).fit(data.fit, data.fit_histories, validation=data.validation)
     config = dataclasses.replace(config, epochs=tuned.best_epoch or config.epochs)
-    model = TwoTowerRecommender(config).fit(data.train, data.histories)
+    model = TwoTowerRecommender(config, item_attributes=attributes).fit(data.train, data.histories)
     out = folder / "two_tower"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
@@ -458,43 +459,16 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
 # --- 5. evaluate -----------------------------------------------------------------------
 
 
-def _tuned_ease(data) -> tuple[object, dict]:
-    """EASE with its L2 weight chosen on the validation split (fit on ``fit``), refitted on train."""
-    from ml.baselines import EASE
-    from ml.evaluate import PRIMARY_METRIC, evaluate_scores
-
-    scores = {}
-    for l2 in EASE_L2_GRID:
-        scores[l2] = evaluate_scores(EASE(l2).fit(data.fit).score, data, holdout="validation")[PRIMARY_METRIC]
-    best = max(scores, key=scores.get)
-    log.info("EASE l2 on validation: %s -> %s", {k: round(v, 4) for k, v in scores.items()}, best)
-    return EASE(best).fit(data.train), {"l2": best, f"validation_{PRIMARY_METRIC}": {str(k): v for k, v in scores.items()}}
-
-
 def evaluate(settings: MySQLSettings, folder: Path) -> dict:
     """Test metrics of the two-tower model and every baseline, on the same split."""
-    from ml.baselines import BASELINES
-    from ml.evaluate import PRIMARY_METRIC, evaluate_scores
+    from ml.evaluate import PRIMARY_METRIC, category_ids, evaluate_baselines, evaluate_scores
 
     data = read_split(settings, folder)
     item_category = None
-    if (folder / CATEGORY_SNAPSHOT).exists():
-        from ml.evaluate import category_ids
-
-        frame = pd.read_parquet(folder / CATEGORY_SNAPSHOT)
+    if (folder / ATTRIBUTE_SNAPSHOT).exists():
+        frame = pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT)
         item_category = category_ids(data.item_ids, dict(zip(frame["item_id"].astype(str), frame["category"])))
-    metrics: dict[str, dict] = {}
-    tuning: dict[str, dict] = {}
-    for name in BASELINE_NAMES:
-        started = time.perf_counter()
-        if name == "ease":
-            if data.n_items > EASE_MAX_ITEMS:
-                log.warning("EASE skipped: %d items exceed its %d-item limit", data.n_items, EASE_MAX_ITEMS)
-                continue
-            model, tuning[name] = _tuned_ease(data)
-        else:
-            model = BASELINES[name]().fit(data.train)
-        metrics[name] = evaluate_scores(model.score, data, item_category=item_category) | {"seconds": round(time.perf_counter() - started, 2)}
+    metrics, tuning = evaluate_baselines(data, item_category)
     embeddings = np.load(folder / "two_tower" / "embeddings.npz")
     users, items = embeddings["user_embeddings"], embeddings["item_embeddings"]
     metrics[CHALLENGER] = evaluate_scores(lambda u: users[u] @ items.T, data, item_category=item_category)
@@ -536,7 +510,8 @@ def write_model_card(folder: Path, dataset: str, data_version: str, release_id: 
         f"- **Trained**: {training.get('trained_at')} on {training.get('examples', '?')} examples, best epoch {training.get('best_epoch', '?')}",
         f"- **Model**: two-tower retrieval (user tower: the user's recent items, "
         f"{USER_TOWER_ENCODERS.get(training.get('config', {}).get('sequence_encoder', 'pooling'), '?')}; "
-        "item tower: item embedding), in-batch softmax with log-frequency correction",
+        f"item tower: item id{' with category, price band and title words' if training.get('config', {}).get('item_attributes') else ''}), "
+        "in-batch softmax with log-frequency correction",
         f"- **Hyper-parameters**: `{json.dumps(training.get('config', {}), sort_keys=True)}`",
         f"- **Code**: `{json.dumps(training.get('code_version', {}), sort_keys=True)}`",
         "",
@@ -663,7 +638,7 @@ def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: s
             f"release {release_id} is the current champion and this attempt was not promoted: refusing to rewrite it"
         )
     write_model_card(folder, dataset, data_version, release_id)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("embeddings.npz", "published.json", SPLIT_SNAPSHOT, CATEGORY_SNAPSHOT))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("embeddings.npz", "published.json", SPLIT_SNAPSHOT, ATTRIBUTE_SNAPSHOT))
     objects = [storage.upload_file(s3, bucket, prefix + p.relative_to(folder).as_posix(), p) for p in files]
     wanted = {o.key for o in objects} | {prefix + "manifest.json"}
     for stale in set(storage.list_keys(s3, bucket, prefix)) - wanted:  # left by an earlier attempt of this run

@@ -1,0 +1,124 @@
+"""Model quality under the offline protocol: every model, every metric, on the runs' own splits.
+
+Reads the split a training run snapshotted into its run folder (``split.parquet`` and
+``item_attributes.parquet``, written by ``stages.snapshot_split``; ``make demo`` and
+``make demo DATASET=groceries`` leave one under ``.work/<dataset>/``), then on exactly
+that split:
+
+* the baselines as the DAG evaluates them (EASE's L2 chosen on validation);
+* each two-tower variant named with ``--variants`` (``pooling``, ``pooling+attributes``,
+  ``gru``, ``gru+attributes``): epochs chosen by early stopping on validation, refitted on
+  all of train, then tested -- also reporting the validation NDCG@20 that chose it, and
+  training examples per second.
+
+Prints one table per dataset (test metrics; validation NDCG@20 of the two-tower
+variants beside them) and writes ``.work/bench/model_quality.json``.
+
+    .venv/bin/python bench/model_quality.py --dataset online-retail groceries
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
+
+from ml.data import from_split_frame  # noqa: E402
+from ml.evaluate import category_ids, evaluate_baselines, evaluate_scores  # noqa: E402
+from ml.item_attributes import encode  # noqa: E402
+
+COLUMNS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20", "hit_rate@20", "map@20", "coverage@10", "novelty@20",
+           "diversity@20", "cold_start_ndcg@20")
+VARIANTS = {
+    "pooling": {"sequence_encoder": "pooling", "item_attributes": False},
+    "pooling+attributes": {"sequence_encoder": "pooling", "item_attributes": True},
+    "gru": {"sequence_encoder": "gru", "item_attributes": False},
+    "gru+attributes": {"sequence_encoder": "gru", "item_attributes": True},
+}
+# "<variant>@logq<w>": the same with another weight of the log-frequency correction
+VARIANTS |= {f"{name}@logq{w}": values | {"logq_correction": w} for name, values in list(VARIANTS.items()) for w in (0.5, 1.0)}
+
+
+def latest_run_folder(work: Path, dataset: str) -> Path:
+    runs = sorted((work / dataset).glob("*/split.parquet"), key=lambda p: p.stat().st_mtime)
+    if not runs:
+        raise SystemExit(f"no run folder with split.parquet under {work / dataset}: run `make demo DATASET={dataset}` first")
+    return runs[-1].parent
+
+
+def two_tower(data, attributes, overrides: dict, item_category) -> dict:
+    from ml.train import TwoTowerRecommender
+    from ml.two_tower import TwoTowerConfig
+
+    config = TwoTowerConfig(**overrides)
+    started = time.perf_counter()
+    tuned = TwoTowerRecommender(config, item_attributes=attributes).fit(data.fit, data.fit_histories, validation=data.validation)
+    config = dataclasses.replace(config, epochs=tuned.best_epoch or config.epochs)
+    model = TwoTowerRecommender(config, item_attributes=attributes).fit(data.train, data.histories)
+    users, items = model.use_histories(data.histories).user_embeddings, model.item_embeddings
+    metrics = evaluate_scores(lambda u: users[u] @ items.T, data, item_category=item_category)
+    return metrics | {"validation_ndcg@20": max(tuned.validation_history), "best_epoch": tuned.best_epoch,
+                      "examples_per_second": round(model.examples_per_second), "seconds": round(time.perf_counter() - started, 1)}
+
+
+def run(folder: Path, variants: list[str], epochs: int) -> dict:
+    split = pd.read_parquet(folder / "split.parquet")
+    data = from_split_frame(split)
+    frame = pd.read_parquet(folder / "item_attributes.parquet")
+    attributes = encode(data.item_ids, frame)
+    item_category = category_ids(data.item_ids, dict(zip(frame["item_id"].astype(str), frame["category"])))
+    metrics = {}
+    # the two-tower variants first: once numpy's BLAS threads have run (EASE), they keep spinning
+    # and TensorFlow's steps ran ~7x slower in the same process here
+    for name in variants:
+        metrics[f"two_tower[{name}]"] = two_tower(data, attributes, VARIANTS[name] | {"epochs": epochs}, item_category)
+        print(f"  two_tower[{name}]: validation ndcg@20 {metrics[f'two_tower[{name}]']['validation_ndcg@20']:.4f}, "
+              f"test ndcg@20 {metrics[f'two_tower[{name}]']['ndcg@20']:.4f}", flush=True)
+    baselines, tuning = evaluate_baselines(data, item_category)
+    metrics |= baselines
+    return {"folder": str(folder), "users": data.n_users, "items": data.n_items, "train_interactions": int(data.train.nnz),
+            "models": metrics, "tuning": tuning}
+
+
+def table(dataset: str, result: dict) -> str:
+    lines = [f"### {dataset} ({result['users']:,} users, {result['items']:,} items, {result['train_interactions']:,} train interactions)",
+             "", "| model | " + " | ".join(COLUMNS) + " | validation ndcg@20 |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for name, values in sorted(result["models"].items(), key=lambda kv: -kv[1]["ndcg@20"]):
+        cells = [f"{values[c]:.4f}" if c in values else "–" for c in COLUMNS]
+        validation = f"{values['validation_ndcg@20']:.4f}" if "validation_ndcg@20" in values else "–"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {validation} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", nargs="+", default=["online-retail", "groceries"])
+    parser.add_argument("--variants", nargs="+", default=["pooling", "pooling+attributes", "gru"], choices=sorted(VARIANTS))
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("RECSYS_WORK_DIR", ".work")))
+    args = parser.parse_args()
+    results = {}
+    for dataset in args.dataset:
+        folder = latest_run_folder(args.work, dataset)
+        print(f"{dataset}: {folder}", flush=True)
+        results[dataset] = run(folder, args.variants, args.epochs)
+        print(table(dataset, results[dataset]), flush=True)
+    out = args.work / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "model_quality.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    path.write_text(json.dumps(earlier | results, indent=1, default=float))  # one entry per dataset, the latest
+
+
+if __name__ == "__main__":
+    main()
