@@ -15,6 +15,8 @@ PY := $(VENV)/bin/python
 DATASET ?= online-retail
 EPOCHS ?= 20
 TOP_K ?= 20
+# the slowest tests are listed after every run (the suite must stay under 20 minutes)
+PYTEST_ARGS ?= --durations=12
 # The demo's logical date: one run (and one release) per day, so `make demo` twice rewrites it.
 DEMO_DATE ?= $(shell date -u +%Y-%m-%d)
 

@@ -178,7 +178,7 @@ def batched_top_k(
     users: np.ndarray,
     k: int,
     exclude: sp.spmatrix | sp.sparray | None = None,
-    batch_size: int = 1024,
+    batch_size: int = 256,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-K for many users without materialising the full score matrix.
 
@@ -194,7 +194,9 @@ def batched_top_k(
       exclude: Optional sparse ``(n_users_total, n_items)`` matrix indexed by
         *user index* (not by position in ``users``); its non-zeros are never
         recommended (see ``top_k`` for the fewer-than-k rule).
-      batch_size: Users scored per call of ``score_fn``.
+      batch_size: Users scored per call of ``score_fn``. 256 keeps a batch's scores
+        in cache while they are ranked: on 20k items it scored 10-11k users/s here
+        against 7-9k with 1024 (bench/batch_scoring.py).
 
     Returns:
       ``(items, item_scores)`` as in ``top_k``, with one row per entry of

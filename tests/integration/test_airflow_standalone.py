@@ -202,11 +202,11 @@ def test_the_models_page_renders_in_a_browser(api, airflow):
         assert browser.evaluate("document.body.innerHTML").count("<li class=") >= len(release["reasons"]) > 0
         links = browser.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.textContent)")
         assert {"report", "model card", "metrics", "Data Docs (raw gate)", "Data Docs (features gate)", "dbt docs"} <= set(links)
-        report = browser.evaluate("Array.from(document.querySelectorAll('a')).find(a => a.textContent == 'report').href")
+        report, card = (browser.evaluate(f"Array.from(document.querySelectorAll('a')).find(a => a.textContent == '{label}').href")
+                        for label in ("report", "model card"))
         browser.goto(report)
         assert browser.evaluate("document.querySelectorAll('svg').length") >= 4
         assert "Promotion gate" in browser.evaluate("document.body.innerText")
-        card = browser.evaluate("Array.from(document.querySelectorAll('a')).find(a => a.textContent == 'model card').href")
         browser.goto(card)
         assert "# Model card" in browser.evaluate("document.body.innerText")
         browser.goto(base + "/recsys/models")

@@ -25,15 +25,15 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOGICAL_DATE = "2026-01-05"
 
 
-def run_dag(env: dict, conf: dict, logical_date: str = LOGICAL_DATE) -> subprocess.CompletedProcess:
-    """``airflow dags test`` of the training DAG; its output goes to a log file as it runs
-    (``$RECSYS_WORK_DIR/dag-<date>-<n>.log``, readable while a run hangs) and is returned."""
+def run_dag(env: dict, conf: dict, logical_date: str = LOGICAL_DATE, dag_id: str = "recsys_training") -> subprocess.CompletedProcess:
+    """``airflow dags test`` of a DAG (the training DAG by default); its output goes to a log file as it
+    runs (``$RECSYS_WORK_DIR/dag-<date>-<n>.log``, readable while a run hangs) and is returned."""
     airflow = Path(sys.executable).with_name("airflow")
     work = Path(env["RECSYS_WORK_DIR"])
     log_path = work / f"dag-{logical_date}-{len(list(work.glob(f'dag-{logical_date}-*.log'))) + 1}.log"
     with log_path.open("w") as log:
         result = subprocess.run(
-            [str(airflow), "dags", "test", "recsys_training", logical_date, "--conf", json.dumps(conf)],
+            [str(airflow), "dags", "test", dag_id, logical_date, "--conf", json.dumps(conf)],
             env=env,
             cwd=PROJECT_ROOT,
             stdout=log,
@@ -201,16 +201,17 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
         assert table_after.equals(table_before)
 
 
-def test_a_failed_data_check_stops_the_run_before_training_and_names_the_rule(
+def test_a_failed_data_check_stops_the_feature_refresh_before_the_asset_and_names_the_rule(
     pipeline_env, mysql_test_settings, s3_test_settings, tmp_path
 ):
-    """Rows that pass the contract and dbt but break a data expectation (an event in 1990)."""
+    """Rows that pass the contract and dbt but break a data expectation (an event in 1990), through the
+    feature-refresh DAG: the features gate stops it, so the asset that would start training is not updated."""
     shop = tmp_path / "ancient_shop"
     shop.mkdir()
     rows = [(f"u{u}", f"i{(u + k) % 8}", "purchase", f"2024-01-{k + 1:02d} 10:00:00") for u in range(6) for k in range(6)]
     rows[0] = ("u0", "i0", "purchase", "1990-01-01 10:00:00")
     pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_time"]).to_csv(shop / "events.csv", index=False)
-    result = run_dag(pipeline_env, {"dataset": str(shop), "epochs": 1}, logical_date="2026-01-26")
+    result = run_dag(pipeline_env, {"dataset": str(shop)}, logical_date="2026-01-26", dag_id="recsys_features")
     log = result.stdout + result.stderr
     assert result.returncode != 0
     assert f"suite staged_events: expect_column_values_to_be_between failed on table {mysql_test_settings.database}.stg_raw__events, column event_at" in log
@@ -219,7 +220,13 @@ def test_a_failed_data_check_stops_the_run_before_training_and_names_the_rule(
         line.split("task_id=")[1].split(",")[0].strip("'\"") for line in log.splitlines() if "Pushing xcom" in line and "task_id=" in line
     }
     assert {"load_raw", "validate_raw", "document_features"} <= finished  # the stages before the gate ran
-    assert not finished & {"check_quality", "train_two_tower", "publish_release", "load_recommendations"}
+    assert not finished & {"check_quality", "announce_features"}
+    # the failure alert names the stage; the warehouse lease went back with it
+    assert ("[recsys] recsys_features: stage 'features data gate (Great Expectations)' failed at task check_quality"
+            in log)
+    from recsys_pipeline import warehouse_lock
+
+    assert warehouse_lock.current(mysql_test_settings) is None
     s3 = storage.client(s3_test_settings)
     assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/ancient_shop/releases/") == []
     # both gates' Data Docs are published for the failed run, outside releases/, and linked from the log
