@@ -158,12 +158,14 @@ def main() -> None:
     parser.add_argument("--scale-users", type=int, default=1_000_000)
     parser.add_argument("--scale-items", type=int, default=100_000)
     parser.add_argument("--skip-scale", action="store_true")
+    parser.add_argument("--skip-speed", action="store_true")
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("RECSYS_WORK_DIR", ".work")) / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     results = {"cpu_count": os.cpu_count()}
-    results["speed"] = speed(args.users, args.items, args.k, args.batch)
-    print(json.dumps(results["speed"], indent=1), flush=True)
+    if not args.skip_speed:
+        results["speed"] = speed(args.users, args.items, args.k, args.batch)
+        print(json.dumps(results["speed"], indent=1), flush=True)
     if not args.skip_scale:
         with tempfile.TemporaryDirectory(dir=args.out) as tmp:
             results["scale"] = scale(args.scale_users, args.scale_items, args.k, args.batch, Path(tmp))

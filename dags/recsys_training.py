@@ -7,6 +7,9 @@ Runs **every Monday at 03:00 UTC** (`RECSYS_TRAINING_SCHEDULE`, a cron expressio
 
 * triggered by the asset: **use_built_features** checks the warehouse still holds the announced load
   and brings that run's Data Docs and dbt docs along — no second load or dbt build;
+* with **build_features** off (a form parameter): the same, on the warehouse's current features, which
+  must be this dataset's and have passed the features gate — to try another model family or more
+  epochs without reloading;
 * weekly or manual: the run builds its own features first, exactly as `recsys_features` does —
   **load_raw** (file contract) → **validate_raw** (raw gate, Great Expectations: columns, types, ids,
   event types, bounds, catalogue, volume and drift; a refused load is quarantined and the live raw
@@ -20,6 +23,9 @@ Then, on the load **features_ready** names:
    the validation split, never on test;
 2. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN,
    user-kNN, EASE) under the offline protocol; top-K for every user;
+   **backtest** (the form's *backtest*, off by default: it refits every model) — the protocol's global
+   time-cut backtest, train before the last month and test on it, with repeat purchases counted and
+   with already-bought items excluded; reported beside the metrics, not gated on;
 3. **promotion_gate** — promote only if the model clears the absolute thresholds, beats the best
    baseline and is not worse than the champion; the decision and every reason are in its log;
 4. **publish_release** — model, metrics, model card, recommendations, Data Docs and dbt docs to object
@@ -32,7 +38,7 @@ for inspection, `load_recommendations` is skipped with the reasons. A failure na
 reason in the log (and in `RECSYS_ALERT_WEBHOOK_URL`'s channel when set).
 
 **Trigger with parameters** to choose the dataset (`online-retail`, `groceries`, or a folder of your own
-`events`/`items`/`users` files), the model family, epochs, K, to force publishing or to make a dry run.
+`events`/`items`/`users` files), the model family, epochs, K, to force publishing, to make a dry run or to add the backtest.
 Re-running a run rewrites the same release; two runs never overlap (`max_active_runs=1`).
 Models and releases: the **Recsys models** page in the Airflow menu.
 """
@@ -48,6 +54,7 @@ from recsys_pipeline.dag_defaults import START_DATE, cron_from_env, default_args
 from recsys_pipeline.dbt_task_group import TEMPLATE_MACROS
 from recsys_pipeline.tasks import (
     MODEL_FAMILIES,
+    backtest,
     build_and_check_features,
     evaluate_models,
     features_ready,
@@ -80,6 +87,8 @@ TRAINING_CRON = cron_from_env("RECSYS_TRAINING_SCHEDULE", "0 3 * * 1")
         "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user in the published tables"),
         "force_publish": Param(False, type="boolean", description="promote the model even if the gate says no"),
         "dry_run": Param(False, type="boolean", description="train, evaluate and decide, but publish nothing: no release, champion and MySQL table unchanged"),
+        "backtest": Param(False, type="boolean", description="also run the global time-cut backtest (train before the last month, test on it; repeats counted and excluded): refits every model, so a run takes about twice as long"),
+        "build_features": Param(True, type="boolean", description="load the dataset and build its features first; off: train on the warehouse's current features (they must be this dataset's and have passed the features gate), e.g. to try another model family quickly"),
         "full_refresh": Param(False, type="boolean", description="rebuild dbt's incremental models from all raw rows (otherwise automatic when the rules or old raw rows changed)"),
     },
     user_defined_macros=TEMPLATE_MACROS,
@@ -95,7 +104,7 @@ def recsys_training():
     metrics = evaluate_models(trained)
     scored = score_users(trained)
     decision = promotion_gate(loaded, metrics)
-    scored >> decision
+    [scored, backtest(metrics)] >> decision
     published = publish_release(loaded, decision)
     load_recommendations(published)
 

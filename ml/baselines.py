@@ -307,9 +307,34 @@ class EASE:
         return np.asarray(rows @ self.weights_, dtype=np.float32)
 
 
+class BoughtBefore:
+    """A shopper's own past items first (the most popular of them first), then the most popular others.
+
+    The replenishment floor: where repeat purchases count (the backtest's with_repeats
+    variant), buying again what one bought before is what a model must beat.
+    """
+
+    def __init__(self) -> None:
+        self.train_: sp.csr_matrix | None = None
+        self.popularity_: np.ndarray | None = None
+
+    def fit(self, train: sp.spmatrix | sp.sparray) -> "BoughtBefore":
+        self.train_ = binarize(train)
+        counts = np.asarray(self.train_.sum(axis=0), dtype=np.float32).ravel()
+        self.popularity_ = counts / (counts.max() + 1.0) if counts.size else counts  # in [0, 1): below any own item
+        return self
+
+    def score(self, user_idx: np.ndarray) -> np.ndarray:
+        """Returns float32 ``(len(user_idx), n_items)``: 1 + popularity for own items, popularity for the rest."""
+        _check_fitted(self, "train_")
+        own = self.train_[np.asarray(user_idx).reshape(-1)].toarray()
+        return (own + self.popularity_[None, :]).astype(np.float32)
+
+
 BASELINES: dict[str, Callable[..., Recommender]] = {
     "most_popular": MostPopular,
     "item_knn": ItemKNN,
     "user_knn": UserKNN,
     "ease": EASE,
+    "bought_before": BoughtBefore,
 }

@@ -58,7 +58,8 @@ class InteractionData:
         return np.flatnonzero(np.diff(holdout.indptr) > 0)
 
 
-def _matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+def binary_matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """CSR users x items with 1 at every (row, col) pair, duplicates collapsed."""
     data = np.ones(len(rows), dtype=np.float32)
     matrix = sp.csr_matrix((data, (rows, cols)), shape=shape, dtype=np.float32)
     matrix.sum_duplicates()
@@ -66,11 +67,32 @@ def _matrix(rows: np.ndarray, cols: np.ndarray, shape: tuple[int, int]) -> sp.cs
     return matrix
 
 
-def _histories(frame: pd.DataFrame, n_users: int) -> list[np.ndarray]:
+def time_ordered_histories(frame: pd.DataFrame, n_users: int) -> list[np.ndarray]:
+    """Each user's items (``frame``'s user, item, item_rank) oldest first: the user tower's input."""
     ordered = frame.sort_values(["user", "item_rank"], kind="mergesort")
     bounds = np.searchsorted(ordered["user"].to_numpy(), np.arange(n_users + 1))
     items = ordered["item"].to_numpy(dtype=np.int32)
     return [items[bounds[u] : bounds[u + 1]] for u in range(n_users)]
+
+
+def checked_columns(frame: pd.DataFrame, columns: list[str], table: str) -> pd.DataFrame:
+    """``frame``'s ``columns`` (a copy) with user and item ids as text; a clear error naming what is missing."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{table}: columns {missing} are missing")
+    frame = frame[columns].copy()
+    frame["user_id"] = frame["user_id"].astype(str)
+    frame["item_id"] = frame["item_id"].astype(str)
+    return frame
+
+
+def index_ids(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted user and item ids of ``frame``; adds its ``user`` and ``item`` index columns (in place)."""
+    user_ids = np.array(sorted(frame["user_id"].unique()), dtype=object)
+    item_ids = np.array(sorted(frame["item_id"].unique()), dtype=object)
+    frame["user"] = np.searchsorted(user_ids.astype(str), frame["user_id"].to_numpy(dtype=str))
+    frame["item"] = np.searchsorted(item_ids.astype(str), frame["item_id"].to_numpy(dtype=str))
+    return user_ids, item_ids
 
 
 def from_split_frame(split: pd.DataFrame) -> InteractionData:
@@ -79,16 +101,8 @@ def from_split_frame(split: pd.DataFrame) -> InteractionData:
     Users and items are indexed in sorted id order, so the same table always gives
     the same indices (reproducible runs).
     """
-    missing = [c for c in SPLIT_COLUMNS if c not in split.columns]
-    if missing:
-        raise ValueError(f"interactions_split: columns {missing} are missing")
-    frame = split[SPLIT_COLUMNS].copy()
-    frame["user_id"] = frame["user_id"].astype(str)
-    frame["item_id"] = frame["item_id"].astype(str)
-    user_ids = np.array(sorted(frame["user_id"].unique()), dtype=object)
-    item_ids = np.array(sorted(frame["item_id"].unique()), dtype=object)
-    frame["user"] = np.searchsorted(user_ids.astype(str), frame["user_id"].to_numpy(dtype=str))
-    frame["item"] = np.searchsorted(item_ids.astype(str), frame["item_id"].to_numpy(dtype=str))
+    frame = checked_columns(split, SPLIT_COLUMNS, "interactions_split")
+    user_ids, item_ids = index_ids(frame)
     frame["item_rank"] = frame["item_rank"].astype(int)
     shape = (len(user_ids), len(item_ids))
     is_train = frame["split"].to_numpy() == "train"
@@ -98,11 +112,11 @@ def from_split_frame(split: pd.DataFrame) -> InteractionData:
     return InteractionData(
         user_ids=user_ids,
         item_ids=item_ids,
-        train=_matrix(train["user"].to_numpy(), train["item"].to_numpy(), shape),
-        test=_matrix(test["user"].to_numpy(), test["item"].to_numpy(), shape),
-        fit=_matrix(fit["user"].to_numpy(), fit["item"].to_numpy(), shape),
-        validation=_matrix(validation["user"].to_numpy(), validation["item"].to_numpy(), shape),
-        histories=_histories(train, len(user_ids)),
-        fit_histories=_histories(fit, len(user_ids)),
-        full_histories=_histories(frame, len(user_ids)),
+        train=binary_matrix(train["user"].to_numpy(), train["item"].to_numpy(), shape),
+        test=binary_matrix(test["user"].to_numpy(), test["item"].to_numpy(), shape),
+        fit=binary_matrix(fit["user"].to_numpy(), fit["item"].to_numpy(), shape),
+        validation=binary_matrix(validation["user"].to_numpy(), validation["item"].to_numpy(), shape),
+        histories=time_ordered_histories(train, len(user_ids)),
+        fit_histories=time_ordered_histories(fit, len(user_ids)),
+        full_histories=time_ordered_histories(frame, len(user_ids)),
     )

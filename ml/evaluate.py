@@ -37,11 +37,13 @@ def evaluate_scores(
     holdout: str = "test",
     ks: Sequence[int] = KS,
     item_category: np.ndarray | None = None,
+    exclude_seen: bool = True,
 ) -> dict[str, float]:
     """Metrics of ``score_fn`` on ``holdout`` ('test': seen = train; 'validation': seen = fit).
 
     On 'test' also novelty, diversity (with ``item_category``: one category id per item)
-    and the cold-start slice (keys prefixed ``cold_start_``).
+    and the cold-start slice (keys prefixed ``cold_start_``). ``exclude_seen=False`` ranks
+    the seen items too (the backtest's repeat purchases); the protocol excludes them.
     """
     if holdout == "test":
         seen, truth = data.train, data.test
@@ -50,7 +52,7 @@ def evaluate_scores(
     else:
         raise ValueError(f"holdout must be 'test' or 'validation', not {holdout!r}")
     users = data.evaluated_users(truth)
-    top_items, _ = batched_top_k(score_fn, users, max(ks), exclude=seen)
+    top_items, _ = batched_top_k(score_fn, users, max(ks), exclude=seen if exclude_seen else None)
     metrics = ranking_metrics(top_items, truth[users], data.n_items, ks)
     metrics["evaluated_users"] = int(len(users))
     if holdout != "test":

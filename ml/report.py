@@ -15,7 +15,8 @@ import math
 from collections.abc import Sequence
 
 CHART_W, CHART_H, PAD = 460, 240, 44
-COLORS = {"two_tower": "#2f6fdb", "ease": "#c9842c", "item_knn": "#2e9e55", "user_knn": "#8e5bd6", "most_popular": "#7a7f87"}
+COLORS = {"two_tower": "#2f6fdb", "ease": "#c9842c", "item_knn": "#2e9e55", "user_knn": "#8e5bd6", "most_popular": "#7a7f87",
+          "bought_before": "#b5485d"}
 TABLE_METRICS = (
     "ndcg@10", "recall@10", "ndcg@20", "recall@20", "hit_rate@20", "map@20", "coverage@10",
     "novelty@20", "diversity@20", "cold_start_ndcg@20", "cold_start_recall@20",
@@ -111,6 +112,40 @@ def _cell(value) -> str:
     return f"{value:.4f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "–"
 
 
+BACKTEST_METRICS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20", "hit_rate@20", "map@20", "coverage@10")
+BACKTEST_VARIANTS = {"new_items": "new items only (already-bought items excluded)",
+                     "with_repeats": "repeat purchases counted (every item ranked)"}
+
+
+def backtest_section(backtest: dict | None, primary: str) -> str:
+    """The global time-cut backtest (``metrics.json``'s ``backtest``): a chart and a table per variant."""
+    if not backtest:
+        return ""
+    window = backtest.get("window", {})
+    header = "".join(f"<th>{html.escape(m)}</th>" for m in BACKTEST_METRICS)
+    parts = [
+        "<h2>Backtest on a global time cut</h2>",
+        f"<p><small>Fitted on interactions first seen {html.escape(window.get('train_from', '?'))} to "
+        f"{html.escape(window.get('cut_at', '?'))} (hyper-parameters chosen on the period from "
+        f"{html.escape(window.get('validation_from', '?'))}), tested on the {backtest.get('users', '?')} known users' "
+        f"items up to {html.escape(window.get('test_until', '?'))}. Reported, not gated on.</small></p><div class=charts>",
+    ]
+    tables = []
+    for variant, label in BACKTEST_VARIANTS.items():
+        result = backtest.get("variants", {}).get(variant)
+        if not result:
+            continue
+        models = result["models"]
+        parts.append(bar_chart(f"{primary}: {label}", {m: v[primary] for m, v in models.items() if primary in v}))
+        rows = "".join(
+            f"<tr><th>{html.escape(name)}</th>" + "".join(f"<td>{_cell(values.get(m))}</td>" for m in BACKTEST_METRICS) + "</tr>"
+            for name, values in sorted(models.items(), key=lambda kv: -kv[1].get(primary, 0))
+        )
+        tables.append(f"<h3>{html.escape(label)}: {result.get('evaluated_users', '?')} users</h3>"
+                      f"<table><thead><tr><th>model</th>{header}</tr></thead><tbody>{rows}</tbody></table>")
+    return "".join(parts) + "</div>" + "".join(tables)
+
+
 def render(training: dict, metrics_report: dict, decision: dict | None, title: str) -> str:
     """The report as one HTML page (``training.json``, ``metrics.json`` and ``decision.json`` of a run)."""
     models = metrics_report.get("models", {})
@@ -156,6 +191,7 @@ def render(training: dict, metrics_report: dict, decision: dict | None, title: s
 <h2>Training</h2><div class=charts>{curves}{validation}</div>
 <h2>Models on the test split</h2><div class=charts>{bars}{recall}{cold_chart}</div>
 <table><thead><tr><th>model</th>{header}</tr></thead><tbody>{rows}</tbody></table>
+{backtest_section(metrics_report.get("backtest"), primary)}
 <h2>Promotion gate</h2><ul>{reasons or '<li>not decided</li>'}</ul>
 <p><small>Hyper-parameters: <code>{html.escape(str(training.get('config', {})))}</code></small></p>
 </body></html>"""

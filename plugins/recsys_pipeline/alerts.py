@@ -31,6 +31,7 @@ STAGES = {
     "features_ready": "feature handoff",
     "train_two_tower": "training (TensorFlow)",
     "evaluate_models": "evaluation",
+    "backtest": "evaluation (time-cut backtest)",
     "score_users": "batch scoring",
     "promotion_gate": "promotion gate",
     "publish_release": "publishing (object storage)",

@@ -96,6 +96,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
             names = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit_rate@20", "map@20", "coverage@10"]
             rows = [["model", *names]] + [[model, *(f"{values[n]:.4f}" for n in names)] for model, values in report["models"].items()]
             print("\nOffline metrics (test split, full ranking):\n" + _fmt_table(rows))
+            backtest = report.get("backtest")
+            for variant, label in (("new_items", "new items only"), ("with_repeats", "repeat purchases counted")):
+                if backtest and variant in backtest["variants"]:
+                    models = sorted(backtest["variants"][variant]["models"].items(), key=lambda kv: -kv[1]["ndcg@20"])
+                    rows = [["model", *names]] + [[model, *(f"{values[n]:.4f}" for n in names)] for model, values in models]
+                    print(f"\nBacktest, global cut at {backtest['window']['cut_at']}, {label} "
+                          f"({backtest['variants'][variant]['evaluated_users']:,} users):\n" + _fmt_table(rows))
         decision_file = folder / "decision.json"
         if decision_file.exists():
             decision = json.loads(decision_file.read_text())

@@ -273,6 +273,51 @@ def features_announcement(admitted: dict, folder: Path) -> dict:
             "features_run_folder": str(folder)}
 
 
+CHECKED_BUILDS_DDL = """
+CREATE TABLE IF NOT EXISTS {db}.`checked_feature_builds` (
+  `load_id` VARCHAR(64) NOT NULL PRIMARY KEY,
+  `data_version` CHAR(64) NOT NULL,
+  `run_folder` VARCHAR(1024) NOT NULL,
+  `checked_at` DATETIME NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
+"""
+
+
+def record_checked_build(settings: MySQLSettings, folder: Path) -> None:
+    """After the features gate passed: the live load's features are good to train on (and its docs are in ``folder``)."""
+    live = loader.live_load(settings)
+    if live is None:
+        return
+    db = warehouse.quote_identifier(settings.raw_database)
+    with warehouse.connect(settings, database=settings.raw_database) as conn:
+        cur = conn.cursor()
+        cur.execute(CHECKED_BUILDS_DDL.format(db=db))
+        cur.execute(f"REPLACE INTO {db}.`checked_feature_builds` VALUES (%s, %s, %s, %s)",
+                    (live[0], live[1], str(folder), datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)))
+        conn.commit()
+
+
+def current_build(settings: MySQLSettings, dataset: str) -> dict:
+    """The warehouse's current features as an announcement, if they passed the features gate and are ``dataset``'s."""
+    live = loader.live_load(settings)
+    db = warehouse.quote_identifier(settings.raw_database)
+    row = None
+    if live is not None:
+        with warehouse.connect(settings, database=settings.raw_database) as conn:
+            if warehouse.table_exists(conn, settings.raw_database, "checked_feature_builds"):
+                row = warehouse.query_one(conn, f"SELECT run_folder FROM {db}.`checked_feature_builds` WHERE load_id = %s AND data_version = %s", live)
+    if row is None:
+        raise warehouse.LoadError(
+            f"{settings.raw_database}: the warehouse holds no feature build that passed the features gate"
+            f"{'' if live is None else f' (live load {live[0]})'}: run with build_features on, or run recsys_features first"
+        )
+    if not live[0].startswith(dataset_key(dataset) + ":"):
+        raise warehouse.LoadError(
+            f"the warehouse holds load {live[0]}, not a load of {dataset_key(dataset)}: run with build_features on to load it"
+        )
+    return {"dataset": dataset, "load_id": live[0], "data_version": live[1], "features_run_folder": row[0]}
+
+
 def use_built_features(settings: MySQLSettings, announced: dict, folder: Path) -> dict:
     """Train on features another run built (the asset event ``announced``): check the warehouse
     still holds that load, and bring its Data Docs and dbt docs into this run's release."""
@@ -288,7 +333,9 @@ def use_built_features(settings: MySQLSettings, announced: dict, folder: Path) -
     source = Path(announced["features_run_folder"])
     folder.mkdir(parents=True, exist_ok=True)
     copied = []
-    for name in FEATURE_ARTIFACTS:
+    for name in FEATURE_ARTIFACTS if source.resolve() != folder.resolve() else ():  # a rerun of the building run has them
+        if not (source / name).exists():
+            continue
         target = folder / name
         if target.is_dir():
             shutil.rmtree(target)
@@ -348,10 +395,12 @@ def publish_data_docs(s3_settings: S3Settings, folder: Path, dataset: str, stage
 
 SPLIT_SNAPSHOT = "split.parquet"
 ATTRIBUTE_SNAPSHOT = "item_attributes.parquet"
+TIME_SPLIT_SNAPSHOT = "time_split.parquet"  # the backtest's global time cut
 
 
 def snapshot_split(settings: MySQLSettings, folder: Path, expected_load: tuple[str, str] | None = None):
-    """Read ``interactions_split`` once into the run folder; every later stage of the run reads that copy.
+    """Read ``interactions_split`` (and the backtest's ``interactions_time_split``) once into the run
+    folder; every later stage of the run reads that copy.
 
     A feature build of another run may replace the table while this run trains and
     evaluates; with one snapshot, training, evaluation and scoring see the same rows.
@@ -361,8 +410,11 @@ def snapshot_split(settings: MySQLSettings, folder: Path, expected_load: tuple[s
     """
     from ml.data import SPLIT_COLUMNS
 
+    from ml.backtest import TIME_SPLIT_COLUMNS
+
     with warehouse.connect(settings) as conn:
         frame = warehouse.read_frame(conn, f"SELECT {', '.join(SPLIT_COLUMNS)}, first_event_at FROM `interactions_split`")
+        time_split = warehouse.read_frame(conn, f"SELECT {', '.join(TIME_SPLIT_COLUMNS)} FROM `interactions_time_split`")
     if frame.empty:
         raise quality.DataQualityError("table interactions_split is empty: no interactions to train on")
     if expected_load is not None:
@@ -373,6 +425,7 @@ def snapshot_split(settings: MySQLSettings, folder: Path, expected_load: tuple[s
                 f"{expected_load[0]} that this run was asked to train on: another feature build replaced it"
             )
     frame.to_parquet(folder / SPLIT_SNAPSHOT, index=False)
+    time_split.to_parquet(folder / TIME_SPLIT_SNAPSHOT, index=False)
     with warehouse.connect(settings) as conn:  # for the item tower and the diversity metric
         attributes = warehouse.read_frame(conn, "SELECT item_id, category, price_band, title FROM `item_features`") \
             if warehouse.table_exists(conn, settings.database, "item_features") \
@@ -483,6 +536,32 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
     for name, values in metrics.items():
         log.info("%-14s recall@20=%.4f ndcg@20=%.4f", name, values["recall@20"], values["ndcg@20"])
     return {name: {m: round(values[m], 4) for m in ("recall@20", "ndcg@20")} for name, values in metrics.items()}
+
+
+def backtest(folder: Path, max_epochs: int) -> dict:
+    """The protocol's global time-cut backtest (``ml.backtest``) of every baseline and the run's two-tower
+    configuration, added to ``metrics.json`` under ``backtest``: beside the gate's metrics, not in them."""
+    from ml.backtest import item_ids_of, run_backtest
+    from ml.evaluate import category_ids
+    from ml.item_attributes import encode as encode_item_attributes
+    from ml.two_tower import TwoTowerConfig
+
+    frame = pd.read_parquet(folder / TIME_SPLIT_SNAPSHOT)
+    config = TwoTowerConfig(**(_read_json(folder / "two_tower" / "training.json")["config"] | {"epochs": max_epochs}))
+    item_ids = item_ids_of(frame)
+    attributes = pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT)
+    result = run_backtest(
+        frame, config,
+        item_attributes=encode_item_attributes(item_ids, attributes) if config.item_attributes else None,
+        item_category=category_ids(item_ids, dict(zip(attributes["item_id"].astype(str), attributes["category"]))),
+    )
+    report = _read_json(folder / "metrics.json")
+    _write_json(folder / "metrics.json", report | {"backtest": result})
+    for variant, values in result["variants"].items():
+        for name, metrics in sorted(values["models"].items(), key=lambda kv: -kv[1]["ndcg@20"]):
+            log.info("backtest %-12s %-14s recall@20=%.4f ndcg@20=%.4f", variant, name, metrics["recall@20"], metrics["ndcg@20"])
+    return {variant: {name: round(m["ndcg@20"], 4) for name, m in values["models"].items()}
+            for variant, values in result["variants"].items()} | {"cut_at": result["window"]["cut_at"]}
 
 
 def data_window(split: pd.DataFrame) -> dict:
@@ -638,7 +717,7 @@ def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: s
             f"release {release_id} is the current champion and this attempt was not promoted: refusing to rewrite it"
         )
     write_model_card(folder, dataset, data_version, release_id)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("embeddings.npz", "published.json", SPLIT_SNAPSHOT, ATTRIBUTE_SNAPSHOT))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("embeddings.npz", "published.json", SPLIT_SNAPSHOT, ATTRIBUTE_SNAPSHOT, TIME_SPLIT_SNAPSHOT))
     objects = [storage.upload_file(s3, bucket, prefix + p.relative_to(folder).as_posix(), p) for p in files]
     wanted = {o.key for o in objects} | {prefix + "manifest.json"}
     for stale in set(storage.list_keys(s3, bucket, prefix)) - wanted:  # left by an earlier attempt of this run

@@ -64,10 +64,14 @@ def _run():
 @task.branch
 def plan_features() -> str:
     """Build features in this run (manual or weekly run), or use the build the features asset announced."""
-    announced = announced_features(get_current_context())
+    context = get_current_context()
+    announced = announced_features(context)
     if announced:
         log.info("triggered by the features asset: training on load %s of %s, no new load or dbt build",
                  announced["load_id"], announced["dataset"])
+        return "use_built_features"
+    if not context["params"].get("build_features", True):
+        log.info("build_features is off: training on the warehouse's current features (checked before training)")
         return "use_built_features"
     log.info("manual or scheduled run: loading, validating and building features first")
     return "load_raw"
@@ -76,9 +80,11 @@ def plan_features() -> str:
 @task
 @_fail_fast
 def use_built_features() -> dict:
-    """Check the warehouse still holds the announced build; bring its Data Docs and dbt docs along."""
-    _, folder = _run()
-    return stages.use_built_features(mysql_settings_for_task(), announced_features(get_current_context()), folder)
+    """Check the warehouse still holds the announced (or current) build; bring its Data Docs and dbt docs along."""
+    params, folder = _run()
+    settings = mysql_settings_for_task()
+    announced = announced_features(get_current_context()) or stages.current_build(settings, params["dataset"])
+    return stages.use_built_features(settings, announced, folder)
 
 
 @task(trigger_rule="none_failed_min_one_success")
@@ -156,6 +162,7 @@ def check_quality(features: dict) -> dict:
         checked = stages.check_quality(settings, folder)
     finally:
         _publish_data_docs(params["dataset"], folder, "features")
+    stages.record_checked_build(settings, folder)
     warehouse_lock.release(settings, warehouse_lock.holder_for(context["dag"].dag_id, context["run_id"]))
     return checked
 
@@ -186,6 +193,16 @@ def score_users(trained: dict) -> dict:
 
 
 @task
+@_fail_fast
+def backtest(metrics: dict) -> dict:
+    """The global time-cut backtest, when the form asks for it (it refits every model)."""
+    params, folder = _run()
+    if not params.get("backtest"):
+        raise AirflowSkipException("backtest is off (a form parameter): the per-user holdout's metrics are the run's")
+    return stages.backtest(folder, int(params["epochs"]))
+
+
+@task(trigger_rule="none_failed")  # a skipped backtest does not skip the gate
 def promotion_gate(loaded: dict, metrics: dict) -> dict:
     params, folder = _run()
     return stages.promotion_gate(s3_settings_for_task(), folder, params["dataset"], loaded["data_version"], bool(params["force_publish"]))

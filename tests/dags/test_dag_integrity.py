@@ -80,6 +80,10 @@ def test_training_dag_wires_the_stages_in_order(dag_bag):
             t for t in dag.get_task(downstream).get_flat_relative_ids(upstream=True)
         }, f"{upstream} must run before {downstream}"
     assert "score_users" in dag.get_task("promotion_gate").upstream_task_ids
+    # the optional backtest runs before the gate (its figures go into the report), and skipping it skips nothing else
+    assert dag.get_task("backtest").upstream_task_ids == {"evaluate_models"}
+    assert "backtest" in dag.get_task("promotion_gate").upstream_task_ids
+    assert dag.get_task("promotion_gate").trigger_rule == "none_failed"
 
 
 def test_every_param_has_a_description(dag_bag):
@@ -91,6 +95,7 @@ def test_every_param_has_a_description(dag_bag):
 
 @pytest.mark.parametrize("name, bad_value", [
     ("top_k", 0), ("epochs", 1000), ("dataset", ""), ("force_publish", "yes"), ("model_family", "gpt"), ("dry_run", "no"),
+    ("backtest", "yes"),
 ])
 def test_params_have_defaults_and_reject_bad_values(dag_bag, name, bad_value):
     import copy
@@ -99,7 +104,8 @@ def test_params_have_defaults_and_reject_bad_values(dag_bag, name, bad_value):
 
     params = copy.deepcopy(dag_bag.dags["recsys_training"].params)
     assert params.validate() == {"dataset": "online-retail", "model_family": "two_tower", "epochs": 20, "top_k": 20,
-                                 "force_publish": False, "dry_run": False, "full_refresh": False}
+                                 "force_publish": False, "dry_run": False, "backtest": False, "build_features": True,
+                                 "full_refresh": False}
     with pytest.raises(ParamValidationError):
         params[name] = bad_value
 

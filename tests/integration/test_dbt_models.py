@@ -63,7 +63,8 @@ def built(mysql_test_settings):
     users = check_frame(pd.DataFrame({"user_id": ["u1", "u2", "u3"], "country": ["France", " United  Kingdom ", None]}), "users", "synthetic")
     load_raw(RawDataset("synthetic", events, items, users, []), mysql_test_settings, "dbt-test")
     stages.ensure_recommendations_table(mysql_test_settings)
-    plan = transform.build(mysql_test_settings, {}, full_refresh=True)
+    # the backtest's test period: the last 15 days before the newest event's day (20 March)
+    plan = transform.build(mysql_test_settings, {"time_cut_days": 15}, full_refresh=True)
     assert plan.full_refresh
     return mysql_test_settings
 
@@ -170,14 +171,17 @@ def test_item_features_windows_and_rates(built):
 
 
 def test_time_split_cuts_all_users_at_one_time(built):
-    split = _frame(built, "SELECT user_id, item_id, split, is_evaluated, first_event_at, cut_at FROM interactions_time_split")
-    cut = pd.to_datetime(split["cut_at"]).unique()
-    assert len(cut) == 1
+    split = _frame(built, "SELECT user_id, item_id, split, is_evaluated, is_repeat_after_cut, first_event_at, cut_at "
+                          "FROM interactions_time_split").set_index(["user_id", "item_id"])
+    assert set(pd.to_datetime(split["cut_at"])) == {pd.Timestamp("2024-03-05")}  # 20 March - 15 days
     train = split[split["split"] == "train"]
-    assert (pd.to_datetime(train["first_event_at"]) < cut[0]).all()
-    assert 0.15 <= (split["split"] == "test").mean() <= 0.35
-    u2 = split[split["user_id"] == "u2"]
+    assert (pd.to_datetime(train["first_event_at"]) < pd.Timestamp("2024-03-05")).all()
+    assert sorted(item for user, item in split.index[split["split"] == "test"]) == [f"p{d:02d}" for d in range(5, 11)]
+    # u1 bought p03 again on 20 March: a train row repeated after the cut
+    assert split.index[split["is_repeat_after_cut"].astype(int) == 1].tolist() == [("u1", "p03")]
+    u2 = split.loc["u2"]
     assert set(u2["split"]) == {"train"} and set(u2["is_evaluated"].astype(int)) == {0}
+    assert set(split.loc["u1", "is_evaluated"].astype(int)) == {1}
 
 
 def test_recommendations_view_explains_each_row(built):

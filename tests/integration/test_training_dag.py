@@ -180,11 +180,14 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
         )
     # one epoch: on groceries it cannot beat the popularity and EASE baselines
     # the same logical date as the promoted run above: a weaker rerun must not touch the champion's release
-    result = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "top_k": 10})
+    # on the features the first run built and checked (build_features off: no reload, no dbt build),
+    # with the time-cut backtest beside the metrics
+    result = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "top_k": 10, "build_features": False, "backtest": True})
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]  # a refusal is an outcome, not a crash
     assert "the promotion gate kept the current champion" in log
     assert "FAIL: beats baseline" in log
+    assert "build_features is off: training on the warehouse's current features" in log
     pointer_after = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries"))
     assert pointer_after == pointer_before
     if pointer_after:  # the champion's release is untouched: its manifest still has the recorded checksum
@@ -195,6 +198,13 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
     decision_key = next(k for k in releases if k.endswith("/decision.json") and f"/{champion_release}/" not in k)
     decision = storage.get_json(s3, s3_test_settings.bucket, decision_key)
     assert decision["promote"] is False and any(r.startswith("FAIL") for r in decision["reasons"])
+    # the backtest's figures are in the release's metrics, both variants, every model; the gate ignored them
+    backtest = storage.get_json(s3, s3_test_settings.bucket, decision_key.replace("/decision.json", "/metrics.json"))["backtest"]
+    assert backtest["window"]["cut_at"] < backtest["window"]["test_until"]
+    assert set(backtest["variants"]["new_items"]["models"]) == {"two_tower", "most_popular", "item_knn", "user_knn", "ease"}
+    assert set(backtest["variants"]["with_repeats"]["models"]) == {"two_tower", "most_popular", "item_knn", "user_knn", "ease", "bought_before"}
+    assert all(0 < m["ndcg@20"] < 1 for v in backtest["variants"].values() for m in v["models"].values())
+    assert "backtest with_repeats" in log and "backtest new_items" in log
     if table_before is not None:
         with warehouse.connect(mysql_test_settings) as conn:
             table_after = warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version")

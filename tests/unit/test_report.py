@@ -43,3 +43,23 @@ def test_bars_scale_to_the_largest_value_and_the_threshold():
 def test_a_chart_without_data_says_so():
     assert "no data" in line_chart("loss", {"loss": []})
     assert "no data" in bar_chart("t", {})
+
+
+def test_the_backtest_gets_a_chart_and_a_table_per_variant():
+    backtest = {
+        "window": {"cut_at": "2011-11-09 00:00:00", "validation_from": "2011-10-10 00:00:00", "train_from": "2010-12-01 08:26:00",
+                   "test_until": "2011-12-09 12:50:00"},
+        "users": 3700,
+        "variants": {
+            "new_items": {"evaluated_users": 1500, "models": {"two_tower": {"ndcg@20": 0.05}, "ease": {"ndcg@20": 0.06}}},
+            "with_repeats": {"evaluated_users": 1800, "models": {"bought_before": {"ndcg@20": 0.2}, "ease": {"ndcg@20": 0.07}}},
+        },
+    }
+    page = render(TRAINING, REPORT | {"backtest": backtest}, DECISION, "r")
+    assert page.count("<svg") == 7
+    assert "Backtest on a global time cut" in page and "2011-11-09 00:00:00" in page
+    assert "new items only (already-bought items excluded): 1500 users" in page
+    assert "repeat purchases counted (every item ranked): 1800 users" in page
+    section = page[page.index("Backtest on a global time cut"):]
+    assert section.index("<tr><th>ease</th>") < section.index("<tr><th>two_tower</th>")  # sorted by ndcg@20
+    assert "Backtest" not in render(TRAINING, REPORT, DECISION, "r")
