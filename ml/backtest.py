@@ -28,16 +28,14 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ml.baselines import BASELINES
 from ml.data import InteractionData, binary_matrix, checked_columns, index_ids, time_ordered_histories
-from ml.evaluate import EASE_MAX_ITEMS, evaluate_scores, tuned_ease
+from ml.evaluate import BASELINE_NAMES, evaluate_scores, fit_baselines
 
 log = logging.getLogger(__name__)
 
 TIME_SPLIT_COLUMNS = ["user_id", "item_id", "split", "is_repeat_after_cut", "first_event_at", "cut_at"]
 VARIANTS = ("new_items", "with_repeats")
 VALIDATION_DAYS = 30
-BACKTEST_BASELINES = ("most_popular", "item_knn", "user_knn", "ease")
 
 
 def time_cut_data(frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS) -> tuple[InteractionData, sp.csr_matrix]:
@@ -139,19 +137,7 @@ def run_backtest(
     """
     data, repeats_test = time_cut_data(frame, validation_days)
     variants = {"new_items": data, "with_repeats": dataclasses.replace(data, test=repeats_test)}
-    models: dict[str, object] = {}
-    seconds: dict[str, float] = {}
-    tuning: dict[str, dict] = {}
-    for name in (*BACKTEST_BASELINES, "bought_before"):
-        started = time.perf_counter()
-        if name == "ease":
-            if data.n_items > EASE_MAX_ITEMS:
-                log.warning("backtest: EASE skipped, %d items exceed its %d-item limit", data.n_items, EASE_MAX_ITEMS)
-                continue
-            models[name], tuning[name] = tuned_ease(data)
-        else:
-            models[name] = BASELINES[name]().fit(data.train)
-        seconds[name] = round(time.perf_counter() - started, 2)
+    models, tuning, seconds = fit_baselines(data, (*BASELINE_NAMES, "bought_before"))
     if two_tower_config is not None:
         started = time.perf_counter()
         models["two_tower"], tuning["two_tower"] = _tuned_two_tower(data, two_tower_config, item_attributes)

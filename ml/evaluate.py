@@ -92,24 +92,32 @@ def tuned_ease(data: InteractionData):
     return EASE(best).fit(data.train), {"l2": best, f"validation_{PRIMARY_METRIC}": {str(k): v for k, v in scores.items()}}
 
 
-def evaluate_baselines(data: InteractionData, item_category: np.ndarray | None = None,
-                       names: Sequence[str] = BASELINE_NAMES) -> tuple[dict[str, dict], dict[str, dict]]:
-    """Test metrics of every baseline on ``data`` (EASE tuned on validation), and the tuning record."""
+def fit_baselines(data: InteractionData, names: Sequence[str] = BASELINE_NAMES) -> tuple[dict, dict, dict[str, float]]:
+    """Each baseline fitted on ``data.train`` (EASE tuned on validation): models, tuning record, seconds."""
     import time
 
     from ml.baselines import BASELINES
 
-    metrics: dict[str, dict] = {}
+    models: dict[str, object] = {}
     tuning: dict[str, dict] = {}
+    seconds: dict[str, float] = {}
     for name in names:
         started = time.perf_counter()
         if name == "ease":
             if data.n_items > EASE_MAX_ITEMS:
                 log.warning("EASE skipped: %d items exceed its %d-item limit", data.n_items, EASE_MAX_ITEMS)
                 continue
-            model, tuning[name] = tuned_ease(data)
+            models[name], tuning[name] = tuned_ease(data)
         else:
-            model = BASELINES[name]().fit(data.train)
-        metrics[name] = evaluate_scores(model.score, data, item_category=item_category) | {
-            "seconds": round(time.perf_counter() - started, 2)}
+            models[name] = BASELINES[name]().fit(data.train)
+        seconds[name] = round(time.perf_counter() - started, 2)
+    return models, tuning, seconds
+
+
+def evaluate_baselines(data: InteractionData, item_category: np.ndarray | None = None,
+                       names: Sequence[str] = BASELINE_NAMES) -> tuple[dict[str, dict], dict[str, dict]]:
+    """Test metrics of every baseline on ``data`` (EASE tuned on validation), and the tuning record."""
+    models, tuning, seconds = fit_baselines(data, names)
+    metrics = {name: evaluate_scores(model.score, data, item_category=item_category) | {"seconds": seconds[name]}
+               for name, model in models.items()}
     return metrics, tuning
