@@ -31,9 +31,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import Param, dag
+from airflow.sdk import dag
 
-from recsys_pipeline.dag_defaults import START_DATE, cron_from_env, default_args, default_dataset
+from recsys_pipeline.dag_defaults import START_DATE, cron_from_env, dataset_param, default_args, full_refresh_param
 from recsys_pipeline.dbt_task_group import TEMPLATE_MACROS
 from recsys_pipeline.tasks import announce_features, build_and_check_features
 
@@ -50,8 +50,8 @@ DEFAULT_ARGS = default_args(execution_timeout=timedelta(hours=1))
     tags=["recsys", "features"],
     doc_md=__doc__,
     params={
-        "dataset": Param(default_dataset(), type="string", minLength=1, description="online-retail, groceries, or a folder with events/items/users .csv or .parquet files"),
-        "full_refresh": Param(False, type="boolean", description="rebuild dbt's incremental models from all raw rows (otherwise automatic when the rules or old raw rows changed)"),
+        "dataset": dataset_param(),
+        "full_refresh": full_refresh_param(),
     },
     user_defined_macros=TEMPLATE_MACROS,
 )

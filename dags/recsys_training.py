@@ -50,7 +50,7 @@ from datetime import timedelta
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 
 from recsys_pipeline.assets import FEATURES
-from recsys_pipeline.dag_defaults import START_DATE, cron_from_env, default_args, default_dataset
+from recsys_pipeline.dag_defaults import START_DATE, cron_from_env, dataset_param, default_args, full_refresh_param
 from recsys_pipeline.dbt_task_group import TEMPLATE_MACROS
 from recsys_pipeline.tasks import (
     MODEL_FAMILIES,
@@ -81,7 +81,7 @@ TRAINING_CRON = cron_from_env("RECSYS_TRAINING_SCHEDULE", "0 3 * * 1")
     tags=["recsys", "training"],
     doc_md=__doc__,
     params={
-        "dataset": Param(default_dataset(), type="string", minLength=1, description="online-retail, groceries, or a folder with events/items/users .csv or .parquet files (a run triggered by the features asset uses the dataset it announced)"),
+        "dataset": dataset_param(" (a run triggered by the features asset uses the dataset it announced)"),
         "model_family": Param("two_tower", type="string", enum=sorted(MODEL_FAMILIES), description="two_tower: the user tower pools the recent items with learned position weights; two_tower_gru: a GRU reads them in time order"),
         "epochs": Param(20, type="integer", minimum=1, maximum=200, description="most training epochs of the two-tower model (it stops early on the validation metric)"),
         "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user in the published tables"),
@@ -89,7 +89,7 @@ TRAINING_CRON = cron_from_env("RECSYS_TRAINING_SCHEDULE", "0 3 * * 1")
         "dry_run": Param(False, type="boolean", description="train, evaluate and decide, but publish nothing: no release, champion and MySQL table unchanged"),
         "backtest": Param(False, type="boolean", description="also run the global time-cut backtest (train before the last month, test on it; repeats counted and excluded): refits every model, so a run takes about twice as long"),
         "build_features": Param(True, type="boolean", description="load the dataset and build its features first; off: train on the warehouse's current features (they must be this dataset's and have passed the features gate), e.g. to try another model family quickly"),
-        "full_refresh": Param(False, type="boolean", description="rebuild dbt's incremental models from all raw rows (otherwise automatic when the rules or old raw rows changed)"),
+        "full_refresh": full_refresh_param(),
     },
     user_defined_macros=TEMPLATE_MACROS,
 )

@@ -9,6 +9,7 @@ import os
 from datetime import timedelta
 
 import pendulum
+from airflow.sdk import Param
 
 from recsys_pipeline.alerts import notify_failure
 
@@ -29,6 +30,17 @@ def default_args(execution_timeout: timedelta) -> dict:
 def default_dataset() -> str:
     """What scheduled runs load, and the trigger form's default: RECSYS_DATASET (name or folder)."""
     return os.environ.get("RECSYS_DATASET", "online-retail")
+
+
+def dataset_param(note: str = "") -> Param:
+    """The trigger form's ``dataset``, in the same words wherever a DAG loads data."""
+    return Param(default_dataset(), type="string", minLength=1,
+                 description="online-retail, groceries, or a folder with events/items/users .csv or .parquet files" + note)
+
+
+def full_refresh_param() -> Param:
+    return Param(False, type="boolean", description="rebuild dbt's incremental models from all raw rows "
+                 "(otherwise automatic when the rules or old raw rows changed)")
 
 
 def cron_from_env(variable: str, default: str) -> str | None:
