@@ -7,7 +7,8 @@ that split:
 
 * the baselines as the DAG evaluates them (EASE's L2 chosen on validation);
 * each two-tower variant named with ``--variants`` (``pooling``, ``pooling+attributes``,
-  ``gru``, ``gru+attributes``): epochs chosen by early stopping on validation, refitted on
+  ``pooling+attributes+profile``, the same with ``gru``; ``+profile``: the user tower's
+  profile and segment): epochs chosen by early stopping on validation, refitted on
   all of train, then tested -- also reporting the validation NDCG@20 that chose it, and
   training examples per second.
 
@@ -36,14 +37,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
 from ml.data import from_split_frame  # noqa: E402
 from ml.evaluate import category_ids, evaluate_baselines, evaluate_scores  # noqa: E402
 from ml.item_attributes import encode  # noqa: E402
+from ml.user_segments import encode as encode_segments  # noqa: E402
 
 COLUMNS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20", "hit_rate@20", "map@20", "coverage@10", "novelty@20",
            "diversity@20", "cold_start_ndcg@20")
 VARIANTS = {
-    "pooling": {"sequence_encoder": "pooling", "item_attributes": False},
-    "pooling+attributes": {"sequence_encoder": "pooling", "item_attributes": True},
-    "gru": {"sequence_encoder": "gru", "item_attributes": False},
-    "gru+attributes": {"sequence_encoder": "gru", "item_attributes": True},
+    "pooling": {"sequence_encoder": "pooling", "item_attributes": False, "user_profile": False},
+    "pooling+attributes": {"sequence_encoder": "pooling", "item_attributes": True, "user_profile": False},
+    "pooling+attributes+profile": {"sequence_encoder": "pooling", "item_attributes": True, "user_profile": True},
+    "gru": {"sequence_encoder": "gru", "item_attributes": False, "user_profile": False},
+    "gru+attributes": {"sequence_encoder": "gru", "item_attributes": True, "user_profile": False},
+    "gru+attributes+profile": {"sequence_encoder": "gru", "item_attributes": True, "user_profile": True},
 }
 # "<variant>@logq<w>": the same with another weight of the log-frequency correction
 VARIANTS |= {f"{name}@logq{w}": values | {"logq_correction": w} for name, values in list(VARIANTS.items()) for w in (0.5, 1.0)}
@@ -56,15 +60,16 @@ def latest_run_folder(work: Path, dataset: str) -> Path:
     return runs[-1].parent
 
 
-def two_tower(data, attributes, overrides: dict, item_category) -> dict:
+def two_tower(data, attributes, overrides: dict, item_category, segments=None) -> dict:
     from ml.train import TwoTowerRecommender
     from ml.two_tower import TwoTowerConfig
 
     config = TwoTowerConfig(**overrides)
     started = time.perf_counter()
-    tuned = TwoTowerRecommender(config, item_attributes=attributes).fit(data.fit, data.fit_histories, validation=data.validation)
+    tuned = TwoTowerRecommender(config, item_attributes=attributes, user_segments=segments).fit(
+        data.fit, data.fit_histories, validation=data.validation)
     config = dataclasses.replace(config, epochs=tuned.best_epoch or config.epochs)
-    model = TwoTowerRecommender(config, item_attributes=attributes).fit(data.train, data.histories)
+    model = TwoTowerRecommender(config, item_attributes=attributes, user_segments=segments).fit(data.train, data.histories)
     users, items = model.use_histories(data.histories).user_embeddings, model.item_embeddings
     metrics = evaluate_scores(lambda u: users[u] @ items.T, data, item_category=item_category)
     return metrics | {"validation_ndcg@20": max(tuned.validation_history), "best_epoch": tuned.best_epoch,
@@ -77,11 +82,13 @@ def run(folder: Path, variants: list[str], epochs: int) -> dict:
     frame = pd.read_parquet(folder / "item_attributes.parquet")
     attributes = encode(data.item_ids, frame)
     item_category = category_ids(data.item_ids, dict(zip(frame["item_id"].astype(str), frame["category"])))
+    segment_path = folder / "user_segments.parquet"
+    segments = encode_segments(data.user_ids, pd.read_parquet(segment_path)) if segment_path.exists() else None
     metrics = {}
     # the two-tower variants first: once numpy's BLAS threads have run (EASE), they keep spinning
     # and TensorFlow's steps ran ~7x slower in the same process here
     for name in variants:
-        metrics[f"two_tower[{name}]"] = two_tower(data, attributes, VARIANTS[name] | {"epochs": epochs}, item_category)
+        metrics[f"two_tower[{name}]"] = two_tower(data, attributes, VARIANTS[name] | {"epochs": epochs}, item_category, segments)
         print(f"  two_tower[{name}]: validation ndcg@20 {metrics[f'two_tower[{name}]']['validation_ndcg@20']:.4f}, "
               f"test ndcg@20 {metrics[f'two_tower[{name}]']['ndcg@20']:.4f}", flush=True)
     baselines, tuning = evaluate_baselines(data, item_category)
@@ -103,21 +110,28 @@ def table(dataset: str, result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", nargs="+", default=["online-retail", "groceries"])
-    parser.add_argument("--variants", nargs="+", default=["pooling", "pooling+attributes", "gru"], choices=sorted(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=["pooling", "pooling+attributes", "pooling+attributes+profile", "gru"], choices=sorted(VARIANTS))
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("RECSYS_WORK_DIR", ".work")))
     args = parser.parse_args()
+    for_each_run(args.dataset, args.work, lambda folder: run(folder, args.variants, args.epochs), table, "model_quality.json")
+
+
+def for_each_run(datasets: list[str], work: Path, measure, table, out_name: str) -> dict:
+    """``measure`` each dataset's latest run folder, print its ``table``, and keep the figures in
+    ``<work>/bench/<out_name>`` (one entry per dataset, the latest)."""
     results = {}
-    for dataset in args.dataset:
-        folder = latest_run_folder(args.work, dataset)
+    for dataset in datasets:
+        folder = latest_run_folder(work, dataset)
         print(f"{dataset}: {folder}", flush=True)
-        results[dataset] = run(folder, args.variants, args.epochs)
+        results[dataset] = measure(folder)
         print(table(dataset, results[dataset]), flush=True)
-    out = args.work / "bench"
+    out = work / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "model_quality.json"
+    path = out / out_name
     earlier = json.loads(path.read_text()) if path.exists() else {}
-    path.write_text(json.dumps(earlier | results, indent=1, default=float))  # one entry per dataset, the latest
+    path.write_text(json.dumps(earlier | results, indent=1, default=float))
+    return results
 
 
 if __name__ == "__main__":

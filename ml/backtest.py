@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ml.data import InteractionData, binary_matrix, checked_columns, index_ids, time_ordered_histories
+from ml.data import InteractionData, SplitError, binary_matrix, checked_columns, index_ids, time_ordered_histories
 from ml.evaluate import BASELINE_NAMES, evaluate_scores, fit_baselines
+from ml.user_segments import encode as encode_segments
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,12 @@ def time_cut_data(frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS) -
     frame["first_event_at"] = pd.to_datetime(frame["first_event_at"])
     cuts = pd.to_datetime(frame["cut_at"]).unique()
     if len(cuts) != 1:
-        raise ValueError(f"interactions_time_split: expected one cut_at, found {len(cuts)}")
+        raise SplitError(f"interactions_time_split: expected one cut_at, found {len(cuts)}")
     cut = pd.Timestamp(cuts[0])
     is_train = frame["split"].to_numpy() == "train"
     known = frame.loc[is_train, "user_id"].unique()
     if len(known) == 0:
-        raise ValueError(f"interactions_time_split: no interaction before the cut {cut}: nothing to train on")
+        raise SplitError(f"interactions_time_split: no interaction before the cut {cut}: nothing to train on")
     frame = frame[frame["user_id"].isin(known)].copy()
     user_ids, item_ids = index_ids(frame)
     frame = frame.sort_values(["user", "first_event_at", "item"], kind="mergesort")
@@ -85,7 +86,7 @@ def time_cut_data(frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS) -
     return data, matrix(repeated)
 
 
-def _tuned_two_tower(data: InteractionData, config, item_attributes):
+def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segments=None):
     """The two-tower model with its epochs and training objective chosen on the validation period.
 
     The objective is tuned here because the two answer different questions: "the next
@@ -94,21 +95,15 @@ def _tuned_two_tower(data: InteractionData, config, item_attributes):
     user's items from their history", which carries better across a global cut (Online
     Retail, validation NDCG@20: 0.049 causal, at its first epoch, against 0.080).
     """
-    from ml.train import TwoTowerRecommender
+    from ml.train import tune_on_validation
 
-    tried = {}
-    for causal in (config.causal_history, not config.causal_history):
-        candidate = dataclasses.replace(config, causal_history=causal)
-        tuned = TwoTowerRecommender(candidate, item_attributes=item_attributes).fit(data.fit, data.fit_histories, validation=data.validation)
-        tried[causal] = (max(tuned.validation_history, default=0.0), tuned, candidate)
-    best_score, tuned, candidate = max(tried.values(), key=lambda entry: entry[0])
-    chosen = dataclasses.replace(candidate, epochs=tuned.best_epoch or candidate.epochs)
-    model = TwoTowerRecommender(chosen, item_attributes=item_attributes).fit(data.train, data.histories)
+    model, chosen, _, record = tune_on_validation(
+        data, config, {"causal_history": (config.causal_history, not config.causal_history)}, item_attributes, user_segments)
     return model, {
         "epochs": chosen.epochs,
         "causal_history": chosen.causal_history,
-        "validation_ndcg@20_per_epoch": {("causal" if causal else "whole_history"): entry[1].validation_history
-                                         for causal, entry in tried.items()},
+        "validation_ndcg@20_per_epoch": {("causal" if "causal_history=True" in label else "whole_history"): curve
+                                         for label, curve in record["validation_ndcg@20_per_epoch"].items()},
     }
 
 
@@ -128,19 +123,22 @@ def run_backtest(
     item_attributes=None,
     item_category: np.ndarray | None = None,
     validation_days: int = VALIDATION_DAYS,
+    user_segments: pd.DataFrame | None = None,
 ) -> dict:
     """Every baseline (and the two-tower model with ``two_tower_config``) on the time cut, both variants.
 
     ``item_attributes`` (``ml.item_attributes.ItemAttributes``) and ``item_category``
     (one id per item) must be aligned with the item index of ``time_cut_data(frame)``;
-    build them with ``item_ids_of(frame)``.
+    build them with ``item_ids_of(frame)``. ``user_segments`` (user_id, country) feeds the
+    user tower's segment.
     """
     data, repeats_test = time_cut_data(frame, validation_days)
     variants = {"new_items": data, "with_repeats": dataclasses.replace(data, test=repeats_test)}
     models, tuning, seconds = fit_baselines(data, (*BASELINE_NAMES, "bought_before"))
     if two_tower_config is not None:
         started = time.perf_counter()
-        models["two_tower"], tuning["two_tower"] = _tuned_two_tower(data, two_tower_config, item_attributes)
+        segments = encode_segments(data.user_ids, user_segments) if user_segments is not None else None
+        models["two_tower"], tuning["two_tower"] = _tuned_two_tower(data, two_tower_config, item_attributes, segments)
         seconds["two_tower"] = round(time.perf_counter() - started, 2)
     results = {}
     for variant, variant_data in variants.items():

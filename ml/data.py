@@ -17,6 +17,11 @@ import scipy.sparse as sp
 SPLIT_COLUMNS = ["user_id", "item_id", "split", "is_validation", "item_rank"]
 
 
+class SplitError(ValueError):
+    """A split table the models cannot use (a missing column, nothing to train on): retrying the
+    same table cannot fix it, so the pipeline fails the task at once with this message."""
+
+
 @dataclass
 class InteractionData:
     """Users and items as indices 0..n-1, and the protocol's splits as binary CSR matrices.
@@ -79,7 +84,7 @@ def checked_columns(frame: pd.DataFrame, columns: list[str], table: str) -> pd.D
     """``frame``'s ``columns`` (a copy) with user and item ids as text; a clear error naming what is missing."""
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise ValueError(f"{table}: columns {missing} are missing")
+        raise SplitError(f"{table}: columns {missing} are missing")
     frame = frame[columns].copy()
     frame["user_id"] = frame["user_id"].astype(str)
     frame["item_id"] = frame["item_id"].astype(str)

@@ -146,6 +146,32 @@ def backtest_section(backtest: dict | None, primary: str) -> str:
     return "".join(parts) + "</div>" + "".join(tables)
 
 
+def ranking_stage_section(stage: dict | None, primary: str) -> str:
+    """The ranking stage (``metrics.json``'s ``ranking_stage``): the validation check that decided, the
+    held-out curve, and both orders on test -- reported whether the run used the stage or not."""
+    if not stage:
+        return ""
+    if stage.get("skipped"):
+        return f"<h2>Ranking stage</h2><p>Not trained: {html.escape(stage['skipped'])}.</p>"
+    held = stage.get("held_out_ndcg@20", {})
+    used = "used" if stage.get("used") else "not used: it did not beat the retrieval order"
+    orders = stage.get("test", {})
+    header = "".join(f"<th>{html.escape(m)}</th>" for m in BACKTEST_METRICS)
+    rows = "".join(f"<tr><th>{html.escape(name.replace('_', ' '))}</th>" + "".join(f"<td>{_cell(values.get(m))}</td>" for m in BACKTEST_METRICS)
+                   + "</tr>" for name, values in orders.items())
+    curve = line_chart("Ranking MLP: held-out validation ndcg@20", {"reranked": stage.get("held_out_ndcg@20_per_epoch", [])},
+                       marker=stage.get("best_epoch"), y_label="ndcg@20")
+    return (
+        f"<h2>Ranking stage: {used}</h2>"
+        f"<p><small>An MLP over {', '.join(html.escape(f) for f in stage.get('features', []))} re-orders the two-tower model's "
+        f"{stage.get('candidates', '?')} best candidates. On {stage.get('held_out_users', '?')} validation users it never "
+        f"learned from: ndcg@20 {_cell(held.get('retrieval_order'))} in retrieval order, {_cell(held.get('reranked'))} re-ordered. "
+        f"Test metrics of both orders below (the challenger's row above is the order the run chose).</small></p>"
+        f"<div class=charts>{curve}</div>"
+        + (f"<table><thead><tr><th>order</th>{header}</tr></thead><tbody>{rows}</tbody></table>" if rows else "")
+    )
+
+
 def render(training: dict, metrics_report: dict, decision: dict | None, title: str) -> str:
     """The report as one HTML page (``training.json``, ``metrics.json`` and ``decision.json`` of a run)."""
     models = metrics_report.get("models", {})
@@ -191,6 +217,7 @@ def render(training: dict, metrics_report: dict, decision: dict | None, title: s
 <h2>Training</h2><div class=charts>{curves}{validation}</div>
 <h2>Models on the test split</h2><div class=charts>{bars}{recall}{cold_chart}</div>
 <table><thead><tr><th>model</th>{header}</tr></thead><tbody>{rows}</tbody></table>
+{ranking_stage_section(metrics_report.get("ranking_stage"), primary)}
 {backtest_section(metrics_report.get("backtest"), primary)}
 <h2>Promotion gate</h2><ul>{reasons or '<li>not decided</li>'}</ul>
 <p><small>Hyper-parameters: <code>{html.escape(str(training.get('config', {})))}</code></small></p>

@@ -1,10 +1,22 @@
-"""The serving artefact: a SavedModel that answers "top-K items for this user id".
+"""The serving artefact: a SavedModel that answers "top-K items for this shopper".
 
 The exported module holds the trained item embeddings, each known user's embedding
 (computed from the full history at export time), the items each user already has,
-and a popularity list. Its ``recommend`` signature takes user ids (strings) and K,
-and returns item ids and scores; a user the model has never seen gets the most
-popular items, so a caller never receives an empty answer.
+best-seller lists (everyone's, and one per segment) and, when given, the trained user
+tower itself. Two signatures:
+
+* ``recommend(user_id, k)`` (also ``serving_default``): a known user gets their
+  personal top-K; a user the model has never seen gets the best-sellers, so a caller
+  never receives an empty answer.
+* ``recommend_in_context(user_id, k, recent_item_ids, segment)``: the shopper's latest
+  items (oldest first, "" as padding) are read by the user tower, so a shopper who
+  signed up an hour ago -- or a known one whose basket just changed -- gets
+  recommendations from what they did; a shopper with no known item falls back to the
+  best-sellers of their ``segment`` (country), or everyone's when that is unknown too.
+
+Items a shopper already has (known history and the recent items given) are never
+recommended back. When the run chose the ranking stage (``ml.reranker``), a personal
+answer's best candidates by the towers are re-ordered by its MLP, as in the batch tables.
 """
 
 from __future__ import annotations
@@ -14,6 +26,13 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
+
+
+def _string_table(keys: np.ndarray, values, default: int) -> tf.lookup.StaticHashTable:
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(np.asarray(keys).astype(str)), tf.constant(values, tf.int64)),
+        default_value=default,
+    )
 
 
 class RecommenderModule(tf.Module):
@@ -26,47 +45,114 @@ class RecommenderModule(tf.Module):
         seen: sp.csr_matrix,
         popularity: np.ndarray,
         model_version: str,
+        user_tower=None,
+        history_length: int = 50,
+        segment_names: tuple[str, ...] = (),
+        ranker=None,
     ):
+        """``popularity``: [n_items] counts, or [1 + len(segment_names), n_items] with everyone's in row 0
+        and segment s's in row s. ``user_tower``: the trained ``ml.two_tower.UserTower`` (for
+        ``recommend_in_context``); without it, recent items are only excluded, not read.
+        ``ranker``: the ranking stage (``ml.reranker.Ranker``) that re-orders a personal answer's
+        candidates, when the run chose to use it."""
         super().__init__()
-        self.user_table = tf.lookup.StaticHashTable(
-            tf.lookup.KeyValueTensorInitializer(
-                tf.constant(user_ids.astype(str)), tf.range(len(user_ids), dtype=tf.int64)
-            ),
-            default_value=-1,
-        )
-        self.item_ids = tf.Variable(item_ids.astype(str), trainable=False, name="item_ids")
+        popularity = np.atleast_2d(np.asarray(popularity, np.float32))
+        if popularity.shape[0] != len(segment_names) + 1:
+            raise ValueError(f"popularity has {popularity.shape[0]} rows for {len(segment_names)} segments (+1 for everyone)")
+        self.user_table = _string_table(user_ids, np.arange(len(user_ids)), -1)
+        self.item_table = _string_table(item_ids, np.arange(1, len(item_ids) + 1), 0)  # item index + 1, 0 = unknown
+        self.segment_table = _string_table(np.array(segment_names, dtype=object), np.arange(1, len(segment_names) + 1), 0) \
+            if segment_names else None
+        self.item_ids = tf.Variable(np.asarray(item_ids).astype(str), trainable=False, name="item_ids")
         self.user_embeddings = tf.Variable(user_embeddings.astype(np.float32), trainable=False, name="user_embeddings")
         self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False, name="item_embeddings")
         self.seen_values = tf.Variable(seen.indices.astype(np.int64), trainable=False, name="seen_items")
         self.seen_splits = tf.Variable(seen.indptr.astype(np.int64), trainable=False, name="seen_row_splits")
-        self.popularity = tf.Variable(popularity.astype(np.float32), trainable=False, name="popularity")
+        self.popularity = tf.Variable(popularity, trainable=False, name="popularity")
         self.model_version = tf.Variable(model_version, trainable=False, name="model_version")
+        self.user_tower = user_tower
+        self.history_length = history_length
+        self.ranker = ranker
+
+    def _top_k(self, scores, seen_indices, k, known, personal_rows, extra=None):
+        """Top-K of ``scores`` [B, n_items] with ``seen_indices`` ([n, 2] row, item) set to -inf; the
+        ``personal_rows`` re-ordered by the ranking stage when there is one."""
+        if extra is not None:
+            seen_indices = tf.concat([seen_indices, extra], axis=0)
+        scores = tf.tensor_scatter_nd_update(scores, seen_indices, tf.fill([tf.shape(seen_indices)[0]], tf.constant(-np.inf, tf.float32)))
+        n_items = tf.shape(scores)[1]
+        if self.ranker is None:
+            top = tf.math.top_k(scores, k=tf.minimum(k, n_items))
+            items, values = top.indices, top.values
+        else:
+            candidates = tf.math.top_k(scores, k=tf.minimum(tf.maximum(k, self.ranker.n_candidates), n_items))
+            seen = tf.minimum(tf.scatter_nd(seen_indices, tf.ones([tf.shape(seen_indices)[0]]), tf.shape(scores, out_type=tf.int64)), 1.0)
+            ranked = self.ranker.candidate_scores(seen, candidates.indices, candidates.values)
+            usable = tf.logical_and(tf.math.is_finite(candidates.values), personal_rows[:, tf.newaxis])
+            ranked = tf.where(usable, ranked, candidates.values)  # best-seller answers keep their order
+            top = tf.math.top_k(ranked, k=tf.minimum(k, tf.shape(ranked)[1]))
+            items, values = tf.gather(candidates.indices, top.indices, batch_dims=1), top.values
+        return {
+            "item_ids": tf.gather(self.item_ids, items),
+            "scores": values,
+            "known_user": known,
+            "model_version": tf.fill(tf.shape(known), self.model_version),
+        }
+
+    def _known_seen(self, rows, known):
+        """[n, 2] (row in batch, item index) of the known users' items; unknown users have none."""
+        seen = tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_splits)
+        seen_rows = tf.gather(seen, tf.maximum(rows, 0))
+        indices = tf.stack([tf.cast(seen_rows.value_rowids(), tf.int64), seen_rows.flat_values], axis=1)
+        return tf.boolean_mask(indices, tf.gather(known, seen_rows.value_rowids()))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32)])
     def recommend(self, user_id, k):
         rows = self.user_table.lookup(user_id)
         known = rows >= 0
-        safe_rows = tf.maximum(rows, 0)
-        personal = tf.matmul(tf.gather(self.user_embeddings, safe_rows), self.item_embeddings, transpose_b=True)
-        popular = tf.broadcast_to(self.popularity[tf.newaxis, :], tf.shape(personal))
+        personal = tf.matmul(tf.gather(self.user_embeddings, tf.maximum(rows, 0)), self.item_embeddings, transpose_b=True)
+        popular = tf.broadcast_to(self.popularity[0][tf.newaxis, :], tf.shape(personal))
         scores = tf.where(known[:, tf.newaxis], personal, popular)
-        seen = tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_splits)
-        seen_rows = tf.gather(seen, safe_rows)
-        indices = tf.stack([tf.cast(seen_rows.value_rowids(), tf.int64), seen_rows.flat_values], axis=1)
-        # an unknown user was looked up as row 0: drop those rows' seen items
-        indices = tf.boolean_mask(indices, tf.gather(known, seen_rows.value_rowids()))
-        scores = tf.tensor_scatter_nd_update(scores, indices, tf.fill([tf.shape(indices)[0]], tf.constant(-np.inf, tf.float32)))
-        top = tf.math.top_k(scores, k=tf.minimum(k, tf.shape(scores)[1]))
-        return {
-            "item_ids": tf.gather(self.item_ids, top.indices),
-            "scores": top.values,
-            "known_user": known,
-            "model_version": tf.fill(tf.shape(user_id), self.model_version),
-        }
+        return self._top_k(scores, self._known_seen(rows, known), k, known, known)
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32),
+        tf.TensorSpec([None, None], tf.string), tf.TensorSpec([None], tf.string),
+    ])
+    def recommend_in_context(self, user_id, k, recent_item_ids, segment):
+        rows = self.user_table.lookup(user_id)
+        known = rows >= 0
+        tokens = tf.cast(self.item_table.lookup(recent_item_ids), tf.int32)  # [B, R], 0 = padding or unknown item
+        has_recent = tf.reduce_any(tokens > 0, axis=1)
+        segments = self.segment_table.lookup(segment) if self.segment_table is not None else tf.zeros_like(rows)
+        stored = tf.gather(self.user_embeddings, tf.maximum(rows, 0))
+        if self.user_tower is not None:
+            # known items to the right in their given order, then the latest `history_length`, left-padded
+            order = tf.argsort(tf.cast(tokens > 0, tf.int32), axis=1, stable=True)
+            tokens_right = tf.gather(tokens, order, batch_dims=1)
+            width = tf.shape(tokens_right)[1]
+            padded = tf.pad(tokens_right, [[0, 0], [tf.maximum(self.history_length - width, 0), 0]])[:, -self.history_length:]
+            user_tokens = tf.cast(tf.where(known, rows + 1, 0), tf.int32)
+            context = self.user_tower(user_tokens, padded, segment=tf.cast(segments, tf.int32))
+            embeddings = tf.where(has_recent[:, tf.newaxis], context, stored)
+            personal_rows = tf.logical_or(known, has_recent)
+        else:
+            embeddings, personal_rows = stored, known
+        personal = tf.matmul(embeddings, self.item_embeddings, transpose_b=True)
+        popular = tf.gather(self.popularity, segments)  # segment 0 (unknown): everyone's best-sellers
+        scores = tf.where(personal_rows[:, tf.newaxis], personal, popular)
+        recent = tf.where(tokens > 0)  # [n, 2] (row, column) of the recent items given
+        recent_items = tf.cast(tf.gather_nd(tokens, recent), tf.int64) - 1
+        return self._top_k(scores, self._known_seen(rows, known), k, known, personal_rows,
+                           tf.stack([recent[:, 0], recent_items], axis=1))
 
 
 def export_saved_model(module: RecommenderModule, path: Path) -> Path:
-    tf.saved_model.save(module, str(path), signatures={"serving_default": module.recommend, "recommend": module.recommend})
+    tf.saved_model.save(module, str(path), signatures={
+        "serving_default": module.recommend,
+        "recommend": module.recommend,
+        "recommend_in_context": module.recommend_in_context,
+    })
     return path
 
 

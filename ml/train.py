@@ -8,6 +8,7 @@ input through ``tf.data`` in batches.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import random
@@ -86,9 +87,10 @@ class TwoTowerRecommender:
     """
 
     def __init__(self, config: TwoTowerConfig | None = None, strategy: tf.distribute.Strategy | None = None,
-                 item_attributes=None):
+                 item_attributes=None, user_segments=None):
         self.config = config or TwoTowerConfig()
         self.item_attributes = item_attributes  # ml.item_attributes.ItemAttributes aligned with the item index, or None
+        self.user_segments = user_segments  # ml.user_segments.UserSegments aligned with the user index, or None
         self.strategy = strategy or distribution_strategy()
         self.model: TwoTowerModel | None = None
         self.loss_history: list[float] = []
@@ -111,7 +113,9 @@ class TwoTowerRecommender:
         else:
             dataset = training_dataset(users, items, pad_histories(histories, config.history_length), config.batch_size, config.seed)
         with self.strategy.scope():
-            self.model = TwoTowerModel(interactions.shape[0], interactions.shape[1], log_frequency, config, self.item_attributes)
+            self.model = TwoTowerModel(
+                interactions.shape[0], interactions.shape[1], log_frequency, config, self.item_attributes, self.user_segments
+            )
             self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
         callbacks = []
         if validation is not None:
@@ -148,3 +152,33 @@ class TwoTowerRecommender:
 
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         return self.user_embeddings[user_idx] @ self.item_embeddings.T
+
+
+def tune_on_validation(data, config: TwoTowerConfig, choices: dict[str, tuple], item_attributes=None, user_segments=None):
+    """The two-tower model refitted on train with the setting and epochs that scored best on validation.
+
+    Every combination of ``choices`` (config field -> values to try) is fitted on
+    ``data.fit`` with early stopping on ``data.validation`` -- never on test; the best
+    validation NDCG@20 picks the setting, its best epoch the number of epochs, and the
+    model is refitted on all of train (the most recent interactions, which validation
+    holds out, matter most). Returns ``(model, chosen config, tuned fit model, record)``:
+    the record has each candidate's validation curve under its label.
+    """
+    import itertools
+
+    names = sorted(choices)
+    candidates = [dataclasses.replace(config, **dict(zip(names, values)))
+                  for values in itertools.product(*(choices[name] for name in names))] or [config]
+    tried = []
+    for candidate in dict.fromkeys(candidates):  # the same setting once, in the order given
+        tuned = TwoTowerRecommender(candidate, item_attributes=item_attributes, user_segments=user_segments).fit(
+            data.fit, data.fit_histories, validation=data.validation)
+        label = ",".join(f"{name}={getattr(candidate, name)}" for name in names) or "default"
+        tried.append((max(tuned.validation_history, default=0.0), label, candidate, tuned))
+        log.info("validation ndcg@20 %.4f with %s", tried[-1][0], label)
+    best_score, label, candidate, tuned = max(tried, key=lambda entry: entry[0])  # first best on ties
+    chosen = dataclasses.replace(candidate, epochs=tuned.best_epoch or candidate.epochs)
+    model = TwoTowerRecommender(chosen, item_attributes=item_attributes, user_segments=user_segments).fit(data.train, data.histories)
+    record = {"chosen": label, "validation_ndcg@20": {entry[1]: round(entry[0], 5) for entry in tried},
+              "validation_ndcg@20_per_epoch": {entry[1]: entry[3].validation_history for entry in tried}}
+    return model, chosen, tuned, record

@@ -9,8 +9,10 @@ are not over-penalised for appearing as negatives more often, and accidental hit
 (the positive item repeated in the batch) masked out.
 
 The user tower reads the user's recent items -- a learned weight per position, most
-recent first, over their embeddings, or a GRU over them in time order -- and optionally
-the user id; the item tower reads the item id and, from the catalogue, its category,
+recent first, over their embeddings, or a GRU over them in time order -- optionally the
+user id, and a profile (``UserProfile``: activity, price level and preferred categories of
+those same items, and the shopper's segment; whether it is used is chosen on validation
+in every run, Online Retail 0.1493 without against 0.1472 with it); the item tower reads the item id and, from the catalogue, its category,
 price band and title words (``ml.item_attributes``), so a rarely bought item is placed
 near items like it (Online Retail validation NDCG@20 0.1467 -> 0.1497 with them; test
 0.1522 -> 0.1542; groceries, 167 items, 0.2993 -> 0.2986, within noise). Training is causal by default: each purchase is predicted from the
@@ -49,6 +51,7 @@ class TwoTowerConfig:
     recency_weights: bool = True  # learn a weight per history position (most recent first) instead of a plain mean
     item_attributes: bool = True  # the item tower also embeds category, price band and title words (when known)
     sequence_encoder: str = "pooling"  # "pooling" (weighted mean of recent items) or "gru" (a GRU over them, in time order)
+    user_profile: bool = True  # the user tower also reads a profile: activity, price level, categories, segment
     seed: int = 42
 
     def to_dict(self) -> dict:
@@ -58,7 +61,52 @@ class TwoTowerConfig:
 SEQUENCE_ENCODERS = ("pooling", "gru")
 
 
-class UserTower(keras.Model):
+def _lookup_table(values: np.ndarray, name: str) -> tf.Tensor:
+    """``values`` (one row per index) with a leading zero row, so row 0 answers for "unknown"."""
+    padded = np.concatenate([np.zeros((1,) + values.shape[1:], values.dtype), values]).astype("int32")
+    return tf.constant(padded, name=name)
+
+
+class UserProfile(keras.layers.Layer):
+    """The shopper's profile, computed from the same visible history the tower reads, plus their segment.
+
+    Activity (how many items), price level (the share of each price band) and preferred
+    categories (the mean of their categories' embeddings) come from the history *as the
+    tower sees it* -- in causal training, the items before the predicted one -- so the
+    profile never knows the future the way dbt's all-time ``user_features`` would; the
+    segment (country) is static. A new shopper's profile is their first items and segment.
+    """
+
+    def __init__(self, dim: int, history_length: int, item_attributes=None, user_segments=None, **kwargs):
+        super().__init__(**kwargs)
+        self.history_length = history_length
+        self.category_table = self.price_table = self.segment_table = None
+        if item_attributes is not None:
+            self.category_table = _lookup_table(item_attributes.category, "history_item_category")
+            self.price_table = _lookup_table(item_attributes.price_band, "history_item_price_band")
+            self.n_price_bands = item_attributes.n_price_bands
+            self.category_embedding = layers.Embedding(item_attributes.n_categories, dim // 2, name="preferred_category_embedding")
+        if user_segments is not None and user_segments.n_segments > 1:
+            self.segment_table = _lookup_table(user_segments.segment, "user_segment")
+            self.segment_embedding = layers.Embedding(user_segments.n_segments, dim // 4, name="segment_embedding")
+
+    def call(self, user, history, mask, segment=None):
+        """``mask`` [B, L]: which history items are visible; ``segment`` [B] overrides the user's own (0 = unknown)."""
+        count = ops.sum(mask, axis=1, keepdims=True)
+        parts = [ops.log1p(count) / np.log1p(self.history_length)]  # activity, 0..1
+        if self.category_table is not None:
+            weights = ops.expand_dims(mask / ops.maximum(count, 1.0), -1)
+            categories = self.category_embedding(tf.gather(self.category_table, history))
+            bands = ops.one_hot(tf.gather(self.price_table, history), self.n_price_bands)
+            parts += [ops.sum(categories * weights, axis=1), ops.sum(bands * weights, axis=1)]
+        if self.segment_table is not None:
+            own = tf.gather(self.segment_table, user)
+            segment = own if segment is None else tf.where(segment > 0, segment, own)
+            parts.append(self.segment_embedding(segment))
+        return ops.concatenate(parts, axis=-1)
+
+
+class UserTower(keras.layers.Layer):
     """User id + the user's recent item embeddings, pooled or read by a GRU -> unit vector."""
 
     def __init__(
@@ -70,9 +118,11 @@ class UserTower(keras.Model):
         history_dropout: float = 0.0,
         history_length: int | None = None,
         sequence_encoder: str = "pooling",
+        profile: UserProfile | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.profile = profile
         if sequence_encoder not in SEQUENCE_ENCODERS:
             raise ValueError(f"sequence_encoder={sequence_encoder!r}: expected one of {SEQUENCE_ENCODERS}")
         self.use_user_id = use_user_id
@@ -87,15 +137,17 @@ class UserTower(keras.Model):
         self.hidden = layers.Dense(dim * 2, activation="relu", name="user_hidden")
         self.project = layers.Dense(dim, name="user_projection")
 
-    def call(self, user, history, exclude=None, training=False):
+    def call(self, user, history, exclude=None, training=False, segment=None):
         """Args: user [B] int (0 = unknown), history [B, L] int (item index + 1, 0 = padding),
-        exclude [B] int or None (an item index + 1 to leave out of the history: the target).
+        exclude [B] int or None (an item index + 1 to leave out of the history: the target),
+        segment [B] int or None (overrides the user's own segment: for shoppers unseen in training).
         Returns [B, dim] unit-norm user embeddings."""
         mask = ops.cast(history > 0, "float32")
         if training and self.history_dropout > 0:
             mask = mask * ops.cast(keras.random.uniform(ops.shape(mask)) >= self.history_dropout, "float32")
         if exclude is not None:
             mask = mask * ops.cast(history != ops.expand_dims(exclude, 1), "float32")
+        profile = self.profile(user, history, mask, segment) if self.profile is not None else None
         embedded = self.history_embedding(history)
         if self.gru is not None:
             # masked steps carry the state over, so hidden and padded items are skipped;
@@ -106,7 +158,12 @@ class UserTower(keras.Model):
                 mask = mask * ops.exp(self.position_logits)[None, :]
             items = embedded * ops.expand_dims(mask, -1)
             pooled = ops.sum(items, axis=1) / ops.maximum(ops.sum(mask, axis=1, keepdims=True), 1e-6)
-        x = ops.concatenate([self.user_embedding(user), pooled], axis=-1) if self.use_user_id else pooled
+        parts = [pooled]
+        if self.use_user_id:
+            parts.append(self.user_embedding(user))
+        if profile is not None:
+            parts.append(profile)
+        x = ops.concatenate(parts, axis=-1) if len(parts) > 1 else pooled
         return ops.normalize(self.project(self.hidden(x)), axis=-1)
 
 
@@ -123,13 +180,9 @@ class ItemTower(keras.Model):
         self.item_embedding = layers.Embedding(n_items + 1, dim, name="item_id_embedding")
         self.attributes = attributes
         if attributes is not None:
-            def table(values, name):
-                padded = np.concatenate([np.zeros((1,) + values.shape[1:], values.dtype), values]).astype("int32")
-                return tf.constant(padded, name=name)
-
-            self.category_table = table(attributes.category, "item_category")
-            self.price_table = table(attributes.price_band, "item_price_band")
-            self.title_table = table(attributes.title_tokens, "item_title_tokens")
+            self.category_table = _lookup_table(attributes.category, "item_category")
+            self.price_table = _lookup_table(attributes.price_band, "item_price_band")
+            self.title_table = _lookup_table(attributes.title_tokens, "item_title_tokens")
             self.category_embedding = layers.Embedding(attributes.n_categories, dim, name="category_embedding")
             self.price_embedding = layers.Embedding(attributes.n_price_bands, dim // 4, name="price_band_embedding")
             self.word_embedding = layers.Embedding(attributes.n_words, dim, name="title_word_embedding")
@@ -155,9 +208,12 @@ class TwoTowerModel(keras.Model):
     """Both towers and the in-batch softmax retrieval loss."""
 
     def __init__(self, n_users: int, n_items: int, item_log_frequency: np.ndarray, config: TwoTowerConfig,
-                 item_attributes=None, **kwargs):
+                 item_attributes=None, user_segments=None, **kwargs):
         super().__init__(**kwargs)
         self.config = config
+        profile = UserProfile(
+            config.embedding_dim, config.history_length, item_attributes, user_segments, name="user_profile"
+        ) if config.user_profile else None
         self.user_tower = UserTower(
             n_users,
             n_items,
@@ -166,6 +222,7 @@ class TwoTowerModel(keras.Model):
             config.history_dropout,
             config.history_length if config.recency_weights and config.sequence_encoder == "pooling" else None,
             config.sequence_encoder,
+            profile,
             name="user_tower",
         )
         self.item_tower = ItemTower(

@@ -96,6 +96,14 @@ def cmd_summary(args: argparse.Namespace) -> int:
             names = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit_rate@20", "map@20", "coverage@10"]
             rows = [["model", *names]] + [[model, *(f"{values[n]:.4f}" for n in names)] for model, values in report["models"].items()]
             print("\nOffline metrics (test split, full ranking):\n" + _fmt_table(rows))
+            stage = report.get("ranking_stage") or {}
+            if stage.get("test"):
+                held = stage["held_out_ndcg@20"]
+                print(f"\nRanking stage {'USED' if stage.get('used') else 'not used'} (held-out validation ndcg@20 "
+                      f"{held['retrieval_order']:.4f} retrieval order -> {held['reranked']:.4f} re-ordered); two_tower on test:")
+                rows = [["order", *names]] + [[order.replace("_", " "), *(f"{values[n]:.4f}" for n in names)]
+                                              for order, values in stage["test"].items()]
+                print(_fmt_table(rows))
             backtest = report.get("backtest")
             for variant, label in (("new_items", "new items only"), ("with_repeats", "repeat purchases counted")):
                 if backtest and variant in backtest["variants"]:
@@ -186,6 +194,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     print(f"SavedModel loaded; top {len(result['items'])} for user {result['user_id']}: {', '.join(result['items'])}")
     print(f"  same as the published recommendations table: {'yes' if result['matches_published'] else 'NO (published: ' + ', '.join(result['published_items']) + ')'}")
     print(f"an unknown user gets the popularity fallback: {', '.join(result['unknown_user_items'])}")
+    if result.get("new_shopper_in_context"):
+        context = result["new_shopper_in_context"]
+        print(f"a new shopper whose recent items are {', '.join(context['recent_items'])} "
+              f"(recommend_in_context): {', '.join(context['items'])}")
     return 0 if result["matches_published"] else 1
 
 

@@ -164,6 +164,12 @@ def verify(s3_settings: S3Settings, dataset_key: str, release_id: str | None = N
         scores = [float(s) for s in answer["scores"].numpy()[0]]
         stranger = model.recommend(user_id=tf.constant(["__nobody__"]), k=tf.constant(k, tf.int32))
         fallback = [i.decode() for i in stranger["item_ids"].numpy()[0]]
+        in_context = None
+        if hasattr(model, "recommend_in_context"):  # releases before the context signature lack it
+            recent = items[:3]  # a new shopper who just bought what this user is recommended
+            answer = model.recommend_in_context(user_id=tf.constant(["__newcomer__"]), k=tf.constant(k, tf.int32),
+                                                recent_item_ids=tf.constant([recent]), segment=tf.constant([""]))
+            in_context = {"recent_items": recent, "items": [i.decode() for i in answer["item_ids"].numpy()[0]]}
     expected = published[published["user_id"] == user_id].sort_values("rank")["item_id"].head(k).tolist()
     if not items or not fallback:
         raise ReleaseError(f"the SavedModel of release {release_id} returned no recommendations")
@@ -177,4 +183,5 @@ def verify(s3_settings: S3Settings, dataset_key: str, release_id: str | None = N
         "matches_published": items == expected,
         "published_items": expected,
         "unknown_user_items": fallback,
+        "new_shopper_in_context": in_context,
     }

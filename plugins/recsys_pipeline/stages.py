@@ -12,7 +12,6 @@ the same release, never a second copy.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -396,6 +395,9 @@ def publish_data_docs(s3_settings: S3Settings, folder: Path, dataset: str, stage
 SPLIT_SNAPSHOT = "split.parquet"
 ATTRIBUTE_SNAPSHOT = "item_attributes.parquet"
 TIME_SPLIT_SNAPSHOT = "time_split.parquet"  # the backtest's global time cut
+SEGMENT_SNAPSHOT = "user_segments.parquet"  # each shopper's country, for the user tower and the segment fallback
+# the run's working copies (and shoppers' personal data): never part of a release
+RUN_ONLY_FILES = ("embeddings.npz", "published.json", SPLIT_SNAPSHOT, ATTRIBUTE_SNAPSHOT, TIME_SPLIT_SNAPSHOT, SEGMENT_SNAPSHOT)
 
 
 def snapshot_split(settings: MySQLSettings, folder: Path, expected_load: tuple[str, str] | None = None):
@@ -431,7 +433,20 @@ def snapshot_split(settings: MySQLSettings, folder: Path, expected_load: tuple[s
             if warehouse.table_exists(conn, settings.database, "item_features") \
             else pd.DataFrame(columns=["item_id", "category", "price_band", "title"])
     attributes.to_parquet(folder / ATTRIBUTE_SNAPSHOT, index=False)
+    with warehouse.connect(settings) as conn:
+        segments = warehouse.read_frame(conn, "SELECT user_id, country FROM `user_features`") \
+            if warehouse.table_exists(conn, settings.database, "user_features") \
+            else pd.DataFrame(columns=["user_id", "country"])
+    segments.to_parquet(folder / SEGMENT_SNAPSHOT, index=False)
     return frame
+
+
+def read_user_segments(folder: Path, user_ids: np.ndarray):
+    """The run's shopper segments aligned with ``user_ids`` (none known when the snapshot predates them)."""
+    from ml.user_segments import encode
+
+    path = folder / SEGMENT_SNAPSHOT
+    return encode(user_ids, pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=["user_id", "country"]))
 
 
 def read_split(settings: MySQLSettings, folder: Path | None = None):
@@ -458,21 +473,31 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
     from ml.data import from_split_frame
     from ml.item_attributes import encode as encode_item_attributes
     from ml.serving import RecommenderModule, export_saved_model
-    from ml.train import TwoTowerRecommender
+    from ml.reranker import Ranker
+    from ml.train import tune_on_validation
     from ml.two_tower import TwoTowerConfig
+    from ml.user_segments import segment_popularity
 
     data = from_split_frame(snapshot_split(settings, folder, (load_id, data_version) if load_id else None))
     attributes = encode_item_attributes(data.item_ids, pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT))
+    segments = read_user_segments(folder, data.user_ids)
     config = TwoTowerConfig(**config_overrides)
-    # The number of epochs is chosen on the validation split carved from train (never on
-    # test); the model is then refitted on all of train for that many epochs, because the
-    # most recent interactions (what validation holds out) matter most.
-    tuned = TwoTowerRecommender(config, item_attributes=attributes).fit(data.fit, data.fit_histories, validation=data.validation)
-    config = dataclasses.replace(config, epochs=tuned.best_epoch or config.epochs)
-    model = TwoTowerRecommender(config, item_attributes=attributes).fit(data.train, data.histories)
+    # Whether the user tower reads the profile, and the number of epochs, are chosen on the
+    # validation split carved from train (never on test); the model is then refitted on all
+    # of train (Online Retail: validation NDCG@20 0.1493 without the profile, 0.1472 with it;
+    # the choice is made again on every run's own data).
+    model, config, tuned, tuning = tune_on_validation(
+        data, config, {"user_profile": (config.user_profile, not config.user_profile)}, attributes, segments)
+    # The ranking stage learns to re-order the candidates of the model fitted on `fit` against the
+    # validation items; it is used only if it beats the retrieval order on validation users it never saw.
+    ranker = Ranker(ranking_features(folder, data.item_ids, data.fit)).fit(
+        tuned.use_histories(data.fit_histories).score, data.fit, data.validation)
+    use_ranker = ranker.record["improves"]
     out = folder / "two_tower"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
+    if ranker.mlp is not None:
+        ranker.save(out / RANKER_FILE)
     evaluation_user_embeddings = model.use_histories(data.histories).user_embeddings  # inputs: train items
     serving_user_embeddings = model.embed_users(data.full_histories)  # inputs: everything known
     np.savez(
@@ -484,9 +509,11 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
     versions = code_version()
     release_id = release_id_with_inputs(folder.name, {"requested": config_overrides, "trained": config.to_dict()}, data_version, versions)
     model_version = f"{CHALLENGER}-{release_id}"
-    popularity = np.asarray(data.train.sum(axis=0)).ravel()
     module = RecommenderModule(
-        data.user_ids, data.item_ids, serving_user_embeddings, model.item_embeddings, data.all_interactions, popularity, model_version
+        data.user_ids, data.item_ids, serving_user_embeddings, model.item_embeddings, data.all_interactions,
+        segment_popularity(data.all_interactions, segments), model_version,
+        user_tower=model.model.user_tower, history_length=config.history_length, segment_names=segments.names,
+        ranker=ranker.using(ranking_features(folder, data.item_ids, data.all_interactions)) if use_ranker else None,
     )
     export_saved_model(module, out / "saved_model")
     training = {
@@ -499,14 +526,43 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
         "loss_per_epoch": model.loss_history,
         "validation_ndcg@20_per_epoch": tuned.validation_history,
         "best_epoch": tuned.best_epoch,
+        "tuning": tuning,
+        "ranking_stage": ranker.record | {"used": use_ranker},
         "examples": int(data.train.nnz),
         "examples_per_second": round(model.examples_per_second, 1),
         "users": data.n_users,
         "items": data.n_items,
+        "segments": len(segments.names),
         "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     _write_json(out / "training.json", training)
     return {k: training[k] for k in ("model_version", "examples", "examples_per_second", "best_epoch")}
+
+
+RANKER_FILE = "ranking_mlp.keras"  # the ranking stage's MLP, beside the SavedModel that may carry it
+
+
+def ranking_features(folder: Path, item_ids: np.ndarray, interactions):
+    """The ranking stage's features (``ml.reranker.RankingFeatures``) learned from ``interactions``, with the
+    run's catalogue snapshot for categories and price bands."""
+    from ml.evaluate import category_ids
+    from ml.item_attributes import encode
+    from ml.reranker import RankingFeatures
+
+    frame = pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT)
+    category = category_ids(item_ids, dict(zip(frame["item_id"].astype(str), frame["category"])))
+    return RankingFeatures(interactions, category, encode(item_ids, frame).price_band)
+
+
+def ranking_stage(folder: Path, item_ids: np.ndarray, interactions, used_only: bool = True):
+    """The run's trained ranking stage over features from ``interactions``; None when there is none
+    (or, with ``used_only``, when the run chose not to use it)."""
+    from ml.reranker import Ranker
+
+    path = folder / "two_tower" / RANKER_FILE
+    if not path.exists() or (used_only and not _read_json(folder / "two_tower" / "training.json").get("ranking_stage", {}).get("used")):
+        return None
+    return Ranker.load(path, ranking_features(folder, item_ids, interactions))
 
 
 # --- 5. evaluate -----------------------------------------------------------------------
@@ -514,7 +570,7 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
 
 def evaluate(settings: MySQLSettings, folder: Path) -> dict:
     """Test metrics of the two-tower model and every baseline, on the same split."""
-    from ml.evaluate import PRIMARY_METRIC, category_ids, evaluate_baselines, evaluate_scores
+    from ml.evaluate import KS, PRIMARY_METRIC, category_ids, evaluate_baselines, evaluate_scores
 
     data = read_split(settings, folder)
     item_category = None
@@ -524,11 +580,21 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
     metrics, tuning = evaluate_baselines(data, item_category)
     embeddings = np.load(folder / "two_tower" / "embeddings.npz")
     users, items = embeddings["user_embeddings"], embeddings["item_embeddings"]
-    metrics[CHALLENGER] = evaluate_scores(lambda u: users[u] @ items.T, data, item_category=item_category)
+    def retrieval(u):
+        return users[u] @ items.T
+
+    # both orders are measured (the report shows them); the challenger is the one the run chose on validation
+    ranking = _read_json(folder / "two_tower" / "training.json").get("ranking_stage", {})
+    ranker = ranking_stage(folder, data.item_ids, data.train, used_only=False)
+    orders = {"retrieval_order": evaluate_scores(retrieval, data, item_category=item_category)}
+    if ranker is not None:
+        orders["reranked"] = evaluate_scores(ranker.score_fn(retrieval, data.train, max(KS)), data, item_category=item_category)
+    metrics[CHALLENGER] = orders["reranked" if ranking.get("used") and ranker is not None else "retrieval_order"]
     report = {
         "primary_metric": PRIMARY_METRIC,
         "models": metrics,
         "tuning": tuning,
+        "ranking_stage": ranking | {"test": orders},
         "protocol": "per-user temporal holdout, full ranking; hyper-parameters chosen on validation",
         "data_window": data_window(pd.read_parquet(folder / SPLIT_SNAPSHOT)),
     }
@@ -554,6 +620,7 @@ def backtest(folder: Path, max_epochs: int) -> dict:
         frame, config,
         item_attributes=encode_item_attributes(item_ids, attributes) if config.item_attributes else None,
         item_category=category_ids(item_ids, dict(zip(attributes["item_id"].astype(str), attributes["category"]))),
+        user_segments=pd.read_parquet(folder / SEGMENT_SNAPSHOT) if (folder / SEGMENT_SNAPSHOT).exists() else None,
     )
     report = _read_json(folder / "metrics.json")
     _write_json(folder / "metrics.json", report | {"backtest": result})
@@ -576,6 +643,16 @@ def data_window(split: pd.DataFrame) -> dict:
 USER_TOWER_ENCODERS = {"pooling": "pooled with learned position weights", "gru": "read in time order by a GRU"}
 
 
+def _ranking_stage_line(stage: dict) -> str:
+    if not stage:
+        return "none"
+    if stage.get("skipped"):
+        return f"not trained ({stage['skipped']})"
+    held = stage.get("held_out_ndcg@20", {})
+    return (f"{'used' if stage.get('used') else 'not used'} -- an MLP re-ordering the {stage.get('candidates')} best candidates; "
+            f"held-out validation NDCG@20 {held.get('retrieval_order')} in retrieval order, {held.get('reranked')} re-ordered")
+
+
 def write_model_card(folder: Path, dataset: str, data_version: str, release_id: str) -> Path:
     """``model_card.md``: what a reader of the release needs before trusting its model."""
     training = _read_json(folder / "two_tower" / "training.json")
@@ -588,9 +665,11 @@ def write_model_card(folder: Path, dataset: str, data_version: str, release_id: 
         f"- **Release**: `{release_id}` of dataset `{dataset_key(dataset)}` (data version `{data_version[:16]}`)",
         f"- **Trained**: {training.get('trained_at')} on {training.get('examples', '?')} examples, best epoch {training.get('best_epoch', '?')}",
         f"- **Model**: two-tower retrieval (user tower: the user's recent items, "
-        f"{USER_TOWER_ENCODERS.get(training.get('config', {}).get('sequence_encoder', 'pooling'), '?')}; "
+        f"{USER_TOWER_ENCODERS.get(training.get('config', {}).get('sequence_encoder', 'pooling'), '?')}"
+        f"{', and a profile of them (activity, price level, categories) with the segment' if training.get('config', {}).get('user_profile') else ''}; "
         f"item tower: item id{' with category, price band and title words' if training.get('config', {}).get('item_attributes') else ''}), "
         "in-batch softmax with log-frequency correction",
+        f"- **Ranking stage**: {_ranking_stage_line(training.get('ranking_stage', {}))}",
         f"- **Hyper-parameters**: `{json.dumps(training.get('config', {}), sort_keys=True)}`",
         f"- **Code**: `{json.dumps(training.get('code_version', {}), sort_keys=True)}`",
         "",
@@ -612,7 +691,8 @@ def write_model_card(folder: Path, dataset: str, data_version: str, release_id: 
         "## Known limits",
         "",
         "- Users with fewer than 5 distinct items are not evaluated; their recommendations lean on popularity.",
-        "- Users unseen in training get the most popular items (no features-based cold start yet).",
+        "- Users unseen in training get recommendations from the recent items the caller passes "
+        "(`recommend_in_context`); with none, their segment's best-sellers, or everyone's.",
         "- Offline metrics on a temporal holdout of one shop's history; no online test has measured this model.",
         "- Recommendations exclude every item the user already interacted with, including repeat-purchase staples.",
     ]
@@ -629,7 +709,14 @@ def recommend(settings: MySQLSettings, folder: Path, top_k: int) -> dict:
     embeddings = np.load(folder / "two_tower" / "embeddings.npz")
     users, items = embeddings["serving_user_embeddings"], embeddings["item_embeddings"]
     all_users = np.arange(data.n_users)
-    top_items, top_scores = batched_top_k(lambda u: users[u] @ items.T, all_users, top_k, exclude=data.all_interactions)
+
+    def score(u):
+        return users[u] @ items.T
+
+    ranker = ranking_stage(folder, data.item_ids, data.all_interactions)  # as the SavedModel ranks, when the run uses it
+    if ranker is not None:
+        score = ranker.score_fn(score, data.all_interactions, top_k)
+    top_items, top_scores = batched_top_k(score, all_users, top_k, exclude=data.all_interactions)
     training = _read_json(folder / "two_tower" / "training.json")
     frame = pd.DataFrame(
         {
@@ -717,7 +804,7 @@ def publish(s3_settings: S3Settings, folder: Path, dataset: str, data_version: s
             f"release {release_id} is the current champion and this attempt was not promoted: refusing to rewrite it"
         )
     write_model_card(folder, dataset, data_version, release_id)
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in ("embeddings.npz", "published.json", SPLIT_SNAPSHOT, ATTRIBUTE_SNAPSHOT, TIME_SPLIT_SNAPSHOT))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in RUN_ONLY_FILES)
     objects = [storage.upload_file(s3, bucket, prefix + p.relative_to(folder).as_posix(), p) for p in files]
     wanted = {o.key for o in objects} | {prefix + "manifest.json"}
     for stale in set(storage.list_keys(s3, bucket, prefix)) - wanted:  # left by an earlier attempt of this run

@@ -16,6 +16,7 @@ import logging
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from airflow.sdk import get_current_context, task
 
+from ml.data import SplitError
 from recsys_pipeline import stages, warehouse_lock
 from recsys_pipeline.assets import FEATURES, announced_features
 from recsys_pipeline.ingest.contract import ContractError
@@ -26,7 +27,7 @@ from recsys_pipeline.warehouse import LoadError
 
 log = logging.getLogger(__name__)
 
-PERMANENT_ERRORS = (ContractError, DataQualityError, DbtError, LoadError)
+PERMANENT_ERRORS = (ContractError, DataQualityError, DbtError, LoadError, SplitError)
 
 
 def _fail_fast(function):

@@ -85,6 +85,7 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
     prefix = stages.release_prefix(s3_test_settings, "groceries", pointer["release_id"])
     assert set(storage.list_keys(s3, s3_test_settings.bucket, prefix)) == keys | {pointer["manifest"]}
     assert any(k.endswith("saved_model/saved_model.pb") for k in keys)
+    assert not {k.rsplit("/", 1)[-1] for k in keys} & set(stages.RUN_ONLY_FILES)  # working copies and personal data stay behind
     assert {prefix + f"dbt_docs/{name}" for name in ("index.html", "manifest.json", "catalog.json")} <= keys
     # one dbt build; every dbt model and its tests reported by a task of its own (cosmos watchers)
     log = first.stdout
@@ -263,6 +264,8 @@ def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(pipelin
     assert checked["release_id"] == champion["release_id"] and checked["objects"] > 10
     assert checked["matches_published"], checked  # the SavedModel answers as the published table says
     assert len(checked["unknown_user_items"]) == 10
+    context = checked["new_shopper_in_context"]  # a newcomer is read from their recent items, which are not repeated
+    assert len(context["items"]) == 10 and not set(context["items"]) & set(context["recent_items"])
 
     # a forced release replaces the champion; then the rollback DAG brings the first one back
     forced = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "force_publish": True}, logical_date="2026-02-02")

@@ -63,3 +63,17 @@ def test_the_backtest_gets_a_chart_and_a_table_per_variant():
     section = page[page.index("Backtest on a global time cut"):]
     assert section.index("<tr><th>ease</th>") < section.index("<tr><th>two_tower</th>")  # sorted by ndcg@20
     assert "Backtest" not in render(TRAINING, REPORT, DECISION, "r")
+
+
+def test_the_ranking_stage_shows_the_check_that_decided_and_both_orders_on_test():
+    stage = {"features": ["retrieval_score", "item_knn_score"], "candidates": 100, "held_out_users": 700, "best_epoch": 2,
+             "held_out_ndcg@20_per_epoch": [0.150, 0.155, 0.154], "used": True,
+             "held_out_ndcg@20": {"retrieval_order": 0.1527, "reranked": 0.1551},
+             "test": {"retrieval_order": {"ndcg@20": 0.1531}, "reranked": {"ndcg@20": 0.1568}}}
+    page = render(TRAINING, REPORT | {"ranking_stage": stage}, DECISION, "r")
+    section = page[page.index("<h2>Ranking stage: used</h2>"):]
+    assert "ndcg@20 0.1527 in retrieval order, 0.1551 re-ordered" in section
+    assert "<tr><th>retrieval order</th>" in section and "<td>0.1568</td>" in section
+    refused = render(TRAINING, REPORT | {"ranking_stage": stage | {"used": False}}, DECISION, "r")
+    assert "Ranking stage: not used: it did not beat the retrieval order" in refused
+    assert "Not trained: too few" in render(TRAINING, REPORT | {"ranking_stage": {"skipped": "too few users"}}, DECISION, "r")

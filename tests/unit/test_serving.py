@@ -29,3 +29,117 @@ def test_saved_model_recommends_top_k_excluding_seen_and_falls_back_to_popularit
     assert out["known_user"].numpy().tolist() == [True, True, False]
     assert out["model_version"].numpy()[0] == b"v1"
     np.testing.assert_allclose(out["scores"].numpy()[0], [0.8, 0.5], rtol=1e-6)
+
+
+def _trained_recommender():
+    """A small two-tower model with profile and segments, trained for two epochs on clustered shoppers."""
+    from ml.item_attributes import ItemAttributes
+    from ml.train import TwoTowerRecommender
+    from ml.two_tower import TwoTowerConfig
+    from ml.user_segments import UserSegments
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = 60, 12
+    # shoppers 0-29 buy items 0-5, the others items 6-11; the first half live in segment 1 (FR)
+    histories = [rng.permutation(np.arange(6) + (0 if u < 30 else 6))[:5].astype(np.int32) for u in range(n_users)]
+    rows = np.repeat(np.arange(n_users), [len(h) for h in histories])
+    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, np.concatenate(histories))), shape=(n_users, n_items))
+    attributes = ItemAttributes(np.repeat([1, 2], 6).astype(np.int32), np.tile([1, 2, 3, 4, 5, 1], 2).astype(np.int32),
+                                np.zeros((n_items, 2), np.int32), 3, 6, 1)
+    segments = UserSegments(np.where(np.arange(n_users) < 30, 1, 2).astype(np.int32), ("FR", "UK"))
+    config = TwoTowerConfig(embedding_dim=8, history_length=6, epochs=2, batch_size=32)
+    model = TwoTowerRecommender(config, item_attributes=attributes, user_segments=segments).fit(matrix, histories)
+    return model, matrix, histories, segments
+
+
+def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_back_by_segment(tmp_path):
+    from ml.user_segments import segment_popularity
+
+    model, matrix, histories, segments = _trained_recommender()
+    user_ids = np.array([f"u{u:02d}" for u in range(matrix.shape[0])], dtype=object)
+    item_ids = np.array([f"i{i:02d}" for i in range(matrix.shape[1])], dtype=object)
+    popularity = segment_popularity(matrix, segments)
+    popularity[1, 3] += 100  # FR's best-seller is i03; everyone's is something else
+    module = RecommenderModule(user_ids, item_ids, model.user_embeddings, model.item_embeddings, matrix, popularity, "v2",
+                               user_tower=model.model.user_tower, history_length=model.config.history_length,
+                               segment_names=segments.names)
+    loaded = load_saved_model(export_saved_model(module, tmp_path / "model"))
+    recommend = loaded.signatures["recommend_in_context"]
+
+    recent = np.array([[b"i07", b"i08", b""], [b"", b"", b""], [b"", b"", b""], [b"", b"", b""]])
+    out = recommend(user_id=np.array([b"new1", b"new2", b"new3", b"u00"]), k=np.int32(3), recent_item_ids=recent,
+                    segment=np.array([b"UK", b"FR", b"Mars", b""]))
+    ids = out["item_ids"].numpy().astype(str)
+    assert out["known_user"].numpy().tolist() == [False, False, False, True]
+    # a new shopper with recent items: scored by the user tower on them (in the order given), which are not repeated
+    expected = np.asarray(model.model.user_tower(np.array([0], np.int32), np.array([[0, 0, 0, 0, 8, 9]], np.int32),
+                                                 segment=np.array([2], np.int32))) @ model.item_embeddings.T
+    expected[0, [7, 8]] = -np.inf
+    assert ids[0].tolist() == [item_ids[i] for i in np.argsort(-expected[0], kind="stable")[:3]]
+    assert not {"i07", "i08"} & set(ids[0])
+    # no recent item: the segment's best-sellers, everyone's for an unknown segment
+    assert ids[1][0] == "i03"
+    assert ids[2].tolist() == [item_ids[i] for i in np.argsort(-popularity[0], kind="stable")[:3]]
+    # a known shopper with nothing new: the stored embedding, as `recommend` answers
+    plain = loaded.signatures["recommend"](user_id=np.array([b"u00"]), k=np.int32(3))
+    assert ids[3].tolist() == plain["item_ids"].numpy().astype(str)[0].tolist()
+    assert not set(ids[3]) & {item_ids[i] for i in histories[0]}
+
+
+def test_the_profile_reads_the_visible_history_and_the_segment():
+    model, _, histories, segments = _trained_recommender()
+    profile = model.model.user_tower.profile
+    history = np.array([[0, 0, 0, 0, 1, 7]], np.int32)  # items 0 (category 1, band 1) and 6 (category 2, band 1)
+    values = np.asarray(profile(np.array([1], np.int32), history, np.array([[0, 0, 0, 0, 1, 1]], np.float32)))
+    dim = model.config.embedding_dim
+    assert values.shape == (1, 1 + dim // 2 + 6 + dim // 4)
+    np.testing.assert_allclose(values[0, 0], np.log1p(2) / np.log1p(6), rtol=1e-6)  # activity
+    np.testing.assert_allclose(values[0, 1 + dim // 2: 1 + dim // 2 + 6], [0, 1, 0, 0, 0, 0], atol=1e-6)  # price level
+    # hiding an item (causal training hides the target and later items) changes the profile
+    hidden = np.asarray(profile(np.array([1], np.int32), history, np.array([[0, 0, 0, 0, 1, 0]], np.float32)))
+    assert not np.allclose(values, hidden)
+    # user 1 (token 1) is in FR; an explicit segment overrides it, 0 keeps it
+    own = np.asarray(profile(np.array([1], np.int32), history, np.ones((1, 6), np.float32), segment=np.array([0], np.int32)))
+    other = np.asarray(profile(np.array([1], np.int32), history, np.ones((1, 6), np.float32), segment=np.array([2], np.int32)))
+    np.testing.assert_allclose(own, np.asarray(profile(np.array([1], np.int32), history, np.ones((1, 6), np.float32))))
+    assert not np.allclose(own, other)
+
+
+def test_segments_fold_rare_countries_into_unknown_and_count_their_own_best_sellers():
+    import pandas as pd
+
+    from ml.user_segments import encode, segment_popularity
+
+    frame = pd.DataFrame({"user_id": [f"u{i}" for i in range(8)], "country": ["UK"] * 5 + ["FR", None, "UK"]})
+    segments = encode(np.array([f"u{i}" for i in range(8)] + ["nobody"], dtype=object), frame, min_users=2)
+    assert segments.names == ("UK",)
+    assert segments.segment.tolist() == [1, 1, 1, 1, 1, 0, 0, 1, 0]
+    matrix = sp.csr_matrix(np.eye(9, 3, dtype=np.float32))
+    counts = segment_popularity(matrix, segments)
+    assert counts.shape == (2, 3)
+    assert counts[0].tolist() == [1, 1, 1] and counts[1].tolist() == [1, 1, 1]
+    assert encode(np.array(["a"], dtype=object), pd.DataFrame(columns=["user_id", "country"])).n_segments == 1
+
+
+def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(tmp_path):
+    from ml.ranking import batched_top_k
+    from ml.reranker import Ranker, RankingFeatures
+
+    model, matrix, histories, segments = _trained_recommender()
+    rng = np.random.default_rng(3)
+    truth = sp.csr_matrix((np.ones(60, np.float32), (np.arange(60), rng.integers(0, 12, 60))), shape=matrix.shape)
+    truth = truth - truth.multiply(matrix)  # held-out items are unseen ones
+    truth.eliminate_zeros()
+    ranker = Ranker(RankingFeatures(matrix), epochs=3, n_candidates=6, held_out_share=0.5).fit(model.score, matrix, sp.csr_matrix(truth))
+    assert ranker.mlp is not None, ranker.record
+    user_ids = np.array([f"u{u:02d}" for u in range(60)], dtype=object)
+    item_ids = np.array([f"i{i:02d}" for i in range(12)], dtype=object)
+    module = RecommenderModule(user_ids, item_ids, model.user_embeddings, model.item_embeddings, matrix,
+                               np.asarray(matrix.sum(axis=0)).ravel(), "v3", ranker=ranker)
+    loaded = load_saved_model(export_saved_model(module, tmp_path / "model"))
+    answer = loaded.signatures["recommend"](user_id=np.array([u.encode() for u in user_ids] + [b"nobody"]), k=np.int32(4))
+    tables, table_scores = batched_top_k(ranker.score_fn(model.score, matrix, 4), np.arange(60), 4, exclude=matrix)
+    assert answer["item_ids"].numpy().astype(str)[:60].tolist() == item_ids[tables].tolist()
+    np.testing.assert_allclose(answer["scores"].numpy()[:60], table_scores, rtol=1e-4, atol=1e-5)
+    popular = np.argsort(-np.asarray(matrix.sum(axis=0)).ravel(), kind="stable")[:4]
+    assert answer["item_ids"].numpy().astype(str)[60].tolist() == item_ids[popular].tolist()  # no reranking of best-sellers

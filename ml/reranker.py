@@ -1,0 +1,217 @@
+"""The ranking stage: a small MLP that re-orders the two-tower model's candidates.
+
+The source articles describe recommendation in two steps: retrieval narrows the
+catalogue to a few hundred items per shopper, and a ranking model scores each
+(shopper, item) pair with features neither tower sees together. Here the features are
+
+* the retrieval score and rank of the candidate;
+* the item's popularity (log count) and how similar it is to the shopper's own items
+  by co-occurrence (item-kNN cosine summed over them, ``NEIGHBOURS`` kept per item);
+* the shopper-item fit: the share of the shopper's items in the candidate's category and
+  the distance between the candidate's price band and the shopper's average band;
+* the shopper's activity (log item count).
+
+They are computed in TensorFlow (``RankingFeatures``), so the batch tables and the
+SavedModel's online answer run the same code. The MLP is trained the way the protocol
+tunes everything else: the retrieval model fitted on ``fit`` proposes candidates for the
+validation users, whose validation items are the labels; a listwise softmax loss over
+each shopper's candidates learns the order. Its epochs are chosen on a quarter of those
+users kept out of training, and the pipeline uses the stage only where it beats the
+retrieval order on them -- the issue's rule, "only if it improves the primary metric".
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from ml.baselines import ItemKNN
+from ml.metrics import ranking_metrics
+from ml.ranking import batched_top_k, top_k
+
+log = logging.getLogger(__name__)
+
+FEATURES = ("retrieval_score", "retrieval_rank", "item_log_popularity", "item_knn_score",
+            "category_share", "price_band_distance", "user_log_activity")
+N_CANDIDATES = 100  # candidates per shopper the stage re-orders (at least K)
+MIN_USERS = 10  # validation users needed on each side (learning, checking) to train the stage at all
+NEIGHBOURS = 100  # co-occurrence neighbours kept per item: bounds the similarity table at n_items x 100
+
+
+class RankingFeatures(tf.Module):
+    """``FEATURES`` of candidates, from what shoppers had (``interactions``) and the catalogue.
+
+    The co-occurrence table and the popularity are learned from ``interactions``; a call
+    describes candidates against the shoppers' own items, given as a dense multi-hot batch.
+    """
+
+    def __init__(self, interactions: sp.csr_matrix, item_category: np.ndarray | None = None,
+                 item_price_band: np.ndarray | None = None):
+        super().__init__()
+        n_items = interactions.shape[1]
+        similarity = ItemKNN(NEIGHBOURS).fit(interactions).similarity_.tocoo()
+        order = np.lexsort((similarity.col, similarity.row))
+        self.similarity = tf.sparse.SparseTensor(
+            np.stack([similarity.row[order], similarity.col[order]], axis=1).astype(np.int64),
+            similarity.data[order].astype(np.float32), (n_items, n_items))
+        counts = np.asarray(sp.csr_matrix(interactions).sum(axis=0)).ravel()
+        self.log_popularity = tf.constant(np.log1p(counts).astype(np.float32))
+        category = np.zeros(n_items, np.int64) if item_category is None else np.asarray(item_category, np.int64)
+        self.category = tf.constant(category)
+        self.category_one_hot = tf.sparse.SparseTensor(
+            np.stack([np.arange(n_items), category], axis=1).astype(np.int64), np.ones(n_items, np.float32),
+            (n_items, int(category.max(initial=0)) + 1))
+        band = np.zeros(n_items, np.float32) if item_price_band is None else np.asarray(item_price_band, np.float32)
+        self.price_band = tf.constant(band)
+
+    def __call__(self, seen, candidates, retrieval_scores):
+        """seen [B, n_items] float multi-hot, candidates [B, N] int (retrieval order), retrieval_scores [B, N]
+        -> [B, N, len(FEATURES)] float32."""
+        seen = tf.cast(seen, tf.float32)
+        candidates = tf.cast(candidates, tf.int64)
+        count = tf.reduce_sum(seen, axis=1, keepdims=True)  # [B, 1]
+        per_item = tf.maximum(count, 1.0)
+        knn = tf.transpose(tf.sparse.sparse_dense_matmul(self.similarity, seen, adjoint_a=True, adjoint_b=True))
+        categories = tf.transpose(tf.sparse.sparse_dense_matmul(self.category_one_hot, seen, adjoint_a=True, adjoint_b=True))
+        user_price = tf.linalg.matvec(seen, self.price_band)[:, tf.newaxis] / per_item
+        n = tf.shape(candidates)[1]
+        features = [
+            tf.cast(retrieval_scores, tf.float32),
+            tf.broadcast_to(tf.math.log1p(tf.cast(tf.range(n), tf.float32))[tf.newaxis, :], tf.shape(candidates)),
+            tf.gather(self.log_popularity, candidates),
+            tf.gather(knn, candidates, batch_dims=1),
+            tf.gather(categories / per_item, tf.gather(self.category, candidates), batch_dims=1),
+            tf.abs(tf.gather(self.price_band, candidates) - user_price),
+            tf.broadcast_to(tf.math.log1p(count), tf.shape(candidates, out_type=tf.int32)),
+        ]
+        values = tf.stack([tf.cast(f, tf.float32) for f in features], axis=-1)
+        return tf.where(tf.math.is_finite(values), values, -1.0)  # a retrieval score of -inf: an excluded filler
+
+
+def _mlp(n_features: int, normalizer: keras.layers.Normalization, seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, n_features))
+    x = normalizer(inputs)
+    x = keras.layers.Dense(32, activation="relu")(x)
+    x = keras.layers.Dense(16, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(1)(x)[..., 0], name="ranking_mlp")
+
+
+def _listwise_loss(labels, logits):
+    """Softmax cross-entropy of each user's candidates against their share of the positives."""
+    weights = labels / tf.maximum(tf.reduce_sum(labels, axis=1, keepdims=True), 1.0)
+    return -tf.reduce_sum(weights * tf.nn.log_softmax(logits, axis=1), axis=1)
+
+
+def _ndcg(order_scores: np.ndarray, users: np.ndarray, candidates: np.ndarray, truth: sp.csr_matrix, k: int = 20) -> float:
+    k = min(k, candidates.shape[1])  # fewer candidates than K: NDCG over all of them
+    top = np.take_along_axis(candidates, np.argsort(-order_scores, axis=1, kind="stable")[:, :k], axis=1)
+    return float(ranking_metrics(top, truth[users], truth.shape[1], ks=(k,))[f"ndcg@{k}"])
+
+
+class Ranker(tf.Module):
+    """The features and the MLP: ``fit`` on validation candidates, then score any candidates.
+
+    A ``tf.Module`` so the SavedModel carries it as it is; ``score_fn`` wraps a retrieval
+    score function into one that ranks by the stage (for evaluation and batch tables).
+    """
+
+    def __init__(self, features: RankingFeatures, epochs: int = 30, patience: int = 3, held_out_share: float = 0.25,
+                 seed: int = 42, n_candidates: int = N_CANDIDATES):
+        super().__init__()
+        self.features, self.n_candidates = features, n_candidates
+        self.epochs, self.patience, self.held_out_share, self.seed = epochs, patience, held_out_share, seed
+        self.mlp: keras.Model | None = None
+        self.record: dict = {}
+
+    def using(self, features: RankingFeatures) -> "Ranker":
+        """The same trained MLP over features learned from other interactions (train, or everything known)."""
+        ranker = Ranker(features, self.epochs, self.patience, self.held_out_share, self.seed, self.n_candidates)
+        ranker.mlp, ranker.record = self.mlp, self.record
+        return ranker
+
+    def save(self, path) -> None:
+        self.mlp.save(path)
+
+    @classmethod
+    def load(cls, path, features: RankingFeatures, n_candidates: int = N_CANDIDATES) -> "Ranker":
+        ranker = cls(features, n_candidates=n_candidates)
+        ranker.mlp = keras.models.load_model(path, compile=False)
+        return ranker
+
+    def candidate_scores(self, seen, candidates, retrieval_scores):
+        """The MLP's score of each candidate [B, N] (higher first)."""
+        return self.mlp(self.features(seen, candidates, retrieval_scores))
+
+    def _values(self, seen: sp.csr_matrix, users: np.ndarray, candidates: np.ndarray, scores: np.ndarray,
+                batch_size: int = 512) -> np.ndarray:
+        return np.concatenate([
+            np.asarray(self.features(seen[users[i : i + batch_size]].toarray(), candidates[i : i + batch_size],
+                                     scores[i : i + batch_size]))
+            for i in range(0, len(users), batch_size)
+        ])
+
+    def fit(self, retrieval_score_fn, seen: sp.csr_matrix, truth: sp.csr_matrix) -> "Ranker":
+        """Learn the order of ``retrieval_score_fn``'s candidates (unseen items) against ``truth``'s items.
+
+        ``seen`` is what the retrieval model and the features know of each user (the fit
+        split); ``truth`` the held-out items (validation).
+        """
+        users = np.flatnonzero(np.diff(truth.indptr) > 0)
+        candidates, scores = batched_top_k(retrieval_score_fn, users, self.n_candidates, exclude=seen)
+        values = self._values(seen, users, candidates, scores)
+        labels = np.take_along_axis(np.asarray(truth[users].todense()), candidates, axis=1).astype(np.float32)
+        held_out = np.random.default_rng(self.seed).random(len(users)) < self.held_out_share
+        train_rows = np.flatnonzero(~held_out & (labels.sum(axis=1) > 0))  # users with no positive teach nothing
+        if len(train_rows) < MIN_USERS or held_out.sum() < MIN_USERS:
+            self.record = {"features": list(FEATURES), "candidates": self.n_candidates, "improves": False,
+                           "skipped": f"{len(train_rows)} validation users with a positive candidate to learn from and "
+                                      f"{int(held_out.sum())} to check on: fewer than {MIN_USERS}"}
+            log.info("ranking stage not trained: %s", self.record["skipped"])
+            return self
+        normalizer = keras.layers.Normalization(axis=-1)
+        normalizer.adapt(values[train_rows].reshape(-1, values.shape[-1]))
+        self.mlp = _mlp(values.shape[-1], normalizer, self.seed)
+        self.mlp.compile(optimizer=keras.optimizers.Adam(0.003), loss=_listwise_loss)
+        retrieval = _ndcg(-np.arange(self.n_candidates, dtype=np.float32)[None, :].repeat(held_out.sum(), 0),
+                          users[held_out], candidates[held_out], truth)
+        best, best_weights, history, best_epoch = -1.0, None, [], 0
+        for epoch in range(self.epochs):
+            self.mlp.fit(values[train_rows], labels[train_rows], batch_size=64, epochs=1, verbose=0, shuffle=True)
+            value = _ndcg(np.asarray(self.mlp.predict(values[held_out], batch_size=512, verbose=0)),
+                          users[held_out], candidates[held_out], truth)
+            history.append(round(value, 5))
+            if value > best:
+                best, best_weights, best_epoch = value, self.mlp.get_weights(), epoch + 1
+            elif epoch + 1 - best_epoch >= self.patience:
+                break
+        self.mlp.set_weights(best_weights)
+        self.record = {
+            "features": list(FEATURES), "candidates": self.n_candidates, "trained_users": int(len(train_rows)),
+            "held_out_users": int(held_out.sum()), "best_epoch": best_epoch, "held_out_ndcg@20_per_epoch": history,
+            "held_out_ndcg@20": {"retrieval_order": round(retrieval, 5), "reranked": round(best, 5)},
+            "improves": bool(best > retrieval),
+        }
+        log.info("ranking stage, held-out validation users: ndcg@20 %.4f in retrieval order, %.4f reranked (epoch %d): %s",
+                 retrieval, best, best_epoch, "used" if best > retrieval else "not used")
+        return self
+
+    def score_fn(self, retrieval_score_fn, seen: sp.csr_matrix, k: int):
+        """A score function (users -> [b, n_items]) ranking by the stage: the best ``max(k, n_candidates)``
+        unseen items by retrieval get the MLP's score, every other item -inf."""
+        n_candidates = max(k, self.n_candidates)
+
+        def score(users: np.ndarray) -> np.ndarray:
+            retrieval = np.asarray(retrieval_score_fn(users), dtype=np.float32)
+            candidates, scores = top_k(retrieval, min(n_candidates, retrieval.shape[1]), exclude=seen[users], overwrite=True)
+            ranked = np.array(self.candidate_scores(seen[users].toarray(), candidates, scores))
+            ranked[~np.isfinite(scores)] = -np.inf  # fillers for a shopper with fewer unseen items stay excluded
+            out = np.full(retrieval.shape, -np.inf, dtype=np.float32)
+            np.put_along_axis(out, candidates.astype(np.int64), ranked, axis=1)
+            return out
+
+        return score
