@@ -92,15 +92,27 @@ def _release_row(dataset: str, view: model_registry.ReleaseView) -> str:
     links = " · ".join(_file_link(dataset, view.release_id, path, label) for label, path in view.links.items())
     champion = ' <span class="badge champion">champion</span>' if view.is_champion else ""
     encoder = view.config.get("sequence_encoder")
+    stage = view.ranking_stage
+    ranking = ""
+    if stage.get("held_out_ndcg@20"):
+        held = stage["held_out_ndcg@20"]
+        ranking = (f"<br><small>ranking stage {'used' if stage.get('used') else 'not used'} "
+                   f"(validation {_fmt(held.get('retrieval_order'))} → {_fmt(held.get('reranked'))})</small>")
+    backtest = "".join(
+        f"<li>{html.escape(variant.replace('_', ' '))}: " + ", ".join(
+            f"{html.escape(model)} {_fmt(value)}" for model, value in sorted(models.items(), key=lambda kv: -(kv[1] or 0))) + "</li>"
+        for variant, models in view.backtest.items()
+    )
+    backtest = f"<details><summary>backtest ndcg@20</summary><ul>{backtest}</ul></details>" if backtest else ""
     return f"""
 <tr class="{'promoted' if view.promoted else 'refused'}">
   <td><code>{html.escape(view.release_id)}</code>{champion}<br><small>{html.escape(view.model_version)}</small>
-      <br><small>created {html.escape(view.created_at)}{f' · encoder {html.escape(encoder)}' if encoder else ''}</small></td>
+      <br><small>created {html.escape(view.created_at)}{f' · encoder {html.escape(encoder)}' if encoder else ''}</small>{ranking}</td>
   <td><small>{_window(view)}</small></td>
   {metric_cells}
   <td class=num>{_fmt(best[1]) if best else '–'}<br><small>{html.escape(best[0]) if best else ''}</small></td>
   <td><details><summary><b>{decision}</b></summary><ul>{reasons}</ul></details>
-      <details><summary>baselines</summary><ul>{baseline_list}</ul></details></td>
+      <details><summary>baselines</summary><ul>{baseline_list}</ul></details>{backtest}</td>
   <td>{links}</td>
 </tr>"""
 

@@ -32,6 +32,8 @@ class ReleaseView:
     links: dict[str, str]  # label -> object key inside the release
     is_champion: bool = False
     config: dict = field(default_factory=dict)
+    ranking_stage: dict = field(default_factory=dict)  # training.json's ranking_stage: used or not, and why
+    backtest: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> model -> ndcg@20 (time-cut backtest)
 
     @property
     def best_baseline(self) -> tuple[str, float] | None:
@@ -100,6 +102,9 @@ def release_view(s3, s3_settings: S3Settings, dataset: str, release_id: str, cha
         links={label: path for label, path in RELEASE_LINKS.items() if path in keys},
         is_champion=release_id == champion_id,
         config=(training or {}).get("config", {}),
+        ranking_stage=(training or {}).get("ranking_stage", {}),
+        backtest={variant: {model: values.get("ndcg@20") for model, values in result.get("models", {}).items()}
+                  for variant, result in ((report or {}).get("backtest") or {}).get("variants", {}).items()},
     )
 
 

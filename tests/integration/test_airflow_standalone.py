@@ -196,6 +196,9 @@ def test_the_models_page_renders_in_a_browser(api, airflow):
         assert "Recsys models" in text and "groceries" in text
         assert release["release_id"] in text and release["model_version"] in text and decision in text
         assert "ndcg@20" in text and "best baseline" in text and "Champion history" in text
+        assert "used" in release["ranking_stage"]  # the run's decision on its ranking stage, shown when it was trained
+        if release["ranking_stage"].get("held_out_ndcg@20"):
+            assert f"ranking stage {'used' if release['ranking_stage']['used'] else 'not used'}" in text
         if groceries["champion"]:
             assert groceries["champion"]["release_id"] in text and "promote" in text
         else:
