@@ -202,7 +202,9 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
     # the backtest's figures are in the release's metrics, both variants, every model; the gate ignored them
     backtest = storage.get_json(s3, s3_test_settings.bucket, decision_key.replace("/decision.json", "/metrics.json"))["backtest"]
     assert backtest["window"]["cut_at"] < backtest["window"]["test_until"]
-    assert set(backtest["variants"]["new_items"]["models"]) == {"two_tower", "most_popular", "item_knn", "user_knn", "ease"}
+    stage = backtest["tuning"]["two_tower"]["ranking_stage"]  # replayed on the cut; reported when it beat retrieval there
+    assert set(backtest["variants"]["new_items"]["models"]) == {"two_tower", "most_popular", "item_knn", "user_knn", "ease"} | (
+        {"two_tower+ranking"} if stage["used"] else set())
     assert set(backtest["variants"]["with_repeats"]["models"]) == {"two_tower", "most_popular", "item_knn", "user_knn", "ease", "bought_before"}
     assert all(0 < m["ndcg@20"] < 1 for v in backtest["variants"].values() for m in v["models"].values())
     assert "backtest with_repeats" in log and "backtest new_items" in log
