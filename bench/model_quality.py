@@ -50,7 +50,7 @@ VARIANTS = {
     "gru+attributes+profile": {"sequence_encoder": "gru", "item_attributes": True, "user_profile": True},
 }
 # "<variant>@logq<w>": the same with another weight of the log-frequency correction
-VARIANTS |= {f"{name}@logq{w}": values | {"logq_correction": w} for name, values in list(VARIANTS.items()) for w in (0.5, 1.0)}
+VARIANTS |= {f"{name}@logq{w}": values | {"logq_correction": w} for name, values in list(VARIANTS.items()) for w in (0.5, 1.0, 2.0, 3.0)}
 
 
 def latest_run_folder(work: Path, dataset: str) -> Path:
