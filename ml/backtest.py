@@ -90,7 +90,7 @@ def time_cut_data(frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS) -
 
 
 def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segments=None):
-    """The two-tower model with its epochs and training objective chosen on the validation period.
+    """The two-tower model with its epochs, training objective and profile chosen on the validation period.
 
     The objective is tuned here because the two answer different questions: "the next
     item from the items before it" (causal, the per-user holdout's favourite: a basket
@@ -100,13 +100,14 @@ def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segmen
     """
     from ml.train import tune_on_validation
 
-    model, chosen, tuned, record = tune_on_validation(
-        data, config, {"causal_history": (config.causal_history, not config.causal_history)}, item_attributes, user_segments)
+    choices = {"causal_history": (config.causal_history, not config.causal_history),
+               "user_profile": (config.user_profile, not config.user_profile)}  # the run chose the profile on its own holdout
+    model, chosen, tuned, record = tune_on_validation(data, config, choices, item_attributes, user_segments)
     return model, tuned, {
         "epochs": chosen.epochs,
         "causal_history": chosen.causal_history,
-        "validation_ndcg@20_per_epoch": {("causal" if "causal_history=True" in label else "whole_history"): curve
-                                         for label, curve in record["validation_ndcg@20_per_epoch"].items()},
+        "user_profile": chosen.user_profile,
+        "validation_ndcg@20_per_epoch": record["validation_ndcg@20_per_epoch"],
     }
 
 

@@ -159,13 +159,13 @@ def ranking_stage_section(stage: dict | None, primary: str) -> str:
     header = "".join(f"<th>{html.escape(m)}</th>" for m in BACKTEST_METRICS)
     rows = "".join(f"<tr><th>{html.escape(name.replace('_', ' '))}</th>" + "".join(f"<td>{_cell(values.get(m))}</td>" for m in BACKTEST_METRICS)
                    + "</tr>" for name, values in orders.items())
-    curve = line_chart("Ranking MLP: held-out validation ndcg@20", {"reranked": stage.get("held_out_ndcg@20_per_epoch", [])},
+    curve = line_chart("Ranking MLP: ndcg@20 of the epoch-choosing users", {"reranked": stage.get("tuning_ndcg@20_per_epoch", [])},
                        marker=stage.get("best_epoch"), y_label="ndcg@20")
     return (
         f"<h2>Ranking stage: {used}</h2>"
         f"<p><small>An MLP over {', '.join(html.escape(f) for f in stage.get('features', []))} re-orders the two-tower model's "
-        f"{stage.get('candidates', '?')} best candidates. On {stage.get('held_out_users', '?')} validation users it never "
-        f"learned from: ndcg@20 {_cell(held.get('retrieval_order'))} in retrieval order, {_cell(held.get('reranked'))} re-ordered. "
+        f"{stage.get('candidates', '?')} best candidates. On {stage.get('held_out_users', '?')} validation users kept for "
+        f"this check alone (neither learned from nor used to choose epochs): ndcg@20 {_cell(held.get('retrieval_order'))} in retrieval order, {_cell(held.get('reranked'))} re-ordered. "
         f"Test metrics of both orders below (the challenger's row above is the order the run chose).</small></p>"
         f"<div class=charts>{curve}</div>"
         + (f"<table><thead><tr><th>order</th>{header}</tr></thead><tbody>{rows}</tbody></table>" if rows else "")

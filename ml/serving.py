@@ -9,9 +9,9 @@ tower itself. Two signatures:
   personal top-K; a user the model has never seen gets the best-sellers, so a caller
   never receives an empty answer.
 * ``recommend_in_context(user_id, k, recent_item_ids, segment)``: the shopper's latest
-  items (oldest first, "" as padding) are read by the user tower, so a shopper who
-  signed up an hour ago -- or a known one whose basket just changed -- gets
-  recommendations from what they did; a shopper with no known item falls back to the
+  items (oldest first, "" as padding) are read by the user tower -- after the history
+  the model knows, for a known shopper -- so a shopper who signed up an hour ago, or a
+  known one whose basket just changed, gets recommendations from what they did; a shopper with no known item falls back to the
   best-sellers of their ``segment`` (country), or everyone's when that is unknown too.
 
 Items a shopper already has (known history and the recent items given) are never
@@ -49,12 +49,15 @@ class RecommenderModule(tf.Module):
         history_length: int = 50,
         segment_names: tuple[str, ...] = (),
         ranker=None,
+        histories: np.ndarray | None = None,
     ):
         """``popularity``: [n_items] counts, or [1 + len(segment_names), n_items] with everyone's in row 0
         and segment s's in row s. ``user_tower``: the trained ``ml.two_tower.UserTower`` (for
         ``recommend_in_context``); without it, recent items are only excluded, not read.
         ``ranker``: the ranking stage (``ml.reranker.Ranker``) that re-orders a personal answer's
-        candidates, when the run chose to use it."""
+        candidates, when the run chose to use it. ``histories``: [n_users, history_length] each known
+        user's latest items (item index + 1, left-padded with 0; ``ml.two_tower.pad_histories``), read
+        before the recent items a caller passes, so a known shopper's context extends their history."""
         super().__init__()
         popularity = np.atleast_2d(np.asarray(popularity, np.float32))
         if popularity.shape[0] != len(segment_names) + 1:
@@ -73,6 +76,7 @@ class RecommenderModule(tf.Module):
         self.user_tower = user_tower
         self.history_length = history_length
         self.ranker = ranker
+        self.histories = None if histories is None else tf.Variable(histories.astype(np.int32), trainable=False, name="histories")
 
     def _top_k(self, scores, seen_indices, k, known, personal_rows, extra=None):
         """Top-K of ``scores`` [B, n_items] with ``seen_indices`` ([n, 2] row, item) set to -inf; the
@@ -87,9 +91,8 @@ class RecommenderModule(tf.Module):
         else:
             candidates = tf.math.top_k(scores, k=tf.minimum(tf.maximum(k, self.ranker.n_candidates), n_items))
             seen = tf.minimum(tf.scatter_nd(seen_indices, tf.ones([tf.shape(seen_indices)[0]]), tf.shape(scores, out_type=tf.int64)), 1.0)
-            ranked = self.ranker.candidate_scores(seen, candidates.indices, candidates.values)
-            usable = tf.logical_and(tf.math.is_finite(candidates.values), personal_rows[:, tf.newaxis])
-            ranked = tf.where(usable, ranked, candidates.values)  # best-seller answers keep their order
+            ranked = self.ranker.rerank(seen, candidates.indices, candidates.values)
+            ranked = tf.where(personal_rows[:, tf.newaxis], ranked, candidates.values)  # best-seller answers keep their order
             top = tf.math.top_k(ranked, k=tf.minimum(k, tf.shape(ranked)[1]))
             items, values = tf.gather(candidates.indices, top.indices, batch_dims=1), top.values
         return {
@@ -127,9 +130,14 @@ class RecommenderModule(tf.Module):
         segments = self.segment_table.lookup(segment) if self.segment_table is not None else tf.zeros_like(rows)
         stored = tf.gather(self.user_embeddings, tf.maximum(rows, 0))
         if self.user_tower is not None:
-            # known items to the right in their given order, then the latest `history_length`, left-padded
-            order = tf.argsort(tf.cast(tokens > 0, tf.int32), axis=1, stable=True)
-            tokens_right = tf.gather(tokens, order, batch_dims=1)
+            # a known shopper's stored history, then the recent items; known items to the right in that
+            # order, then the latest `history_length`, left-padded
+            context_tokens = tokens
+            if self.histories is not None:
+                stored_history = tf.where(known[:, tf.newaxis], tf.gather(self.histories, tf.maximum(rows, 0)), 0)
+                context_tokens = tf.concat([stored_history, tokens], axis=1)
+            order = tf.argsort(tf.cast(context_tokens > 0, tf.int32), axis=1, stable=True)
+            tokens_right = tf.gather(context_tokens, order, batch_dims=1)
             width = tf.shape(tokens_right)[1]
             padded = tf.pad(tokens_right, [[0, 0], [tf.maximum(self.history_length - width, 0), 0]])[:, -self.history_length:]
             user_tokens = tf.cast(tf.where(known, rows + 1, 0), tf.int32)

@@ -2,9 +2,10 @@
 
 A segment is what a shop knows of a shopper before their first purchase; the user tower
 embeds it beside the history-derived profile, and the serving artefact falls back to the
-segment's own best-sellers for a shopper it has never seen. It is static (the
-``stg_raw__users`` row), so using it under the temporal holdout leaks nothing from the
-test period. Index 0 means "unknown".
+segment's own best-sellers for a shopper it has never seen. It is the ``stg_raw__users``
+row, one value per shopper (the Online Retail adapter takes their most common country over
+all their invoices, holdout included: a country rarely changes, so the leak is at most a
+shopper who moved). Index 0 means "unknown".
 """
 
 from __future__ import annotations

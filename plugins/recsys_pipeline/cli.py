@@ -97,7 +97,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
             rows = [["model", *names]] + [[model, *(f"{values[n]:.4f}" for n in names)] for model, values in report["models"].items()]
             print("\nOffline metrics (test split, full ranking):\n" + _fmt_table(rows))
             stage = report.get("ranking_stage") or {}
-            if stage.get("test"):
+            if stage.get("test") and stage.get("held_out_ndcg@20"):
                 held = stage["held_out_ndcg@20"]
                 print(f"\nRanking stage {'USED' if stage.get('used') else 'not used'} (held-out validation ndcg@20 "
                       f"{held['retrieval_order']:.4f} retrieval order -> {held['reranked']:.4f} re-ordered); two_tower on test:")

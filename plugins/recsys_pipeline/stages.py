@@ -396,7 +396,8 @@ SPLIT_SNAPSHOT = "split.parquet"
 ATTRIBUTE_SNAPSHOT = "item_attributes.parquet"
 TIME_SPLIT_SNAPSHOT = "time_split.parquet"  # the backtest's global time cut
 SEGMENT_SNAPSHOT = "user_segments.parquet"  # each shopper's country, for the user tower and the segment fallback
-# the run's working copies (and shoppers' personal data): never part of a release
+# the run's working copies: never part of a release (the SavedModel itself holds what serving needs
+# per shopper -- embedding, items, recent history, segment -- so a release is personal data either way)
 RUN_ONLY_FILES = ("embeddings.npz", "published.json", SPLIT_SNAPSHOT, ATTRIBUTE_SNAPSHOT, TIME_SPLIT_SNAPSHOT, SEGMENT_SNAPSHOT)
 
 
@@ -475,7 +476,7 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
     from ml.serving import RecommenderModule, export_saved_model
     from ml.reranker import Ranker
     from ml.train import tune_on_validation
-    from ml.two_tower import TwoTowerConfig
+    from ml.two_tower import TwoTowerConfig, pad_histories
     from ml.user_segments import segment_popularity
 
     data = from_split_frame(snapshot_split(settings, folder, (load_id, data_version) if load_id else None))
@@ -514,6 +515,7 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
         segment_popularity(data.all_interactions, segments), model_version,
         user_tower=model.model.user_tower, history_length=config.history_length, segment_names=segments.names,
         ranker=ranker.using(ranking_features(folder, data.item_ids, data.all_interactions)) if use_ranker else None,
+        histories=pad_histories(data.full_histories, config.history_length),
     )
     export_saved_model(module, out / "saved_model")
     training = {

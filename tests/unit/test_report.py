@@ -67,7 +67,7 @@ def test_the_backtest_gets_a_chart_and_a_table_per_variant():
 
 def test_the_ranking_stage_shows_the_check_that_decided_and_both_orders_on_test():
     stage = {"features": ["retrieval_score", "item_knn_score"], "candidates": 100, "held_out_users": 700, "best_epoch": 2,
-             "held_out_ndcg@20_per_epoch": [0.150, 0.155, 0.154], "used": True,
+             "tuning_ndcg@20_per_epoch": [0.150, 0.155, 0.154], "used": True,
              "held_out_ndcg@20": {"retrieval_order": 0.1527, "reranked": 0.1551},
              "test": {"retrieval_order": {"ndcg@20": 0.1531}, "reranked": {"ndcg@20": 0.1568}}}
     page = render(TRAINING, REPORT | {"ranking_stage": stage}, DECISION, "r")

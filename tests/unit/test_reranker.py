@@ -41,7 +41,7 @@ def _popularity_task(n_users=400, n_items=200, seed=1):
         return noise[users].copy()
 
     users = np.arange(n_users)
-    candidates, _ = batched_top_k(retrieval, users, 100, exclude=seen)
+    candidates, _ = batched_top_k(retrieval, users, min(100, n_items), exclude=seen)
     counts = np.asarray(seen.sum(axis=0)).ravel()
     positive = candidates[users, np.argmax(counts[candidates], axis=1)]
     truth = sp.csr_matrix((np.ones(n_users, np.float32), (users, positive)), shape=(n_users, n_items))
@@ -60,3 +60,24 @@ def test_the_mlp_learns_an_order_that_retrieval_missed_and_says_it_improves():
     assert not any(seen[u, top[u]].sum() for u in range(400))
     hits = np.asarray(truth[np.arange(400)[:, None], top[:, :1]].todense()).ravel()
     assert hits.mean() > 0.5  # the held-out item comes first for most users
+
+
+def test_small_catalogues_and_empty_validations_skip_the_stage_instead_of_failing():
+    seen, retrieval, truth = _popularity_task(n_users=400, n_items=60)  # fewer items than the 100 candidates
+    ranker = Ranker(RankingFeatures(seen), epochs=2).fit(retrieval, seen, truth)
+    assert ranker.mlp is not None and ranker.record["candidates"] == 60
+    nobody = sp.csr_matrix(truth.shape, dtype=np.float32)
+    skipped = Ranker(RankingFeatures(seen)).fit(retrieval, seen, nobody)
+    assert skipped.mlp is None and not skipped.record["improves"] and "fewer than" in skipped.record["skipped"]
+
+
+def test_noise_labels_rarely_pass_the_check_that_decides():
+    """Labels that no feature explains: the users that decide are not those that chose the epoch."""
+    rng = np.random.default_rng(5)
+    seen, retrieval, _ = _popularity_task(n_users=600, n_items=200, seed=5)
+    candidates, _ = batched_top_k(retrieval, np.arange(600), 100, exclude=seen)
+    noise = sp.csr_matrix((np.ones(600, np.float32), (np.arange(600), candidates[np.arange(600), rng.integers(0, 100, 600)])),
+                          shape=seen.shape)
+    decisions = [Ranker(RankingFeatures(seen), epochs=5, seed=s).fit(retrieval, seen, noise).record for s in range(4)]
+    margins = [d["held_out_ndcg@20"]["reranked"] - d["held_out_ndcg@20"]["retrieval_order"] for d in decisions]
+    assert np.mean(margins) < 0.02, margins

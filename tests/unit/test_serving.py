@@ -60,9 +60,12 @@ def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_
     item_ids = np.array([f"i{i:02d}" for i in range(matrix.shape[1])], dtype=object)
     popularity = segment_popularity(matrix, segments)
     popularity[1, 3] += 100  # FR's best-seller is i03; everyone's is something else
+    from ml.two_tower import pad_histories
+
+    stored = pad_histories(histories, model.config.history_length)
     module = RecommenderModule(user_ids, item_ids, model.user_embeddings, model.item_embeddings, matrix, popularity, "v2",
                                user_tower=model.model.user_tower, history_length=model.config.history_length,
-                               segment_names=segments.names)
+                               segment_names=segments.names, histories=stored)
     loaded = load_saved_model(export_saved_model(module, tmp_path / "model"))
     recommend = loaded.signatures["recommend_in_context"]
 
@@ -84,6 +87,14 @@ def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_
     plain = loaded.signatures["recommend"](user_id=np.array([b"u00"]), k=np.int32(3))
     assert ids[3].tolist() == plain["item_ids"].numpy().astype(str)[0].tolist()
     assert not set(ids[3]) & {item_ids[i] for i in histories[0]}
+    # a known shopper with a new item: read after their stored history (the oldest item drops out of the window)
+    new_item = next(i for i in range(12) if i not in set(histories[0]))
+    out = recommend(user_id=np.array([b"u00"]), k=np.int32(3), recent_item_ids=np.array([[item_ids[new_item].encode()]]),
+                    segment=np.array([b""]))
+    window = np.concatenate([stored[0], [new_item + 1]])[-model.config.history_length:][None, :].astype(np.int32)
+    expected = np.asarray(model.model.user_tower(np.array([1], np.int32), window)) @ model.item_embeddings.T
+    expected[0, list(histories[0]) + [new_item]] = -np.inf
+    assert out["item_ids"].numpy().astype(str)[0].tolist() == [item_ids[i] for i in np.argsort(-expected[0], kind="stable")[:3]]
 
 
 def test_the_profile_reads_the_visible_history_and_the_segment():
@@ -127,10 +138,9 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
 
     model, matrix, histories, segments = _trained_recommender()
     rng = np.random.default_rng(3)
-    truth = sp.csr_matrix((np.ones(60, np.float32), (np.arange(60), rng.integers(0, 12, 60))), shape=matrix.shape)
-    truth = truth - truth.multiply(matrix)  # held-out items are unseen ones
-    truth.eliminate_zeros()
-    ranker = Ranker(RankingFeatures(matrix), epochs=3, n_candidates=6, held_out_share=0.5).fit(model.score, matrix, sp.csr_matrix(truth))
+    held_out = [rng.choice(np.flatnonzero(np.asarray(matrix[u].todense()).ravel() == 0)) for u in range(60)]  # one unseen item each
+    truth = sp.csr_matrix((np.ones(60, np.float32), (np.arange(60), held_out)), shape=matrix.shape)
+    ranker = Ranker(RankingFeatures(matrix), epochs=3, n_candidates=6, held_out_share=0.6).fit(model.score, matrix, truth)
     assert ranker.mlp is not None, ranker.record
     user_ids = np.array([f"u{u:02d}" for u in range(60)], dtype=object)
     item_ids = np.array([f"i{i:02d}" for i in range(12)], dtype=object)
@@ -141,5 +151,8 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
     tables, table_scores = batched_top_k(ranker.score_fn(model.score, matrix, 4), np.arange(60), 4, exclude=matrix)
     assert answer["item_ids"].numpy().astype(str)[:60].tolist() == item_ids[tables].tolist()
     np.testing.assert_allclose(answer["scores"].numpy()[:60], table_scores, rtol=1e-4, atol=1e-5)
+    # a table with more rows than the stage re-orders ranks its head exactly as a short answer does
+    long_tables, _ = batched_top_k(ranker.score_fn(model.score, matrix, 7), np.arange(60), 7, exclude=matrix)
+    assert long_tables[:, :4].tolist() == tables.tolist()
     popular = np.argsort(-np.asarray(matrix.sum(axis=0)).ravel(), kind="stable")[:4]
     assert answer["item_ids"].numpy().astype(str)[60].tolist() == item_ids[popular].tolist()  # no reranking of best-sellers
