@@ -81,7 +81,7 @@ def run(folder: Path, variants: list[str], epochs: int) -> dict:
     data = from_split_frame(split)
     frame = pd.read_parquet(folder / "item_attributes.parquet")
     attributes = encode(data.item_ids, frame)
-    item_category = category_ids(data.item_ids, dict(zip(frame["item_id"].astype(str), frame["category"])))
+    item_category = category_ids(data.item_ids, frame)
     segment_path = folder / "user_segments.parquet"
     segments = encode_segments(data.user_ids, pd.read_parquet(segment_path)) if segment_path.exists() else None
     metrics = {}

@@ -3,7 +3,7 @@
 On a run folder's own split (``make demo`` leaves one under ``.work/<dataset>/``):
 
 1. the two-tower model is tuned as the pipeline tunes it (profile on or off, epochs, on
-   validation), and its fit on ``fit`` proposes ``--candidates`` items per validation user;
+   validation), and its fit on ``fit`` proposes ``ml.reranker.N_CANDIDATES`` (100) items per validation user;
 2. the ranking MLP learns to re-order them against the validation items (epochs chosen on
    a quarter of those users kept out);
 3. the two-tower model is refitted on all of train, proposes candidates for the test
@@ -35,7 +35,7 @@ from ml.evaluate import KS, category_ids, evaluate_scores  # noqa: E402
 from ml.item_attributes import encode  # noqa: E402
 from ml.ranking import batched_top_k  # noqa: E402
 from ml.metrics import ranking_metrics  # noqa: E402
-from ml.reranker import Ranker, RankingFeatures  # noqa: E402
+from ml.reranker import N_CANDIDATES, RankingFeatures, fit_on_validation  # noqa: E402
 from ml.train import tune_on_validation  # noqa: E402
 from ml.two_tower import TwoTowerConfig  # noqa: E402
 from ml.user_segments import encode as encode_segments  # noqa: E402
@@ -43,18 +43,17 @@ from ml.user_segments import encode as encode_segments  # noqa: E402
 COLUMNS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20", "hit_rate@20", "map@20")
 
 
-def run(folder: Path, n_candidates: int, epochs: int) -> dict:
+def run(folder: Path, epochs: int) -> dict:
     data = from_split_frame(pd.read_parquet(folder / "split.parquet"))
     frame = pd.read_parquet(folder / "item_attributes.parquet")
     attributes = encode(data.item_ids, frame)
-    category = category_ids(data.item_ids, dict(zip(frame["item_id"].astype(str), frame["category"])))
+    category = category_ids(data.item_ids, frame)
     segment_path = folder / "user_segments.parquet"
     segments = encode_segments(data.user_ids, pd.read_parquet(segment_path)) if segment_path.exists() else None
     started = time.perf_counter()
     config = TwoTowerConfig(epochs=epochs)
     model, config, tuned, _ = tune_on_validation(data, config, {"user_profile": (True, False)}, attributes, segments)
-    ranker = Ranker(RankingFeatures(data.fit, category, attributes.price_band), n_candidates=n_candidates).fit(
-        tuned.use_histories(data.fit_histories).score, data.fit, data.validation)
+    ranker = fit_on_validation(data, tuned, category, attributes.price_band)
     trained = time.perf_counter() - started
     retrieval = model.use_histories(data.histories).score
     test_ranker = ranker.using(RankingFeatures(data.train, category, attributes.price_band))
@@ -62,6 +61,7 @@ def run(folder: Path, n_candidates: int, epochs: int) -> dict:
     reranked = evaluate_scores(test_ranker.score_fn(retrieval, data.train, max(KS)), data)
     rerank_seconds = time.perf_counter() - started
     users = data.evaluated_users()
+    n_candidates = min(N_CANDIDATES, data.n_items)
     candidates, _ = batched_top_k(retrieval, users, n_candidates, exclude=data.train)
     return {
         "candidates": n_candidates,
@@ -89,11 +89,10 @@ def table(dataset: str, result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", nargs="+", default=["online-retail", "groceries"])
-    parser.add_argument("--candidates", type=int, default=100)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("RECSYS_WORK_DIR", ".work")))
     args = parser.parse_args()
-    for_each_run(args.dataset, args.work, lambda folder: run(folder, args.candidates, args.epochs), table, "ranking_stage.json")
+    for_each_run(args.dataset, args.work, lambda folder: run(folder, args.epochs), table, "ranking_stage.json")
 
 if __name__ == "__main__":
     main()

@@ -32,7 +32,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ml.data import InteractionData, SplitError, binary_matrix, checked_columns, index_ids, time_ordered_histories
-from ml.evaluate import BASELINE_NAMES, evaluate_scores, fit_baselines
+from ml.evaluate import BASELINE_NAMES, category_ids, evaluate_scores, fit_baselines
+from ml.item_attributes import encode as encode_item_attributes
 from ml.user_segments import encode as encode_segments
 
 log = logging.getLogger(__name__)
@@ -111,16 +112,14 @@ def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segmen
     }
 
 
-def _ranking_stage(data: InteractionData, tuned, model, item_attributes, item_category, record: dict):
+def _ranking_stage(data: InteractionData, tuned, model, price_band, item_category, record: dict):
     """The pipeline's ranking stage replayed on the cut: trained on the validation period's items (candidates
     of the model fitted before it), kept only if it beats the retrieval order on held-out validation users.
     Returns a model whose ``score`` ranks by it, or None; its decision goes into ``record``."""
     from ml.evaluate import KS
-    from ml.reranker import Ranker, RankingFeatures
+    from ml.reranker import RankingFeatures, fit_on_validation
 
-    price_band = item_attributes.price_band if item_attributes is not None else None
-    ranker = Ranker(RankingFeatures(data.fit, item_category, price_band)).fit(
-        tuned.use_histories(data.fit_histories).score, data.fit, data.validation)
+    ranker = fit_on_validation(data, tuned, item_category, price_band)
     record["ranking_stage"] = ranker.record | {"used": ranker.record["improves"]}
     if not ranker.record["improves"]:
         return None
@@ -141,26 +140,28 @@ def _window(cut: pd.Timestamp, frame: pd.DataFrame, validation_days: int) -> dic
 def run_backtest(
     frame: pd.DataFrame,
     two_tower_config=None,
-    item_attributes=None,
-    item_category: np.ndarray | None = None,
+    catalogue: pd.DataFrame | None = None,
     validation_days: int = VALIDATION_DAYS,
     user_segments: pd.DataFrame | None = None,
 ) -> dict:
     """Every baseline (and the two-tower model with ``two_tower_config``) on the time cut, both variants.
 
-    ``item_attributes`` (``ml.item_attributes.ItemAttributes``) and ``item_category``
-    (one id per item) must be aligned with the item index of ``time_cut_data(frame)``;
-    build them with ``item_ids_of(frame)``. ``user_segments`` (user_id, country) feeds the
-    user tower's segment.
+    ``catalogue`` (item_id, category, price_band, title: the ``item_features`` mart) feeds the
+    item tower, the ranking stage and the diversity metric; ``user_segments`` (user_id,
+    country) the user tower's segment.
     """
     data, repeats_test = time_cut_data(frame, validation_days)
+    item_category = category_ids(data.item_ids, catalogue) if catalogue is not None else None
+    attributes = encode_item_attributes(data.item_ids, catalogue) if catalogue is not None else None
     variants = {"new_items": data, "with_repeats": dataclasses.replace(data, test=repeats_test)}
     models, tuning, seconds = fit_baselines(data, (*BASELINE_NAMES, "bought_before"))
     if two_tower_config is not None:
         started = time.perf_counter()
         segments = encode_segments(data.user_ids, user_segments) if user_segments is not None else None
-        models["two_tower"], tuned, tuning["two_tower"] = _tuned_two_tower(data, two_tower_config, item_attributes, segments)
-        ranked = _ranking_stage(data, tuned, models["two_tower"], item_attributes, item_category, tuning["two_tower"])
+        models["two_tower"], tuned, tuning["two_tower"] = _tuned_two_tower(
+            data, two_tower_config, attributes if two_tower_config.item_attributes else None, segments)
+        ranked = _ranking_stage(data, tuned, models["two_tower"], attributes.price_band if attributes else None,
+                                item_category, tuning["two_tower"])
         if ranked is not None:
             models["two_tower+ranking"] = ranked
         seconds["two_tower"] = round(time.perf_counter() - started, 2)
@@ -190,9 +191,3 @@ def run_backtest(
         "variants": results,
     }
 
-
-def item_ids_of(frame: pd.DataFrame) -> np.ndarray:
-    """The item index ``time_cut_data(frame)`` uses: items of the users with train rows, in sorted id order."""
-    known = frame.loc[frame["split"] == "train", "user_id"].astype(str).unique()
-    items = frame.loc[frame["user_id"].astype(str).isin(known), "item_id"].astype(str).unique()
-    return np.array(sorted(items), dtype=object)

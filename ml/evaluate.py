@@ -70,8 +70,10 @@ def evaluate_scores(
     return metrics
 
 
-def category_ids(item_ids: np.ndarray, categories: dict[str, str]) -> np.ndarray:
-    """One integer per item (aligned with ``item_ids``) for its category; unknown items share one id."""
+def category_ids(item_ids: np.ndarray, catalogue) -> np.ndarray:
+    """One integer per item (aligned with ``item_ids``) for its category, from the ``catalogue`` frame
+    (item_id, category: the ``item_features`` mart); unknown items share one id."""
+    categories = dict(zip(catalogue["item_id"].astype(str), catalogue["category"]))
     names = np.array([categories.get(str(item), "") or "" for item in item_ids], dtype=object)
     _, ids = np.unique(names.astype(str), return_inverse=True)
     return ids.astype(np.int64)

@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 FEATURES = ("retrieval_score", "retrieval_rank", "item_log_popularity", "item_knn_score",
             "category_share", "price_band_distance", "user_log_activity")
-N_CANDIDATES = 100  # candidates per shopper the stage re-orders (at least K)
-MIN_USERS = 10  # validation users needed on each side (learning, checking) to train the stage at all
+N_CANDIDATES = 100  # candidates per shopper the stage re-orders, whatever K is asked (the rest follow in retrieval order)
+MIN_USERS = 10  # validation users needed in each group (learning, choosing epochs, deciding) to train the stage at all
 NEIGHBOURS = 100  # co-occurrence neighbours kept per item: bounds the similarity table at n_items x 100
 
 
@@ -112,6 +112,14 @@ def _ndcg(order_scores: np.ndarray, users: np.ndarray, candidates: np.ndarray, t
     k = min(k, candidates.shape[1])  # fewer candidates than K: NDCG over all of them
     top = np.take_along_axis(candidates, np.argsort(-order_scores, axis=1, kind="stable")[:, :k], axis=1)
     return float(ranking_metrics(top, truth[users], truth.shape[1], ks=(k,))[f"ndcg@{k}"])
+
+
+def fit_on_validation(data, tuned, item_category: np.ndarray | None = None,
+                      item_price_band: np.ndarray | None = None) -> "Ranker":
+    """The stage as the pipeline trains it: on the candidates of ``tuned`` (the two-tower model fitted on
+    ``data.fit``, read from the fit histories) against the validation items."""
+    return Ranker(RankingFeatures(data.fit, item_category, item_price_band)).fit(
+        tuned.use_histories(data.fit_histories).score, data.fit, data.validation)
 
 
 class Ranker(tf.Module):

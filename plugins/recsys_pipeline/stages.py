@@ -474,7 +474,8 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
     from ml.data import from_split_frame
     from ml.item_attributes import encode as encode_item_attributes
     from ml.serving import RecommenderModule, export_saved_model
-    from ml.reranker import Ranker
+    from ml.evaluate import category_ids
+    from ml.reranker import fit_on_validation
     from ml.train import tune_on_validation
     from ml.two_tower import TwoTowerConfig, pad_histories
     from ml.user_segments import segment_popularity
@@ -491,8 +492,8 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
         data, config, {"user_profile": (config.user_profile, not config.user_profile)}, attributes, segments)
     # The ranking stage learns to re-order the candidates of the model fitted on `fit` against the
     # validation items; it is used only if it beats the retrieval order on validation users it never saw.
-    ranker = Ranker(ranking_features(folder, data.item_ids, data.fit)).fit(
-        tuned.use_histories(data.fit_histories).score, data.fit, data.validation)
+    catalogue = pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT)
+    ranker = fit_on_validation(data, tuned, category_ids(data.item_ids, catalogue), attributes.price_band)
     use_ranker = ranker.record["improves"]
     out = folder / "two_tower"
     shutil.rmtree(out, ignore_errors=True)
@@ -552,8 +553,7 @@ def ranking_features(folder: Path, item_ids: np.ndarray, interactions):
     from ml.reranker import RankingFeatures
 
     frame = pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT)
-    category = category_ids(item_ids, dict(zip(frame["item_id"].astype(str), frame["category"])))
-    return RankingFeatures(interactions, category, encode(item_ids, frame).price_band)
+    return RankingFeatures(interactions, category_ids(item_ids, frame), encode(item_ids, frame).price_band)
 
 
 def ranking_stage(folder: Path, item_ids: np.ndarray, interactions, used_only: bool = True):
@@ -578,7 +578,7 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
     item_category = None
     if (folder / ATTRIBUTE_SNAPSHOT).exists():
         frame = pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT)
-        item_category = category_ids(data.item_ids, dict(zip(frame["item_id"].astype(str), frame["category"])))
+        item_category = category_ids(data.item_ids, frame)
     metrics, tuning = evaluate_baselines(data, item_category)
     embeddings = np.load(folder / "two_tower" / "embeddings.npz")
     users, items = embeddings["user_embeddings"], embeddings["item_embeddings"]
@@ -609,19 +609,13 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
 def backtest(folder: Path, max_epochs: int) -> dict:
     """The protocol's global time-cut backtest (``ml.backtest``) of every baseline and the run's two-tower
     configuration, added to ``metrics.json`` under ``backtest``: beside the gate's metrics, not in them."""
-    from ml.backtest import item_ids_of, run_backtest
-    from ml.evaluate import category_ids
-    from ml.item_attributes import encode as encode_item_attributes
+    from ml.backtest import run_backtest
     from ml.two_tower import TwoTowerConfig
 
     frame = pd.read_parquet(folder / TIME_SPLIT_SNAPSHOT)
     config = TwoTowerConfig(**(_read_json(folder / "two_tower" / "training.json")["config"] | {"epochs": max_epochs}))
-    item_ids = item_ids_of(frame)
-    attributes = pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT)
     result = run_backtest(
-        frame, config,
-        item_attributes=encode_item_attributes(item_ids, attributes) if config.item_attributes else None,
-        item_category=category_ids(item_ids, dict(zip(attributes["item_id"].astype(str), attributes["category"]))),
+        frame, config, catalogue=pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT),
         user_segments=pd.read_parquet(folder / SEGMENT_SNAPSHOT) if (folder / SEGMENT_SNAPSHOT).exists() else None,
     )
     report = _read_json(folder / "metrics.json")
