@@ -3,9 +3,10 @@
 Offline evaluation and batch publishing both need "the K best unseen items per
 user". Doing this naively (``np.argsort`` over the full score matrix of every
 user) is O(n_items log n_items) per user and needs the whole
-``n_users x n_items`` matrix in memory. The functions here use
-``np.argpartition`` (linear time) and work on chunks of users, so ranking 100k
-users only ever materialises ``batch_size x n_items`` scores.
+``n_users x n_items`` matrix in memory. The functions here work
+in linear time (a compiled candidate selection on large catalogues, ``np.argpartition``
+on small ones) and on chunks of users, so ranking 100k users only ever materialises
+``threads x batch_size x n_items`` scores.
 
 Ordering contract (relied on by metrics and by the publishing step):
 
@@ -20,10 +21,15 @@ Ordering contract (relied on by metrics and by the publishing step):
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
+
+from ml.top_k_kernel import top_k_rows
 
 __all__ = ["top_k", "batched_top_k"]
 
@@ -54,9 +60,9 @@ def top_k(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Returns the ``k`` highest-scoring items of every row.
 
-    Runs in O(n_rows * n_items) time: on large catalogues a few linear passes pick a
-    few hundred candidates per row (``_top_k_of_candidates``), otherwise one
-    ``argpartition`` of the row. Works on a copy of ``scores`` unless ``overwrite``
+    Runs in O(n_rows * n_items) time: on large catalogues (float32 scores) one
+    compiled pass per row picks about ``1.4 k`` candidates (``ml.top_k_kernel``),
+    otherwise one ``argpartition`` of the row. Works on a copy of ``scores`` unless ``overwrite``
     (then ``scores`` is used as scratch space: pass it only for an array nobody reads
     afterwards, such as a batch of scores computed just for this call).
 
@@ -93,56 +99,25 @@ def top_k(
         work = np.array(scores, dtype=dtype, copy=True)
     if n_rows == 0:
         return np.empty((0, k), np.int32), np.empty((0, k), np.float32)
-    if np.isnan(work.max()):  # one reduction instead of a mask pass when (as usual) there is no NaN
-        work[np.isnan(work)] = -np.inf
     if exclude is not None:
         _mask_excluded(work, exclude)
-    if n_items >= CANDIDATE_FILTER_MIN_ITEMS and n_items >= 8 * k:
-        return _top_k_of_candidates(work, k)
-    return _exact_top_k(work, k)
+    if dtype == np.float32 and n_items >= CANDIDATE_FILTER_MIN_ITEMS and n_items >= 8 * k:
+        items, item_scores, done = top_k_rows(work, k)
+        rest = np.flatnonzero(~done)
+        if rest.size:  # fewer than k scored items, or ties crowding the threshold: rank the whole row
+            items[rest], item_scores[rest] = _exact_top_k(_nan_to_minus_inf(work[rest]), k)
+        return items, item_scores
+    return _exact_top_k(_nan_to_minus_inf(work), k)
 
 
-# From this many items on, rows are first cut down to candidates (see _top_k_of_candidates).
+# From this many items on, rows go through the compiled candidate selection (ml.top_k_kernel).
 CANDIDATE_FILTER_MIN_ITEMS = 2048
 
 
-def _top_k_of_candidates(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-K that looks closely at a few hundred candidates per row instead of every item.
-
-    Any threshold with at least ``k`` items of a row at or above it keeps that row's
-    whole top K, so: estimate a threshold from a 1-in-10 sample of the columns (about
-    the ``3k``-th best score), check that each row keeps at least ``k`` items, and for
-    rows that do not, use a threshold that always does -- the smallest of the maxima of
-    ``k`` blocks of the row. Linear passes over the scores replace the partition of
-    every full row, which dominated batch scoring; the candidates (1-3% of the items)
-    keep ascending item order, so the exact selection on them breaks ties by item index
-    exactly as on the full row.
-    """
-    n_rows, n_items = work.shape
-    stride = 10
-    sample = work[:, ::stride]
-    rank = min(sample.shape[1], max(1, (3 * k) // stride))
-    threshold = np.partition(sample, sample.shape[1] - rank, axis=1)[:, sample.shape[1] - rank]
-    keep = work >= threshold[:, None]
-    short = np.flatnonzero(np.count_nonzero(keep, axis=1) < k)
-    if short.size:
-        block = -(-n_items // k)
-        rows = work[short]
-        if block * k != n_items:
-            rows = np.pad(rows, ((0, 0), (0, block * k - n_items)), constant_values=-np.inf)
-        threshold[short] = rows.reshape(short.size, k, block).max(axis=2).min(axis=1)
-        keep[short] = work[short] >= threshold[short, None]
-    flat = np.flatnonzero(keep)
-    rows, cols = np.divmod(flat, n_items)
-    counts = np.bincount(rows, minlength=n_rows)
-    position = np.arange(flat.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    width = int(counts.max())
-    candidate_items = np.full((n_rows, width), n_items, dtype=np.int64)  # padding sorts after every real item
-    candidate_scores = np.full((n_rows, width), -np.inf, dtype=work.dtype)
-    candidate_items[rows, position] = cols
-    candidate_scores[rows, position] = work.ravel()[flat]
-    picked, item_scores = _exact_top_k(candidate_scores, k)
-    return np.take_along_axis(candidate_items, picked.astype(np.int64), axis=1).astype(np.int32), item_scores
+def _nan_to_minus_inf(work: np.ndarray) -> np.ndarray:
+    if np.isnan(work.max()):  # one reduction instead of a mask pass when (as usual) there is no NaN
+        work[np.isnan(work)] = -np.inf
+    return work
 
 
 def _exact_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -179,24 +154,30 @@ def batched_top_k(
     k: int,
     exclude: sp.spmatrix | sp.sparray | None = None,
     batch_size: int = 256,
+    threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-K for many users without materialising the full score matrix.
 
-    Peak memory is about ``batch_size * n_items`` scores (plus the outputs),
-    so full ranking of 100k users x 50k items stays at a few hundred MB.
+    Batches are scored and ranked on ``threads`` threads at once, each batch start to
+    finish on one thread with BLAS held to one thread meanwhile: the matrix multiply
+    and the ranking then share no cores and caches, where a multi-threaded multiply
+    followed by ranking left half the machine idle during the ranking
+    (bench/batch_scoring.py). Peak memory is about ``threads * batch_size * n_items``
+    scores plus the outputs.
 
     Args:
       score_fn: Maps an int array of user indices ``(b,)`` to float scores
         ``(b, n_items)`` (e.g. a baseline's ``score`` method). It must return a
-        new array on every call: the ranking works in place in it.
+        new array on every call (the ranking works in place in it) and may be
+        called from several threads at once.
       users: 1-D int array of user indices to rank, in output order.
       k: Number of items per user.
       exclude: Optional sparse ``(n_users_total, n_items)`` matrix indexed by
         *user index* (not by position in ``users``); its non-zeros are never
         recommended (see ``top_k`` for the fewer-than-k rule).
       batch_size: Users scored per call of ``score_fn``. 256 keeps a batch's scores
-        in cache while they are ranked: on 20k items it scored 10-11k users/s here
-        against 7-9k with 1024 (bench/batch_scoring.py).
+        in cache while they are ranked.
+      threads: Batches in flight at once; default: the CPUs this process may use.
 
     Returns:
       ``(items, item_scores)`` as in ``top_k``, with one row per entry of
@@ -206,10 +187,13 @@ def batched_top_k(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     excl = sp.csr_matrix(exclude) if exclude is not None else None
+    starts = range(0, len(users), batch_size)
+    threads = max(1, min(threads or len(os.sched_getaffinity(0)), len(starts)))
 
     items = np.empty((len(users), k), dtype=np.int32)
     item_scores = np.empty((len(users), k), dtype=np.float32)
-    for start in range(0, len(users), batch_size):
+
+    def rank_batch(start: int) -> None:
         batch = users[start : start + batch_size]
         batch_scores = np.asarray(score_fn(batch))
         if batch_scores.shape[0] != len(batch):
@@ -220,4 +204,11 @@ def batched_top_k(
         items[start : start + len(batch)], item_scores[start : start + len(batch)] = top_k(
             batch_scores, k, batch_excl, overwrite=True
         )
+
+    if threads == 1:
+        for start in starts:
+            rank_batch(start)
+    else:
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+            list(pool.map(rank_batch, starts))  # re-raises the first failed batch's error
     return items, item_scores

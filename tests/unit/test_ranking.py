@@ -109,7 +109,7 @@ def test_batched_without_exclude_and_empty_users():
     assert items.shape == (0, 2) and vals.shape == (0, 2)
 
 
-@pytest.mark.parametrize("n_items, k, ties", [(5000, 100, False), (5000, 20, True), (3001, 100, True), (4096, 7, False)])
+@pytest.mark.parametrize("n_items, k, ties", [(5000, 100, False), (5000, 20, True), (3001, 100, True), (4096, 7, False), (20011, 100, False)])
 def test_the_candidate_filter_gives_exactly_the_full_ranking(n_items, k, ties):
     """Large catalogues take the candidate path; it must agree with ranking every item, ties and exclusions included."""
     from ml.ranking import _exact_top_k
@@ -127,3 +127,50 @@ def test_the_candidate_filter_gives_exactly_the_full_ranking(n_items, k, ties):
     want_items, want_scores = _exact_top_k(expected, k)
     np.testing.assert_array_equal(items, want_items)
     np.testing.assert_array_equal(item_scores, want_scores)
+
+
+def test_the_compiled_selection_handles_signs_infinities_and_reports_crowded_rows():
+    """Rows whose threshold is -inf come back undone; the rest match ranking every item, ties included."""
+    from ml.ranking import _exact_top_k
+    from ml.top_k_kernel import top_k_rows
+
+    rng = np.random.default_rng(11)
+    k, n_items = 50, 4000
+    scores = rng.standard_normal((8, n_items)).astype(np.float32)
+    scores[0] -= 10.0  # every score negative
+    scores[1, ::3] = -0.0  # signed zeros tie with +0.0 (lower index first)
+    scores[1, 1::3] = 0.0
+    scores[2, [5, 900, 3999]] = np.inf
+    scores[3, :] = 2.0  # all tied: the first k items
+    scores[6, 1000:] = scores[6, 999]  # a tie at the threshold across most of the row
+    scores[4, 30:] = -np.inf  # fewer than k scored items
+    scores[5, rng.random(n_items) < 0.5] = np.nan
+    items, item_scores, done = top_k_rows(scores.copy(), k)
+    assert done.tolist() == [True, True, True, True, False, True, True, True]
+    expected = scores.copy()
+    expected[np.isnan(expected)] = -np.inf
+    want_items, want_scores = _exact_top_k(expected, k)
+    np.testing.assert_array_equal(items[done], want_items[done])
+    np.testing.assert_array_equal(item_scores[done], want_scores[done])
+    full_items, _ = top_k(scores, k)  # the public function ranks the undone rows the plain way
+    np.testing.assert_array_equal(full_items, want_items)
+
+
+def test_threads_give_the_same_tables_and_pass_errors_on():
+    rng = np.random.default_rng(3)
+    users_emb = rng.standard_normal((700, 16)).astype(np.float32)
+    items_emb = rng.standard_normal((3000, 16)).astype(np.float32)
+    exclude = sp.random(700, 3000, density=0.01, format="csr", random_state=3)
+    score_fn = lambda idx: users_emb[idx] @ items_emb.T  # noqa: E731
+    one = batched_top_k(score_fn, np.arange(700), 20, exclude, batch_size=64, threads=1)
+    three = batched_top_k(score_fn, np.arange(700), 20, exclude, batch_size=64, threads=3)
+    np.testing.assert_array_equal(one[0], three[0])
+    np.testing.assert_array_equal(one[1], three[1])
+
+    def failing(idx):
+        if 500 in idx:
+            raise RuntimeError("score store unavailable")
+        return score_fn(idx)
+
+    with pytest.raises(RuntimeError, match="score store unavailable"):
+        batched_top_k(failing, np.arange(700), 20, batch_size=64, threads=2)
