@@ -8,8 +8,8 @@ that split:
 * the baselines as the DAG evaluates them (EASE's L2 chosen on validation);
 * each two-tower variant named with ``--variants`` (``pooling``, ``pooling+attributes``,
   ``pooling+attributes+profile``, the same with ``gru``; ``+profile``: the user tower's
-  profile and segment): epochs chosen by early stopping on validation, refitted on
-  all of train, then tested -- also reporting the validation NDCG@20 that chose it, and
+  profile and segment): epochs chosen by early stopping on validation and the popularity
+  prior's weight on validation (as a training run chooses them), refitted on all of train, then tested -- also reporting the validation NDCG@20 that chose it, and
   training examples per second.
 
 Prints one table per dataset (test metrics; validation NDCG@20 of the two-tower
@@ -61,18 +61,19 @@ def latest_run_folder(work: Path, dataset: str) -> Path:
 
 
 def two_tower(data, attributes, overrides: dict, item_category, segments=None) -> dict:
-    from ml.train import TwoTowerRecommender
+    from ml.train import TwoTowerRecommender, choose_popularity_prior
     from ml.two_tower import TwoTowerConfig
 
     config = TwoTowerConfig(**overrides)
     started = time.perf_counter()
     tuned = TwoTowerRecommender(config, item_attributes=attributes, user_segments=segments).fit(
         data.fit, data.fit_histories, validation=data.validation)
-    config = dataclasses.replace(config, epochs=tuned.best_epoch or config.epochs)
+    validation = max(tuned.validation_history)
+    prior, _ = choose_popularity_prior(tuned, data)
+    config = dataclasses.replace(config, epochs=tuned.best_epoch or config.epochs, popularity_prior=prior)
     model = TwoTowerRecommender(config, item_attributes=attributes, user_segments=segments).fit(data.train, data.histories)
-    users, items = model.use_histories(data.histories).user_embeddings, model.item_embeddings
-    metrics = evaluate_scores(lambda u: users[u] @ items.T, data, item_category=item_category)
-    return metrics | {"validation_ndcg@20": max(tuned.validation_history), "best_epoch": tuned.best_epoch,
+    metrics = evaluate_scores(model.use_histories(data.histories).score, data, item_category=item_category)
+    return metrics | {"validation_ndcg@20": validation, "popularity_prior": prior, "best_epoch": tuned.best_epoch,
                       "examples_per_second": round(model.examples_per_second), "seconds": round(time.perf_counter() - started, 1)}
 
 

@@ -172,6 +172,20 @@ def ranking_stage_section(stage: dict | None, primary: str) -> str:
     )
 
 
+def two_tower_choices(tuning: dict) -> str:
+    """One sentence on what the run chose for the two-tower model on validation (``training.json`` -> ``tuning``)."""
+    if not tuning:
+        return ""
+    settings = ", ".join(f"{label} {score:.4f}" for label, score in tuning.get("validation_ndcg@20", {}).items())
+    text = f"Two-tower setting chosen on validation: {tuning.get('chosen', '?')} (validation ndcg@20: {settings})."
+    prior = tuning.get("popularity_prior")
+    if prior:
+        by_weight = sorted(prior.get("validation_ndcg@20", {}).items(), key=lambda kv: float(kv[0]))
+        weights = ", ".join(f"{weight} {score:.4f}" for weight, score in by_weight)
+        text += f" Popularity prior weight: {prior.get('chosen')} (validation ndcg@20 by weight: {weights})."
+    return text
+
+
 def render(training: dict, metrics_report: dict, decision: dict | None, title: str) -> str:
     """The report as one HTML page (``training.json``, ``metrics.json`` and ``decision.json`` of a run)."""
     models = metrics_report.get("models", {})
@@ -213,7 +227,8 @@ def render(training: dict, metrics_report: dict, decision: dict | None, title: s
 <p><b>{verdict}</b> · model <code>{html.escape(str(training.get('model_version', '?')))}</code> ·
 {training.get('examples', '?')} training examples, {training.get('examples_per_second', '?')} examples/s, best epoch {training.get('best_epoch', '?')}</p>
 <p><small>{html.escape(metrics_report.get('protocol', ''))}. Cold-start slice: evaluated users with at most 5 train items
-({cold_users if cold_users is not None else 'none'} users). EASE's L2 chosen on validation: {html.escape(str(tuning.get('ease', {}).get('l2', '–')))}.</small></p>
+({cold_users if cold_users is not None else 'none'} users). EASE's L2 chosen on validation: {html.escape(str(tuning.get('ease', {}).get('l2', '–')))}.
+{html.escape(two_tower_choices(training.get('tuning', {})))}</small></p>
 <h2>Training</h2><div class=charts>{curves}{validation}</div>
 <h2>Models on the test split</h2><div class=charts>{bars}{recall}{cold_chart}</div>
 <table><thead><tr><th>model</th>{header}</tr></thead><tbody>{rows}</tbody></table>

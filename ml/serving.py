@@ -50,6 +50,7 @@ class RecommenderModule(tf.Module):
         segment_names: tuple[str, ...] = (),
         ranker=None,
         histories: np.ndarray | None = None,
+        item_bias: np.ndarray | None = None,
     ):
         """``popularity``: [n_items] counts, or [1 + len(segment_names), n_items] with everyone's in row 0
         and segment s's in row s. ``user_tower``: the trained ``ml.two_tower.UserTower`` (for
@@ -57,7 +58,8 @@ class RecommenderModule(tf.Module):
         ``ranker``: the ranking stage (``ml.reranker.Ranker``) that re-orders a personal answer's
         candidates, when the run chose to use it. ``histories``: [n_users, history_length] each known
         user's latest items (item index + 1, left-padded with 0; ``ml.two_tower.pad_histories``), read
-        before the recent items a caller passes, so a known shopper's context extends their history."""
+        before the recent items a caller passes, so a known shopper's context extends their history.
+        ``item_bias``: [n_items] added to every personal score (the popularity prior the run chose)."""
         super().__init__()
         popularity = np.atleast_2d(np.asarray(popularity, np.float32))
         if popularity.shape[0] != len(segment_names) + 1:
@@ -69,6 +71,9 @@ class RecommenderModule(tf.Module):
         self.item_ids = tf.Variable(np.asarray(item_ids).astype(str), trainable=False, name="item_ids")
         self.user_embeddings = tf.Variable(user_embeddings.astype(np.float32), trainable=False, name="user_embeddings")
         self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False, name="item_embeddings")
+        self.item_bias = tf.Variable(
+            np.zeros(len(item_ids), np.float32) if item_bias is None else np.asarray(item_bias, np.float32),
+            trainable=False, name="item_bias")
         self.seen_values = tf.Variable(seen.indices.astype(np.int64), trainable=False, name="seen_items")
         self.seen_splits = tf.Variable(seen.indptr.astype(np.int64), trainable=False, name="seen_row_splits")
         self.popularity = tf.Variable(popularity, trainable=False, name="popularity")
@@ -102,6 +107,9 @@ class RecommenderModule(tf.Module):
             "model_version": tf.fill(tf.shape(known), self.model_version),
         }
 
+    def _personal_scores(self, user_embeddings):
+        return tf.matmul(user_embeddings, self.item_embeddings, transpose_b=True) + self.item_bias[tf.newaxis, :]
+
     def _known_seen(self, rows, known):
         """[n, 2] (row in batch, item index) of the known users' items; unknown users have none."""
         seen = tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_splits)
@@ -113,7 +121,7 @@ class RecommenderModule(tf.Module):
     def recommend(self, user_id, k):
         rows = self.user_table.lookup(user_id)
         known = rows >= 0
-        personal = tf.matmul(tf.gather(self.user_embeddings, tf.maximum(rows, 0)), self.item_embeddings, transpose_b=True)
+        personal = self._personal_scores(tf.gather(self.user_embeddings, tf.maximum(rows, 0)))
         popular = tf.broadcast_to(self.popularity[0][tf.newaxis, :], tf.shape(personal))
         scores = tf.where(known[:, tf.newaxis], personal, popular)
         return self._top_k(scores, self._known_seen(rows, known), k, known, known)
@@ -146,7 +154,7 @@ class RecommenderModule(tf.Module):
             personal_rows = tf.logical_or(known, has_recent)
         else:
             embeddings, personal_rows = stored, known
-        personal = tf.matmul(embeddings, self.item_embeddings, transpose_b=True)
+        personal = self._personal_scores(embeddings)
         popular = tf.gather(self.popularity, segments)  # segment 0 (unknown): everyone's best-sellers
         scores = tf.where(personal_rows[:, tf.newaxis], personal, popular)
         recent = tf.where(tokens > 0)  # [n, 2] (row, column) of the recent items given

@@ -56,17 +56,12 @@ class ValidationRanking(keras.callbacks.Callback):
     def __init__(self, recommender: "TwoTowerRecommender", histories, seen: sp.csr_matrix, truth: sp.csr_matrix, patience: int = 2):
         super().__init__()
         self.recommender, self.histories, self.seen, self.truth, self.patience = recommender, histories, seen, truth, patience
-        self.users = np.flatnonzero(np.diff(truth.indptr) > 0)
         self.best, self.best_epoch, self.best_weights, self.scores = -1.0, -1, None, []
 
     def on_epoch_end(self, epoch, logs=None):
-        from ml.metrics import ranking_metrics
-        from ml.ranking import batched_top_k
-
         self.recommender.use_histories(self.histories)
-        top, _ = batched_top_k(self.recommender.score, self.users, 20, exclude=self.seen)
-        value = ranking_metrics(top, self.truth[self.users], self.truth.shape[1], ks=(20,))["ndcg@20"]
-        self.scores.append(float(value))
+        value = validation_ndcg(self.recommender.score, self.seen, self.truth)
+        self.scores.append(value)
         log.info("epoch %d: validation ndcg@20 = %.4f", epoch + 1, value)
         if value > self.best:
             self.best, self.best_epoch, self.best_weights = value, epoch, self.model.get_weights()
@@ -108,6 +103,7 @@ class TwoTowerRecommender:
         users, items = coo.row.astype(np.int32), coo.col.astype(np.int32)
         counts = np.asarray(interactions.sum(axis=0)).ravel()
         log_frequency = np.log(np.maximum(counts, 1.0) / max(counts.sum(), 1.0))
+        self.item_log_frequency = log_frequency.astype(np.float32)
         if config.causal_history:
             dataset = causal_training_dataset(histories, config.history_length, config.batch_size, config.seed)
         else:
@@ -150,8 +146,55 @@ class TwoTowerRecommender:
         self.user_embeddings = self.embed_users(histories)
         return self
 
+    @property
+    def item_bias(self) -> np.ndarray:
+        """What ranking adds to each item's score: the popularity prior (zeros when its weight is 0)."""
+        return (self.config.popularity_prior * self.item_log_frequency).astype(np.float32)
+
+    def with_popularity_prior(self, weight: float) -> "TwoTowerRecommender":
+        """Rank from now on with ``weight`` times the items' training log-frequency added to the scores."""
+        self.config = dataclasses.replace(self.config, popularity_prior=float(weight))
+        return self
+
     def score(self, user_idx: np.ndarray) -> np.ndarray:
-        return self.user_embeddings[user_idx] @ self.item_embeddings.T
+        scores = self.user_embeddings[user_idx] @ self.item_embeddings.T
+        if self.config.popularity_prior:
+            scores += self.item_bias
+        return scores
+
+
+# Popularity-prior weights tried on validation; 0 comes first so that, on a tie, the towers' own
+# scores are kept. Negative weights demote best-sellers further than the training's logQ correction
+# did, positive ones put popularity back. Log-frequencies spread over a few units and the towers'
+# scores over tenths, so past 1 the prior all but decides the order (most-popular, unseen items first).
+# Measured (validation / test NDCG@20): Online Retail 0.1493 / 0.1545 at 0, 0.1501 / 0.1552 at -0.02,
+# 0.1283 / 0.1339 at 0.1; groceries 0.2986 / 0.3093 at 0, 0.2989 / 0.3095 at 0.05.
+POPULARITY_PRIOR_CHOICES = (0.0, -0.05, -0.02, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def validation_ndcg(score_fn, seen: sp.csr_matrix, truth: sp.csr_matrix) -> float:
+    """NDCG@20 of ``score_fn`` over the users with ``truth`` items, their ``seen`` items excluded."""
+    from ml.metrics import ranking_metrics
+    from ml.ranking import batched_top_k
+
+    users = np.flatnonzero(np.diff(truth.indptr) > 0)
+    top, _ = batched_top_k(score_fn, users, 20, exclude=seen)
+    return float(ranking_metrics(top, truth[users], truth.shape[1], ks=(20,))["ndcg@20"])
+
+
+def choose_popularity_prior(tuned: "TwoTowerRecommender", data, weights=POPULARITY_PRIOR_CHOICES) -> tuple[float, dict]:
+    """The prior weight with the best validation NDCG@20 for ``tuned`` (fitted on ``data.fit``), which is left using it.
+
+    No refit is needed: the prior only shifts scores. Returns ``(weight, {weight: validation ndcg@20})``.
+    """
+    tuned.use_histories(data.fit_histories)
+    scores = {}
+    for weight in dict.fromkeys(weights):
+        scores[weight] = validation_ndcg(tuned.with_popularity_prior(weight).score, data.fit, data.validation)
+        log.info("validation ndcg@20 %.4f with popularity prior %g", scores[weight], weight)
+    best = max(scores, key=scores.get)  # first best on ties
+    tuned.with_popularity_prior(best)
+    return best, scores
 
 
 def tune_on_validation(data, config: TwoTowerConfig, choices: dict[str, tuple], item_attributes=None, user_segments=None):
@@ -159,8 +202,8 @@ def tune_on_validation(data, config: TwoTowerConfig, choices: dict[str, tuple], 
 
     Every combination of ``choices`` (config field -> values to try) is fitted on
     ``data.fit`` with early stopping on ``data.validation`` -- never on test; the best
-    validation NDCG@20 picks the setting, its best epoch the number of epochs, and the
-    model is refitted on all of train (the most recent interactions, which validation
+    validation NDCG@20 picks the setting, its best epoch the number of epochs, and then
+    the popularity prior's weight (``choose_popularity_prior``); the model is refitted on all of train (the most recent interactions, which validation
     holds out, matter most). Returns ``(model, chosen config, tuned fit model, record)``:
     the record has each candidate's validation curve under its label.
     """
@@ -177,8 +220,10 @@ def tune_on_validation(data, config: TwoTowerConfig, choices: dict[str, tuple], 
         tried.append((max(tuned.validation_history, default=0.0), label, candidate, tuned))
         log.info("validation ndcg@20 %.4f with %s", tried[-1][0], label)
     best_score, label, candidate, tuned = max(tried, key=lambda entry: entry[0])  # first best on ties
-    chosen = dataclasses.replace(candidate, epochs=tuned.best_epoch or candidate.epochs)
+    prior, prior_scores = choose_popularity_prior(tuned, data, (config.popularity_prior, *POPULARITY_PRIOR_CHOICES))
+    chosen = dataclasses.replace(candidate, epochs=tuned.best_epoch or candidate.epochs, popularity_prior=prior)
     model = TwoTowerRecommender(chosen, item_attributes=item_attributes, user_segments=user_segments).fit(data.train, data.histories)
     record = {"chosen": label, "validation_ndcg@20": {entry[1]: round(entry[0], 5) for entry in tried},
-              "validation_ndcg@20_per_epoch": {entry[1]: entry[3].validation_history for entry in tried}}
+              "validation_ndcg@20_per_epoch": {entry[1]: entry[3].validation_history for entry in tried},
+              "popularity_prior": {"chosen": prior, "validation_ndcg@20": {str(w): round(v, 5) for w, v in prior_scores.items()}}}
     return model, chosen, tuned, record

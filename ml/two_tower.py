@@ -52,6 +52,10 @@ class TwoTowerConfig:
     item_attributes: bool = True  # the item tower also embeds category, price band and title words (when known)
     sequence_encoder: str = "pooling"  # "pooling" (weighted mean of recent items) or "gru" (a GRU over them, in time order)
     user_profile: bool = True  # the user tower also reads a profile: activity, price level, categories, segment
+    # Weight of the items' training log-frequency added to every score when ranking: the logQ
+    # correction takes popularity out of what the towers learn; this sets how much of it the
+    # ranking carries (chosen on validation by ml.train.choose_popularity_prior; 0 = the towers' scores alone).
+    popularity_prior: float = 0.0
     seed: int = 42
 
     def to_dict(self) -> dict:

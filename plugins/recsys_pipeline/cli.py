@@ -96,6 +96,13 @@ def cmd_summary(args: argparse.Namespace) -> int:
             names = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit_rate@20", "map@20", "coverage@10"]
             rows = [["model", *names]] + [[model, *(f"{values[n]:.4f}" for n in names)] for model, values in report["models"].items()]
             print("\nOffline metrics (test split, full ranking):\n" + _fmt_table(rows))
+            training_file = folder / "two_tower" / "training.json"
+            if training_file.exists():
+                from ml.report import two_tower_choices
+
+                choices = two_tower_choices(json.loads(training_file.read_text()).get("tuning", {}))
+                if choices:
+                    print("\n" + choices)
             stage = report.get("ranking_stage") or {}
             if stage.get("test") and stage.get("held_out_ndcg@20"):
                 held = stage["held_out_ndcg@20"]

@@ -507,13 +507,14 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
         user_embeddings=evaluation_user_embeddings,
         serving_user_embeddings=serving_user_embeddings,
         item_embeddings=model.item_embeddings,
+        item_bias=model.item_bias,
     )
     versions = code_version()
     release_id = release_id_with_inputs(folder.name, {"requested": config_overrides, "trained": config.to_dict()}, data_version, versions)
     model_version = f"{CHALLENGER}-{release_id}"
     module = RecommenderModule(
         data.user_ids, data.item_ids, serving_user_embeddings, model.item_embeddings, data.all_interactions,
-        segment_popularity(data.all_interactions, segments), model_version,
+        segment_popularity(data.all_interactions, segments), model_version, item_bias=model.item_bias,
         user_tower=model.model.user_tower, history_length=config.history_length, segment_names=segments.names,
         ranker=ranker.using(ranking_features(folder, data.item_ids, data.all_interactions)) if use_ranker else None,
         histories=pad_histories(data.full_histories, config.history_length),
@@ -543,6 +544,22 @@ def train(settings: MySQLSettings, folder: Path, config_overrides: dict, data_ve
 
 
 RANKER_FILE = "ranking_mlp.keras"  # the ranking stage's MLP, beside the SavedModel that may carry it
+
+
+def retrieval_scores(folder: Path, users_key: str):
+    """Score function (user indices -> [b, n_items]) of the run's saved two-tower embeddings, as the
+    SavedModel scores: dot product plus the item bias (the popularity prior; absent before it existed)."""
+    saved = np.load(folder / "two_tower" / "embeddings.npz")
+    users, items = saved[users_key], saved["item_embeddings"]
+    bias = saved["item_bias"] if "item_bias" in saved.files else None
+
+    def score(u: np.ndarray) -> np.ndarray:
+        scores = users[u] @ items.T
+        if bias is not None:
+            scores += bias
+        return scores
+
+    return score
 
 
 def ranking_features(folder: Path, item_ids: np.ndarray, interactions):
@@ -580,11 +597,7 @@ def evaluate(settings: MySQLSettings, folder: Path) -> dict:
         frame = pd.read_parquet(folder / ATTRIBUTE_SNAPSHOT)
         item_category = category_ids(data.item_ids, frame)
     metrics, tuning = evaluate_baselines(data, item_category)
-    embeddings = np.load(folder / "two_tower" / "embeddings.npz")
-    users, items = embeddings["user_embeddings"], embeddings["item_embeddings"]
-    def retrieval(u):
-        return users[u] @ items.T
-
+    retrieval = retrieval_scores(folder, "user_embeddings")
     # both orders are measured (the report shows them); the challenger is the one the run chose on validation
     ranking = _read_json(folder / "two_tower" / "training.json").get("ranking_stage", {})
     ranker = ranking_stage(folder, data.item_ids, data.train, used_only=False)
@@ -649,6 +662,13 @@ def _ranking_stage_line(stage: dict) -> str:
             f"held-out validation NDCG@20 {held.get('retrieval_order')} in retrieval order, {held.get('reranked')} re-ordered")
 
 
+def _prior_phrase(weight: float) -> str:
+    if not weight:
+        return ""
+    direction = "demoting" if weight < 0 else "favouring"
+    return f"; ranked with a popularity prior of weight {weight:g} ({direction} best-sellers, chosen on validation)"
+
+
 def write_model_card(folder: Path, dataset: str, data_version: str, release_id: str) -> Path:
     """``model_card.md``: what a reader of the release needs before trusting its model."""
     training = _read_json(folder / "two_tower" / "training.json")
@@ -664,7 +684,8 @@ def write_model_card(folder: Path, dataset: str, data_version: str, release_id: 
         f"{USER_TOWER_ENCODERS.get(training.get('config', {}).get('sequence_encoder', 'pooling'), '?')}"
         f"{', and a profile of them (activity, price level, categories) with the segment' if training.get('config', {}).get('user_profile') else ''}; "
         f"item tower: item id{' with category, price band and title words' if training.get('config', {}).get('item_attributes') else ''}), "
-        "in-batch softmax with log-frequency correction",
+        "in-batch softmax with log-frequency correction"
+        f"{_prior_phrase(training.get('config', {}).get('popularity_prior', 0.0))}",
         f"- **Ranking stage**: {_ranking_stage_line(training.get('ranking_stage', {}))}",
         f"- **Hyper-parameters**: `{json.dumps(training.get('config', {}), sort_keys=True)}`",
         f"- **Code**: `{json.dumps(training.get('code_version', {}), sort_keys=True)}`",
@@ -702,13 +723,8 @@ def recommend(settings: MySQLSettings, folder: Path, top_k: int) -> dict:
     from ml.ranking import batched_top_k
 
     data = read_split(settings, folder)
-    embeddings = np.load(folder / "two_tower" / "embeddings.npz")
-    users, items = embeddings["serving_user_embeddings"], embeddings["item_embeddings"]
     all_users = np.arange(data.n_users)
-
-    def score(u):
-        return users[u] @ items.T
-
+    score = retrieval_scores(folder, "serving_user_embeddings")
     ranker = ranking_stage(folder, data.item_ids, data.all_interactions)  # as the SavedModel ranks, when the run uses it
     if ranker is not None:
         score = ranker.score_fn(score, data.all_interactions, top_k)

@@ -77,3 +77,12 @@ def test_the_ranking_stage_shows_the_check_that_decided_and_both_orders_on_test(
     refused = render(TRAINING, REPORT | {"ranking_stage": stage | {"used": False}}, DECISION, "r")
     assert "Ranking stage: not used: it did not beat the retrieval order" in refused
     assert "Not trained: too few" in render(TRAINING, REPORT | {"ranking_stage": {"skipped": "too few users"}}, DECISION, "r")
+
+
+def test_the_report_names_the_two_tower_choices_made_on_validation():
+    tuning = {"chosen": "user_profile=False", "validation_ndcg@20": {"user_profile=False": 0.1493, "user_profile=True": 0.1472},
+              "popularity_prior": {"chosen": -0.02, "validation_ndcg@20": {"0.0": 0.1493, "-0.02": 0.1501, "1.0": 0.0523}}}
+    page = render(TRAINING | {"tuning": tuning}, REPORT, DECISION, "Evaluation report")
+    assert "Two-tower setting chosen on validation: user_profile=False (validation ndcg@20: user_profile=False 0.1493" in page
+    assert "Popularity prior weight: -0.02 (validation ndcg@20 by weight: -0.02 0.1501, 0.0 0.1493, 1.0 0.0523)" in page
+    assert "Two-tower setting" not in render(TRAINING, REPORT, DECISION, "Evaluation report")  # older runs: nothing to say

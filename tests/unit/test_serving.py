@@ -63,9 +63,11 @@ def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_
     from ml.two_tower import pad_histories
 
     stored = pad_histories(histories, model.config.history_length)
+    bias = model.with_popularity_prior(0.5).item_bias  # personal scores carry the popularity prior
+    assert np.ptp(bias) > 0
     module = RecommenderModule(user_ids, item_ids, model.user_embeddings, model.item_embeddings, matrix, popularity, "v2",
                                user_tower=model.model.user_tower, history_length=model.config.history_length,
-                               segment_names=segments.names, histories=stored)
+                               segment_names=segments.names, histories=stored, item_bias=bias)
     loaded = load_saved_model(export_saved_model(module, tmp_path / "model"))
     recommend = loaded.signatures["recommend_in_context"]
 
@@ -76,7 +78,7 @@ def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_
     assert out["known_user"].numpy().tolist() == [False, False, False, True]
     # a new shopper with recent items: scored by the user tower on them (in the order given), which are not repeated
     expected = np.asarray(model.model.user_tower(np.array([0], np.int32), np.array([[0, 0, 0, 0, 8, 9]], np.int32),
-                                                 segment=np.array([2], np.int32))) @ model.item_embeddings.T
+                                                 segment=np.array([2], np.int32))) @ model.item_embeddings.T + bias
     expected[0, [7, 8]] = -np.inf
     assert ids[0].tolist() == [item_ids[i] for i in np.argsort(-expected[0], kind="stable")[:3]]
     assert not {"i07", "i08"} & set(ids[0])
@@ -92,7 +94,7 @@ def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_
     out = recommend(user_id=np.array([b"u00"]), k=np.int32(3), recent_item_ids=np.array([[item_ids[new_item].encode()]]),
                     segment=np.array([b""]))
     window = np.concatenate([stored[0], [new_item + 1]])[-model.config.history_length:][None, :].astype(np.int32)
-    expected = np.asarray(model.model.user_tower(np.array([1], np.int32), window)) @ model.item_embeddings.T
+    expected = np.asarray(model.model.user_tower(np.array([1], np.int32), window)) @ model.item_embeddings.T + bias
     expected[0, list(histories[0]) + [new_item]] = -np.inf
     assert out["item_ids"].numpy().astype(str)[0].tolist() == [item_ids[i] for i in np.argsort(-expected[0], kind="stable")[:3]]
 
@@ -137,6 +139,7 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
     from ml.reranker import Ranker, RankingFeatures
 
     model, matrix, histories, segments = _trained_recommender()
+    model.with_popularity_prior(0.3)  # the tables and the SavedModel both rank with the prior
     rng = np.random.default_rng(3)
     held_out = [rng.choice(np.flatnonzero(np.asarray(matrix[u].todense()).ravel() == 0)) for u in range(60)]  # one unseen item each
     truth = sp.csr_matrix((np.ones(60, np.float32), (np.arange(60), held_out)), shape=matrix.shape)
@@ -145,7 +148,7 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
     user_ids = np.array([f"u{u:02d}" for u in range(60)], dtype=object)
     item_ids = np.array([f"i{i:02d}" for i in range(12)], dtype=object)
     module = RecommenderModule(user_ids, item_ids, model.user_embeddings, model.item_embeddings, matrix,
-                               np.asarray(matrix.sum(axis=0)).ravel(), "v3", ranker=ranker)
+                               np.asarray(matrix.sum(axis=0)).ravel(), "v3", ranker=ranker, item_bias=model.item_bias)
     loaded = load_saved_model(export_saved_model(module, tmp_path / "model"))
     answer = loaded.signatures["recommend"](user_id=np.array([u.encode() for u in user_ids] + [b"nobody"]), k=np.int32(4))
     tables, table_scores = batched_top_k(ranker.score_fn(model.score, matrix, 4), np.arange(60), 4, exclude=matrix)
