@@ -98,8 +98,11 @@ class RecommenderModule(tf.Module):
             seen = tf.minimum(tf.scatter_nd(seen_indices, tf.ones([tf.shape(seen_indices)[0]]), tf.shape(scores, out_type=tf.int64)), 1.0)
             ranked = self.ranker.rerank(seen, candidates.indices, candidates.values)
             ranked = tf.where(personal_rows[:, tf.newaxis], ranked, candidates.values)  # best-seller answers keep their order
+            # candidates in item order, so equal scores go to the lower item index, as in the batch tables
+            by_item = tf.argsort(candidates.indices, axis=1, stable=True)
+            ranked = tf.gather(ranked, by_item, batch_dims=1)
             top = tf.math.top_k(ranked, k=tf.minimum(k, tf.shape(ranked)[1]))
-            items, values = tf.gather(candidates.indices, top.indices, batch_dims=1), top.values
+            items, values = tf.gather(tf.gather(candidates.indices, by_item, batch_dims=1), top.indices, batch_dims=1), top.values
         return {
             "item_ids": tf.gather(self.item_ids, items),
             "scores": values,

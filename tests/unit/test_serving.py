@@ -159,3 +159,14 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
     assert long_tables[:, :4].tolist() == tables.tolist()
     popular = np.argsort(-np.asarray(matrix.sum(axis=0)).ravel(), kind="stable")[:4]
     assert answer["item_ids"].numpy().astype(str)[60].tolist() == item_ids[popular].tolist()  # no reranking of best-sellers
+
+    # an MLP that scores every candidate alike: only the tie-break orders them, the same on both sides
+    for weight in ranker.mlp.weights:
+        weight.assign(np.zeros(weight.shape, np.float32))
+    module = RecommenderModule(user_ids, item_ids, model.user_embeddings, model.item_embeddings, matrix,
+                               np.asarray(matrix.sum(axis=0)).ravel(), "v4", ranker=ranker, item_bias=model.item_bias)
+    tied = load_saved_model(export_saved_model(module, tmp_path / "tied"))
+    answer = tied.signatures["recommend"](user_id=np.array([u.encode() for u in user_ids]), k=np.int32(4))
+    tables, _ = batched_top_k(ranker.score_fn(model.score, matrix, 4), np.arange(60), 4, exclude=matrix)
+    assert (np.diff(tables, axis=1) > 0).all()  # ties: lower item index first
+    assert answer["item_ids"].numpy().astype(str).tolist() == item_ids[tables].tolist()
