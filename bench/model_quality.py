@@ -100,11 +100,12 @@ def run(folder: Path, variants: list[str], epochs: int) -> dict:
 
 def table(dataset: str, result: dict) -> str:
     lines = [f"### {dataset} ({result['users']:,} users, {result['items']:,} items, {result['train_interactions']:,} train interactions)",
-             "", "| model | " + " | ".join(COLUMNS) + " | validation ndcg@20 |", "|---" * (len(COLUMNS) + 2) + "|"]
+             "", "| model | " + " | ".join(COLUMNS) + " | validation ndcg@20 | popularity prior |", "|---" * (len(COLUMNS) + 3) + "|"]
     for name, values in sorted(result["models"].items(), key=lambda kv: -kv[1]["ndcg@20"]):
         cells = [f"{values[c]:.4f}" if c in values else "–" for c in COLUMNS]
         validation = f"{values['validation_ndcg@20']:.4f}" if "validation_ndcg@20" in values else "–"
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {validation} |")
+        prior = f"{values['popularity_prior']:g}" if "popularity_prior" in values else "–"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {validation} | {prior} |")
     return "\n".join(lines)
 
 

@@ -108,6 +108,7 @@ def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segmen
         "epochs": chosen.epochs,
         "causal_history": chosen.causal_history,
         "user_profile": chosen.user_profile,
+        "popularity_prior": record["popularity_prior"],
         "validation_ndcg@20_per_epoch": record["validation_ndcg@20_per_epoch"],
     }
 

@@ -98,6 +98,9 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
         assert storage.download_sha256(s3, s3_test_settings.bucket, obj["key"]) == (obj["size"], obj["sha256"])
     assert {"most_popular", "item_knn", "two_tower"} <= set(json.loads(
         s3.get_object(Bucket=s3_test_settings.bucket, Key=prefix + "metrics.json")["Body"].read())["models"])
+    training = storage.get_json(s3, s3_test_settings.bucket, prefix + "two_tower/training.json")
+    prior = training["tuning"]["popularity_prior"]  # its weight chosen on validation; the trained model ranks with it
+    assert training["config"]["popularity_prior"] == prior["chosen"] and str(prior["chosen"]) in prior["validation_ndcg@20"]
 
     # the same DAG run again: same tables, same release, no duplicates
     second = run_dag(pipeline_env, conf)
@@ -203,6 +206,7 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
     backtest = storage.get_json(s3, s3_test_settings.bucket, decision_key.replace("/decision.json", "/metrics.json"))["backtest"]
     assert backtest["window"]["cut_at"] < backtest["window"]["test_until"]
     stage = backtest["tuning"]["two_tower"]["ranking_stage"]  # replayed on the cut; reported when it beat retrieval there
+    assert str(backtest["tuning"]["two_tower"]["popularity_prior"]["chosen"]) in backtest["tuning"]["two_tower"]["popularity_prior"]["validation_ndcg@20"]
     assert set(backtest["variants"]["new_items"]["models"]) == {"two_tower", "most_popular", "item_knn", "user_knn", "ease"} | (
         {"two_tower+ranking"} if stage["used"] else set())
     assert set(backtest["variants"]["with_repeats"]["models"]) == {"two_tower", "most_popular", "item_knn", "user_knn", "ease", "bought_before"}
