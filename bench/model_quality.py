@@ -9,8 +9,9 @@ that split:
 * each two-tower variant named with ``--variants`` (``pooling``, ``pooling+attributes``,
   ``pooling+attributes+profile``, the same with ``gru``; ``+profile``: the user tower's
   profile and segment): epochs chosen by early stopping on validation and the popularity
-  prior's weight on validation (as a training run chooses them), refitted on all of train, then tested -- also reporting the validation NDCG@20 that chose it, and
-  training examples per second.
+  prior's weight on validation (``ml.train.tune_on_validation``, as a training run chooses
+  them), refitted on all of train, then tested -- also reporting the validation NDCG@20
+  that chose it, and training examples per second.
 
 Prints one table per dataset (test metrics; validation NDCG@20 of the two-tower
 variants beside them) and writes ``.work/bench/model_quality.json``.
@@ -21,7 +22,6 @@ variants beside them) and writes ``.work/bench/model_quality.json``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -61,20 +61,16 @@ def latest_run_folder(work: Path, dataset: str) -> Path:
 
 
 def two_tower(data, attributes, overrides: dict, item_category, segments=None) -> dict:
-    from ml.train import TwoTowerRecommender, choose_popularity_prior
+    from ml.train import tune_on_validation
     from ml.two_tower import TwoTowerConfig
 
-    config = TwoTowerConfig(**overrides)
     started = time.perf_counter()
-    tuned = TwoTowerRecommender(config, item_attributes=attributes, user_segments=segments).fit(
-        data.fit, data.fit_histories, validation=data.validation)
-    validation = max(tuned.validation_history)
-    prior, _ = choose_popularity_prior(tuned, data)
-    config = dataclasses.replace(config, epochs=tuned.best_epoch or config.epochs, popularity_prior=prior)
-    model = TwoTowerRecommender(config, item_attributes=attributes, user_segments=segments).fit(data.train, data.histories)
+    # no setting to compare: the run's own steps -- epochs and popularity prior on validation, refit on train
+    model, chosen, tuned, record = tune_on_validation(data, TwoTowerConfig(**overrides), {}, attributes, segments)
     metrics = evaluate_scores(model.use_histories(data.histories).score, data, item_category=item_category)
-    return metrics | {"validation_ndcg@20": validation, "popularity_prior": prior, "best_epoch": tuned.best_epoch,
-                      "examples_per_second": round(model.examples_per_second), "seconds": round(time.perf_counter() - started, 1)}
+    return metrics | {"validation_ndcg@20": max(tuned.validation_history), "popularity_prior": chosen.popularity_prior,
+                      "best_epoch": tuned.best_epoch, "examples_per_second": round(model.examples_per_second),
+                      "seconds": round(time.perf_counter() - started, 1)}
 
 
 def run(folder: Path, variants: list[str], epochs: int) -> dict:

@@ -104,7 +104,7 @@ def top_k(
     if dtype == np.float32 and n_items >= CANDIDATE_FILTER_MIN_ITEMS and n_items >= 8 * k:
         items, item_scores, done = top_k_rows(work, k)
         rest = np.flatnonzero(~done)
-        if rest.size:  # fewer than k scored items, or ties crowding the threshold: rank the whole row
+        if rest.size:  # the kernel found no finite threshold (few scored items left): rank the whole row
             items[rest], item_scores[rest] = _exact_top_k(_nan_to_minus_inf(work[rest]), k)
         return items, item_scores
     return _exact_top_k(_nan_to_minus_inf(work), k)
@@ -148,6 +148,11 @@ def _exact_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return items, item_scores
 
 
+def _usable_cpus() -> int:
+    """CPUs this process may run on (its affinity where the OS reports one, e.g. Linux; else all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def batched_top_k(
     score_fn: Callable[[np.ndarray], np.ndarray],
     users: np.ndarray,
@@ -188,7 +193,7 @@ def batched_top_k(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     excl = sp.csr_matrix(exclude) if exclude is not None else None
     starts = range(0, len(users), batch_size)
-    threads = max(1, min(threads or len(os.sched_getaffinity(0)), len(starts)))
+    threads = max(1, min(threads or _usable_cpus(), len(starts)))
 
     items = np.empty((len(users), k), dtype=np.int32)
     item_scores = np.empty((len(users), k), dtype=np.float32)

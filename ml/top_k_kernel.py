@@ -16,9 +16,10 @@ work on a few hundred numbers:
    items, which are sorted by (descending score, ascending item index).
 
 The result is exactly that of sorting the whole row with the same tie-break (tested
-against it). NaN never reaches the maxima nor the candidates; a row whose threshold
-is ``-inf`` (fewer than ``k`` scored items) or with more tied candidates than the
-scratch space holds is reported back, for the caller's plain path.
+against it). NaN never reaches the maxima nor the candidates; items tied with the
+threshold are kept in item order, the first ``k`` at most. A row whose threshold is
+``-inf`` (fewer than ``k`` groups with a scored item) is reported back, for the
+caller's plain path.
 """
 
 from __future__ import annotations
