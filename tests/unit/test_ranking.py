@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
+from rankings import assert_same_ranking
 from ml.ranking import batched_top_k, top_k
 
 pytestmark = pytest.mark.unit
@@ -161,9 +162,22 @@ def test_threads_give_the_same_tables_and_pass_errors_on():
     users_emb = rng.standard_normal((700, 16)).astype(np.float32)
     items_emb = rng.standard_normal((3000, 16)).astype(np.float32)
     exclude = sp.random(700, 3000, density=0.01, format="csr", random_state=3)
-    score_fn = lambda idx: users_emb[idx] @ items_emb.T  # noqa: E731
+
+    def score_fn(idx):
+        return users_emb[idx] @ items_emb.T
+
     one = batched_top_k(score_fn, np.arange(700), 20, exclude, batch_size=64, threads=1)
     three = batched_top_k(score_fn, np.arange(700), 20, exclude, batch_size=64, threads=3)
+    # BLAS may sum each product in another order on another thread count: equal up to near-ties
+    assert_same_ranking(one[0], one[1], three[0], three[1])
+    # scores that every summation order gets exactly (small integers): the very same tables, ties included
+    small = np.round(users_emb * 2), np.round(items_emb * 2)
+
+    def exact(idx):  # sums of products of small integers are exact in float32
+        return small[0][idx] @ small[1].T
+
+    one = batched_top_k(exact, np.arange(700), 20, exclude, batch_size=64, threads=1)
+    three = batched_top_k(exact, np.arange(700), 20, exclude, batch_size=64, threads=3)
     np.testing.assert_array_equal(one[0], three[0])
     np.testing.assert_array_equal(one[1], three[1])
 
