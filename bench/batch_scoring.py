@@ -5,7 +5,7 @@ scoring does not depend on what the embeddings learned:
 
 * **speed**: for one shape (``--users`` x ``--items``), the pipeline's scoring
   (``ml.ranking.batched_top_k`` over ``users @ items.T`` with each user's seen items
-  excluded, as ``stages.recommend`` runs it) and the same scoring with TensorFlow's
+  excluded, as ``training.scoring.recommend`` runs it) and the same scoring with TensorFlow's
   ``tf.math.top_k`` (what the SavedModel's ``recommend`` signature runs), next to the
   throughput of the matrix multiply alone (``np.matmul`` on the same chunks) measured in
   the same run. The target: scoring reaches at least half of matmul's users/s.

@@ -1,7 +1,7 @@
 """Model quality under the offline protocol: every model, every metric, on the runs' own splits.
 
 Reads the split a training run snapshotted into its run folder (``split.parquet`` and
-``item_attributes.parquet``, written by ``stages.snapshot_split``; ``make demo`` and
+``item_attributes.parquet``, written by ``training.snapshot.snapshot_split``; ``make demo`` and
 ``make demo DATASET=groceries`` leave one under ``.work/<dataset>/``), then on exactly
 that split:
 

@@ -33,9 +33,15 @@ from datetime import timedelta
 
 from airflow.sdk import dag
 
-from recsys_pipeline.dag_defaults import START_DATE, cron_from_env, dataset_param, default_args, full_refresh_param
-from recsys_pipeline.dbt_task_group import TEMPLATE_MACROS
-from recsys_pipeline.tasks import announce_features, build_and_check_features
+from recsys_pipeline.features.task_group import TEMPLATE_MACROS
+from recsys_pipeline.orchestration.dag_defaults import (
+    START_DATE,
+    cron_from_env,
+    dataset_param,
+    default_args,
+    full_refresh_param,
+)
+from recsys_pipeline.orchestration.feature_tasks import announce_features, build_and_check_features
 
 DEFAULT_ARGS = default_args(execution_timeout=timedelta(hours=1))
 
@@ -57,7 +63,7 @@ DEFAULT_ARGS = default_args(execution_timeout=timedelta(hours=1))
 )
 def recsys_features():
     _, admitted, checked = build_and_check_features()
-    announce_features(admitted, checked)
+    checked >> announce_features(admitted)
 
 
 recsys_features()

@@ -18,9 +18,8 @@ from datetime import timedelta
 
 from airflow.sdk import Param, dag
 
-from recsys_pipeline.dag_defaults import START_DATE, default_args
-
-from recsys_pipeline.tasks import rollback_champion
+from recsys_pipeline.orchestration.dag_defaults import START_DATE, dataset_param, default_args
+from recsys_pipeline.orchestration.training_tasks import rollback_champion
 
 DEFAULT_ARGS = default_args(execution_timeout=timedelta(minutes=30))
 
@@ -35,8 +34,10 @@ DEFAULT_ARGS = default_args(execution_timeout=timedelta(minutes=30))
     tags=["recsys", "release"],
     doc_md=__doc__,
     params={
-        "dataset": Param("online-retail", type="string", minLength=1, description="the dataset whose champion moves (online-retail, groceries, or your folder's name)"),
-        "release_id": Param("", type="string", minLength=1, description="the release to make champion again (a folder under releases/)"),
+        "dataset": dataset_param(" (the dataset whose champion moves)"),
+        "release_id": Param(
+            "", type="string", minLength=1, description="the release to make champion again (a folder under releases/)"
+        ),
     },
 )
 def recsys_rollback():

@@ -49,31 +49,45 @@ from datetime import timedelta
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 
-from recsys_pipeline.assets import FEATURES
-from recsys_pipeline.dag_defaults import START_DATE, cron_from_env, dataset_param, default_args, full_refresh_param
-from recsys_pipeline.dbt_task_group import TEMPLATE_MACROS
-from recsys_pipeline.tasks import (
+from recsys_pipeline.features.task_group import TEMPLATE_MACROS
+from recsys_pipeline.orchestration.assets import FEATURES
+from recsys_pipeline.orchestration.dag_defaults import (
+    START_DATE,
+    cron_from_env,
+    dataset_param,
+    default_args,
+    full_refresh_param,
+)
+from recsys_pipeline.orchestration.feature_tasks import (
+    build_and_check_features,
+    features_ready,
+    plan_features,
+    use_built_features,
+)
+from recsys_pipeline.orchestration.training_tasks import (
     MODEL_FAMILIES,
     backtest,
-    build_and_check_features,
     evaluate_models,
-    features_ready,
     load_recommendations,
-    plan_features,
     promotion_gate,
     publish_release,
     score_users,
     train_two_tower,
-    use_built_features,
 )
 
 DEFAULT_ARGS = default_args(execution_timeout=timedelta(hours=2))
 TRAINING_CRON = cron_from_env("RECSYS_TRAINING_SCHEDULE", "0 3 * * 1")
+# weekly, and whenever the features asset updates (or only the latter when the cron is off)
+SCHEDULE = (
+    AssetOrTimeSchedule(timetable=CronTriggerTimetable(TRAINING_CRON, timezone="UTC"), assets=FEATURES)
+    if TRAINING_CRON
+    else FEATURES
+)
 
 
 @dag(
     dag_id="recsys_training",
-    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable(TRAINING_CRON, timezone="UTC"), assets=FEATURES) if TRAINING_CRON else FEATURES,
+    schedule=SCHEDULE,
     start_date=START_DATE,
     catchup=False,
     max_active_runs=1,
@@ -82,13 +96,43 @@ TRAINING_CRON = cron_from_env("RECSYS_TRAINING_SCHEDULE", "0 3 * * 1")
     doc_md=__doc__,
     params={
         "dataset": dataset_param(" (a run triggered by the features asset uses the dataset it announced)"),
-        "model_family": Param("two_tower", type="string", enum=sorted(MODEL_FAMILIES), description="two_tower: the user tower pools the recent items with learned position weights; two_tower_gru: a GRU reads them in time order"),
-        "epochs": Param(20, type="integer", minimum=1, maximum=200, description="most training epochs of the two-tower model (it stops early on the validation metric)"),
-        "top_k": Param(20, type="integer", minimum=1, maximum=500, description="recommendations per user in the published tables"),
+        "model_family": Param(
+            "two_tower",
+            type="string",
+            enum=sorted(MODEL_FAMILIES),
+            description="two_tower: the user tower pools the recent items with learned position weights; "
+            "two_tower_gru: a GRU reads them in time order",
+        ),
+        "epochs": Param(
+            20,
+            type="integer",
+            minimum=1,
+            maximum=200,
+            description="most training epochs of the two-tower model (it stops early on the validation metric)",
+        ),
+        "top_k": Param(
+            20, type="integer", minimum=1, maximum=500, description="recommendations per user in the published tables"
+        ),
         "force_publish": Param(False, type="boolean", description="promote the model even if the gate says no"),
-        "dry_run": Param(False, type="boolean", description="train, evaluate and decide, but publish nothing: no release, champion and MySQL table unchanged"),
-        "backtest": Param(False, type="boolean", description="also run the global time-cut backtest (train before the last month, test on it; repeats counted and excluded): refits every model, so a run takes about twice as long"),
-        "build_features": Param(True, type="boolean", description="load the dataset and build its features first; off: train on the warehouse's current features (they must be this dataset's and have passed the features gate), e.g. to try another model family quickly"),
+        "dry_run": Param(
+            False,
+            type="boolean",
+            description="train, evaluate and decide, but publish nothing: no release, champion and MySQL table "
+            "unchanged",
+        ),
+        "backtest": Param(
+            False,
+            type="boolean",
+            description="also run the global time-cut backtest (train before the last month, test on it; repeats "
+            "counted and excluded): refits every model, so a run takes about twice as long",
+        ),
+        "build_features": Param(
+            True,
+            type="boolean",
+            description="load the dataset and build its features first; off: train on the warehouse's current "
+            "features (they must be this dataset's and have passed the features gate), e.g. to try another model "
+            "family quickly",
+        ),
         "full_refresh": full_refresh_param(),
     },
     user_defined_macros=TEMPLATE_MACROS,
@@ -98,14 +142,15 @@ def recsys_training():
     staged, _, checked = build_and_check_features()
     built = use_built_features()
     plan >> [staged, built]
-    loaded = features_ready()
-    [checked, built] >> loaded
-    trained = train_two_tower(loaded)
-    metrics = evaluate_models(trained)
-    scored = score_users(trained)
-    decision = promotion_gate(loaded, metrics)
-    [scored, backtest(metrics)] >> decision
-    published = publish_release(loaded, decision)
+    ready = features_ready()
+    [checked, built] >> ready
+    trained = train_two_tower(ready)
+    measured, scored, backtested = evaluate_models(), score_users(), backtest()
+    trained >> [measured, scored]
+    measured >> backtested
+    decision = promotion_gate(ready)
+    [measured, scored, backtested] >> decision
+    published = publish_release(ready, decision)
     load_recommendations(published)
 
 

@@ -34,12 +34,13 @@ import scipy.sparse as sp
 from ml.data import InteractionData, SplitError, binary_matrix, checked_columns, index_ids, time_ordered_histories
 from ml.evaluate import BASELINE_NAMES, category_ids, evaluate_scores, fit_baselines
 from ml.item_attributes import encode as encode_item_attributes
+from ml.names import BOUGHT_BEFORE, NDCG_20, NEW_ITEMS, TWO_TOWER, TWO_TOWER_RANKED, WITH_REPEATS
 from ml.user_segments import encode as encode_segments
 
 log = logging.getLogger(__name__)
 
 TIME_SPLIT_COLUMNS = ["user_id", "item_id", "split", "is_repeat_after_cut", "first_event_at", "cut_at"]
-VARIANTS = ("new_items", "with_repeats")
+VARIANTS = (NEW_ITEMS, WITH_REPEATS)
 VALIDATION_DAYS = 30
 
 
@@ -154,30 +155,30 @@ def run_backtest(
     data, repeats_test = time_cut_data(frame, validation_days)
     item_category = category_ids(data.item_ids, catalogue) if catalogue is not None else None
     attributes = encode_item_attributes(data.item_ids, catalogue) if catalogue is not None else None
-    variants = {"new_items": data, "with_repeats": dataclasses.replace(data, test=repeats_test)}
-    models, tuning, seconds = fit_baselines(data, (*BASELINE_NAMES, "bought_before"))
+    variants = {NEW_ITEMS: data, WITH_REPEATS: dataclasses.replace(data, test=repeats_test)}
+    models, tuning, seconds = fit_baselines(data, (*BASELINE_NAMES, BOUGHT_BEFORE))
     if two_tower_config is not None:
         started = time.perf_counter()
         segments = encode_segments(data.user_ids, user_segments) if user_segments is not None else None
-        models["two_tower"], tuned, tuning["two_tower"] = _tuned_two_tower(
+        models[TWO_TOWER], tuned, tuning[TWO_TOWER] = _tuned_two_tower(
             data, two_tower_config, attributes if two_tower_config.item_attributes else None, segments)
-        ranked = _ranking_stage(data, tuned, models["two_tower"], attributes.price_band if attributes else None,
-                                item_category, tuning["two_tower"])
+        ranked = _ranking_stage(data, tuned, models[TWO_TOWER], attributes.price_band if attributes else None,
+                                item_category, tuning[TWO_TOWER])
         if ranked is not None:
-            models["two_tower+ranking"] = ranked
-        seconds["two_tower"] = round(time.perf_counter() - started, 2)
+            models[TWO_TOWER_RANKED] = ranked
+        seconds[TWO_TOWER] = round(time.perf_counter() - started, 2)
     results = {}
     for variant, variant_data in variants.items():
         scored = {}
         for name, model in models.items():
-            if name == "bought_before" and variant == "new_items":
+            if name == BOUGHT_BEFORE and variant == NEW_ITEMS:
                 continue  # with bought items excluded it is most_popular
-            if name == "two_tower+ranking" and variant == "with_repeats":
+            if name == TWO_TOWER_RANKED and variant == WITH_REPEATS:
                 continue  # the stage re-orders unseen items only
             scored[name] = evaluate_scores(model.score, variant_data, item_category=item_category,
-                                           exclude_seen=variant == "new_items")
+                                           exclude_seen=variant == NEW_ITEMS)
         results[variant] = {"evaluated_users": int(len(variant_data.evaluated_users())), "models": scored}
-        log.info("backtest %s: %s", variant, {n: round(m["ndcg@20"], 4) for n, m in scored.items()})
+        log.info("backtest %s: %s", variant, {n: round(m[NDCG_20], 4) for n, m in scored.items()})
     cut = pd.Timestamp(pd.to_datetime(frame["cut_at"]).iloc[0])
     return {
         "protocol": "global time cut: fitted on interactions first seen before cut_at, tested on the users' items after it; "

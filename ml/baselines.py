@@ -21,9 +21,10 @@ from typing import Protocol
 import numpy as np
 import scipy.sparse as sp
 
+from ml import names
+
 __all__ = [
     "Recommender",
-    "cosine_similarity",
     "MostPopular",
     "ItemKNN",
     "UserKNN",
@@ -38,27 +39,6 @@ class Recommender(Protocol):
     def fit(self, train: sp.spmatrix | sp.sparray) -> "Recommender": ...
 
     def score(self, user_idx: np.ndarray) -> np.ndarray: ...
-
-
-def cosine_similarity(x: np.ndarray, y: np.ndarray) -> float:
-    """Cosine of the angle between two vectors.
-
-    ``cos = sum_i x_i y_i / (sqrt(sum_i x_i^2) * sqrt(sum_i y_i^2))``.
-
-    Args:
-      x: 1-D numeric vector.
-      y: 1-D numeric vector of the same length.
-
-    Returns:
-      The cosine in ``[-1, 1]``; 0.0 if either vector is all zeros (no
-      direction, hence no similarity).
-    """
-    x = np.asarray(x, dtype=np.float64).ravel()
-    y = np.asarray(y, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"shape mismatch: {x.shape} vs {y.shape}")
-    denom = np.sqrt(np.dot(x, x)) * np.sqrt(np.dot(y, y))
-    return float(np.dot(x, y) / denom) if denom > 0 else 0.0
 
 
 def binarize(train: sp.spmatrix | sp.sparray) -> sp.csr_matrix:
@@ -332,9 +312,9 @@ class BoughtBefore:
 
 
 BASELINES: dict[str, Callable[..., Recommender]] = {
-    "most_popular": MostPopular,
-    "item_knn": ItemKNN,
-    "user_knn": UserKNN,
-    "ease": EASE,
-    "bought_before": BoughtBefore,
+    names.MOST_POPULAR: MostPopular,
+    names.ITEM_KNN: ItemKNN,
+    names.USER_KNN: UserKNN,
+    names.EASE: EASE,
+    names.BOUGHT_BEFORE: BoughtBefore,
 }

@@ -22,12 +22,11 @@ import numpy as np
 
 from ml.data import InteractionData
 from ml.metrics import intra_list_diversity, novelty, popularity_share, ranking_metrics
+from ml.names import BASELINES, EASE, KS, PRIMARY_METRIC
 from ml.ranking import batched_top_k
 
 log = logging.getLogger(__name__)
 
-KS = (10, 20)
-PRIMARY_METRIC = "ndcg@20"
 COLD_START_MAX_TRAIN_ITEMS = 5
 
 
@@ -79,7 +78,7 @@ def category_ids(item_ids: np.ndarray, catalogue) -> np.ndarray:
     return ids.astype(np.int64)
 
 
-BASELINE_NAMES = ("most_popular", "item_knn", "user_knn", "ease")
+BASELINE_NAMES = BASELINES
 EASE_L2_GRID = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
 EASE_MAX_ITEMS = 20_000  # its dense item x item inverse: 3.2 GB at 20k items
 
@@ -105,7 +104,7 @@ def fit_baselines(data: InteractionData, names: Sequence[str] = BASELINE_NAMES) 
     seconds: dict[str, float] = {}
     for name in names:
         started = time.perf_counter()
-        if name == "ease":
+        if name == EASE:
             if data.n_items > EASE_MAX_ITEMS:
                 log.warning("EASE skipped: %d items exceed its %d-item limit", data.n_items, EASE_MAX_ITEMS)
                 continue

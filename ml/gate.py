@@ -16,11 +16,13 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+from ml.names import NDCG_20, PRIMARY_METRIC, RECALL_20
+
 
 @dataclass(frozen=True)
 class GateConfig:
-    primary_metric: str = "ndcg@20"
-    minimum: dict[str, float] = field(default_factory=lambda: {"ndcg@20": 0.01, "recall@20": 0.01})
+    primary_metric: str = PRIMARY_METRIC
+    minimum: dict[str, float] = field(default_factory=lambda: {NDCG_20: 0.01, RECALL_20: 0.01})
     champion_tolerance: float = 0.01  # relative: 0.01 allows 1% below the champion
     must_beat_baselines: bool = True
 

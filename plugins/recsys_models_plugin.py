@@ -1,6 +1,6 @@
 """Airflow plugin: the "Recsys models" page in the Airflow UI's menu.
 
-Mounts ``recsys_pipeline.model_page`` on the API server at ``/recsys`` and adds a
+Mounts ``recsys_pipeline.ui.model_page`` on the API server at ``/recsys`` and adds a
 top-level menu entry that shows ``/recsys/models`` inside the UI.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from recsys_pipeline.model_page import MOUNT, app
+from recsys_pipeline.ui.model_page import MOUNT, app
 
 
 class RecsysModelsPlugin(AirflowPlugin):

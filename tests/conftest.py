@@ -27,12 +27,25 @@ os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugi
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from recsys_pipeline import services, storage, warehouse  # noqa: E402
+from recsys_pipeline import services, storage, warehouse  # noqa: E402 - after Airflow's configuration
 from recsys_pipeline.settings import MySQLSettings, S3Settings, mysql_admin_settings, mysql_settings  # noqa: E402
 
-TEST_DATABASE = "recsys_test"
-TEST_RAW_DATABASE = "recsys_raw_test"
+# RECSYS_TEST_SUFFIX lets two test sessions share one MariaDB (their own databases and user)
+TEST_SUFFIX = os.environ.get("RECSYS_TEST_SUFFIX", "")
+TEST_DATABASE = f"recsys_test{TEST_SUFFIX}"
+TEST_RAW_DATABASE = f"recsys_raw_test{TEST_SUFFIX}"
+TEST_USER = f"recsys_test{TEST_SUFFIX}"
 DATA_DIR = Path(os.environ.get("RECSYS_DATA_DIR", PROJECT_ROOT.parent / "shared" / "data"))
+
+
+def require_dataset(path: Path) -> Path:
+    """A shared dataset the end-to-end tests run on: skipped where it is absent, but never in CI."""
+    if not path.exists():
+        message = f"{path} not found (set RECSYS_DATA_DIR to the folder with the shared datasets)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI: {message}; the end-to-end tests must not be skipped in CI", pytrace=False)
+        pytest.skip(message)
+    return path
 
 
 def _free_port() -> int:
@@ -46,7 +59,7 @@ def mysql_test_settings():
     """A least-privileged test user (fresh random password) on freshly recreated test databases."""
     app = replace(
         mysql_settings(),
-        user="recsys_test",
+        user=TEST_USER,
         password=secrets.token_hex(16),
         database=TEST_DATABASE,
         raw_database=TEST_RAW_DATABASE,
@@ -129,15 +142,9 @@ def airflow_home():
 
 @pytest.fixture(scope="session")
 def online_retail_path() -> Path:
-    path = DATA_DIR / "online-retail" / "online_retail.parquet"
-    if not path.exists():
-        pytest.skip(f"{path} not found (set RECSYS_DATA_DIR)")
-    return path
+    return require_dataset(DATA_DIR / "online-retail" / "online_retail.parquet")
 
 
 @pytest.fixture(scope="session")
 def groceries_path() -> Path:
-    path = DATA_DIR / "groceries" / "Groceries_dataset.csv"
-    if not path.exists():
-        pytest.skip(f"{path} not found (set RECSYS_DATA_DIR)")
-    return path
+    return require_dataset(DATA_DIR / "groceries" / "Groceries_dataset.csv")

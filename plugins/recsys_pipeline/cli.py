@@ -19,7 +19,12 @@ from urllib.parse import urlparse
 
 import pandas as pd
 
-from recsys_pipeline import services, stages, storage, warehouse
+from ml.names import NDCG_20, SUMMARY_METRICS
+from recsys_pipeline import services, storage, warehouse
+from recsys_pipeline.features.builds import MARTS
+from recsys_pipeline.release import layout
+from recsys_pipeline.reporting.summary import RunSummary
+from recsys_pipeline.run import RunArtifacts, RunContext, dataset_key
 from recsys_pipeline.settings import mysql_admin_settings, mysql_settings, s3_settings, work_dir
 
 
@@ -41,130 +46,141 @@ def cmd_services(args: argparse.Namespace) -> int:
     return 0
 
 
-def _latest_run_folder(dataset: str) -> Path:
-    base = work_dir() / stages.dataset_key(dataset)
-    folders = [p for p in base.glob("*") if p.is_dir()] if base.exists() else []
+def _latest_run(dataset: str) -> RunContext:
+    base = work_dir() / dataset_key(dataset)
+    folders = [p for p in base.glob("*") if (p / RunArtifacts.RUN).is_file()] if base.exists() else []
     if not folders:
         raise SystemExit(f"no run of dataset {dataset!r} under {base}: run `make demo` first")
-    return max(folders, key=lambda p: p.stat().st_mtime)
+    return RunContext.from_folder(max(folders, key=lambda p: p.stat().st_mtime))
 
 
 def _fmt_table(rows: list[list[str]]) -> str:
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines = ["  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    folder = Path(args.run_folder) if args.run_folder else _latest_run_folder(args.dataset)
+    run = RunContext.from_folder(Path(args.run_folder)) if args.run_folder else _latest_run(args.dataset)
+    artifacts = run.artifacts
+    summary = RunSummary.from_artifacts(artifacts)
     app = mysql_settings()
-    s3 = s3_settings()
-    print(f"\n=== recsys-pipeline run {folder.name} (dataset {args.dataset}) ===\n")
+    print(f"\n=== recsys-pipeline run {run.release_id} (dataset {run.dataset}) ===\n")
     with warehouse.connect(app) as conn:
-        raw_gate = folder / "quality_raw.json"
-        if raw_gate.exists():
-            q = json.loads(raw_gate.read_text())
-            if not q.get("passed"):
-                print(f"Raw gate    REFUSED the load (live raw tables unchanged; kept as {', '.join(q.get('kept_as', []))}):")
-                print("  " + q.get("error", "").replace("\n", "\n  "))
-                print(f"  Data Docs: file://{(folder / 'data_docs' / 'raw' / 'index.html').resolve()}")
-                print(f"  Quarantine: recsys quarantine --load-id '{stages.load_id_for(args.dataset, folder.name)}'")
-                return 1
-            total = sum(s["expectations"] for s in q["suites"].values())
-            print(f"Raw gate    passed: {len(q['suites'])} suites, {total} expectations on the staged load")
-        audit = pd.DataFrame() if not warehouse.table_exists(conn, app.raw_database, "load_audit") else warehouse.read_frame(
-            conn, f"SELECT events, items, users, seconds FROM {warehouse.quote_identifier(app.raw_database)}.load_audit WHERE load_id = %s", (stages.load_id_for(args.dataset, folder.name),)
-        )
-        if not audit.empty:
-            row = audit.iloc[0]
-            print(f"Loaded      {int(row.events):,} events, {int(row['items']):,} items, {int(row.users):,} users into {app.raw_database} in {row.seconds:.1f} s")
-        counts = {m: warehouse.scalar(conn, f"SELECT COUNT(*) FROM {warehouse.quote_identifier(m)}") for m in stages.DBT_MARTS}
-        print("Features    " + ", ".join(f"{m}: {int(n):,} rows" for m, n in counts.items()) + f" (database {app.database})")
-        quality_file = folder / "quality.json"
-        if quality_file.exists():
-            q = json.loads(quality_file.read_text())
-            if q.get("passed"):
-                total = sum(s["expectations"] for s in q["suites"].values())
-                print(f"Data checks passed: {len(q['suites'])} Great Expectations suites, {total} expectations; "
-                      f"Data Docs file://{(folder / 'data_docs').resolve()}/{{raw,features}}/index.html")
-            else:
-                print(f"Data checks FAILED: {q.get('error')}")
-        metrics_file = folder / "metrics.json"
-        if metrics_file.exists():
-            report = json.loads(metrics_file.read_text())
-            names = ["recall@10", "ndcg@10", "recall@20", "ndcg@20", "hit_rate@20", "map@20", "coverage@10"]
-            rows = [["model", *names]] + [[model, *(f"{values[n]:.4f}" for n in names)] for model, values in report["models"].items()]
-            print("\nOffline metrics (test split, full ranking):\n" + _fmt_table(rows))
-            training_file = folder / "two_tower" / "training.json"
-            if training_file.exists():
-                from ml.report import two_tower_choices
-
-                choices = two_tower_choices(json.loads(training_file.read_text()).get("tuning", {}))
-                if choices:
-                    print("\n" + choices)
-            stage = report.get("ranking_stage") or {}
-            if stage.get("test") and stage.get("held_out_ndcg@20"):
-                held = stage["held_out_ndcg@20"]
-                print(f"\nRanking stage {'USED' if stage.get('used') else 'not used'} (held-out validation ndcg@20 "
-                      f"{held['retrieval_order']:.4f} retrieval order -> {held['reranked']:.4f} re-ordered); two_tower on test:")
-                rows = [["order", *names]] + [[order.replace("_", " "), *(f"{values[n]:.4f}" for n in names)]
-                                              for order, values in stage["test"].items()]
-                print(_fmt_table(rows))
-            backtest = report.get("backtest")
-            for variant, label in (("new_items", "new items only"), ("with_repeats", "repeat purchases counted")):
-                if backtest and variant in backtest["variants"]:
-                    models = sorted(backtest["variants"][variant]["models"].items(), key=lambda kv: -kv[1]["ndcg@20"])
-                    rows = [["model", *names]] + [[model, *(f"{values[n]:.4f}" for n in names)] for model, values in models]
-                    print(f"\nBacktest, global cut at {backtest['window']['cut_at']}, {label} "
-                          f"({backtest['variants'][variant]['evaluated_users']:,} users):\n" + _fmt_table(rows))
-        decision_file = folder / "decision.json"
-        if decision_file.exists():
-            decision = json.loads(decision_file.read_text())
-            print(f"\nPromotion gate: {'PROMOTED' if decision['promote'] else 'NOT promoted (champion unchanged)'}")
-            for reason in decision["reasons"]:
+        if not _print_feature_build(conn, app, run, summary):
+            return 1
+        if summary.metrics:
+            _print_metrics(summary)
+        if summary.decision is not None:
+            print(f"\nPromotion gate: {'PROMOTED' if summary.promoted else 'NOT promoted (champion unchanged)'}")
+            for reason in summary.reasons:
                 print(f"  - {reason}")
-        published = folder / "published.json"
-        if not published.exists():
+        published = artifacts.read_json_if_exists(RunArtifacts.PUBLISHED)
+        if published is None:
             print("\nRelease     none (the run stopped before publishing)")
             return 0
-        prefix = json.loads(published.read_text())["prefix"]
-        client = storage.client(s3)
-        keys = storage.list_keys(client, s3.bucket, prefix)
-        print(f"\nRelease     s3://{s3.bucket}/{prefix} ({len(keys)} objects, endpoint {s3.endpoint_url or 'AWS'})")
-        sites: dict[str, int] = {}
-        for key in keys:
-            relative = key[len(prefix):]
-            site = relative.split("/")[0] if relative.startswith(("data_docs/", "dbt_docs/")) else None
-            if site:  # a docs site is many files: one line each
-                sites[site] = sites.get(site, 0) + 1
-            else:
-                print(f"              {relative}")
-        for site, n in sites.items():
-            print(f"              {site}/ ({n} files; open {site}/{'raw/' if site == 'data_docs' else ''}index.html)")
-        pointer = storage.get_json(client, s3.bucket, stages.champion_key(s3, args.dataset))
-        if pointer:
-            print(f"Champion    s3://{s3.bucket}/{stages.champion_key(s3, args.dataset)} -> release {pointer['release_id']}")
-        if decision_file.exists() and not json.loads(decision_file.read_text())["promote"]:
+        _print_release(published["prefix"], run)
+        if summary.promoted is False:
             print("MySQL       recommendations table left as it was (the gate kept the champion)")
-        if warehouse.table_exists(conn, app.database, "recommendations"):
-            n, users, version = warehouse.read_frame(
-                conn, "SELECT COUNT(*), COUNT(DISTINCT user_id), MAX(model_version) FROM recommendations"
-            ).iloc[0]
-            user = warehouse.scalar(conn, "SELECT MIN(user_id) FROM interactions_split WHERE split = 'test'")
-            print(f"MySQL       {app.database}.recommendations: {int(n):,} rows for {int(users):,} users (model {version})")
-            print(
-                f"\nSee one user's recommendations (mariadb -h {app.host} -P {app.port} -u {app.user} -p {app.database};\n"
-                "the password is RECSYS_MYSQL_PASSWORD in .env):\n"
-                "  SELECT r.rank, r.item_id, i.title, ROUND(r.score, 3) AS score\n"
-                "  FROM recommendations r LEFT JOIN item_features i ON i.item_id = r.item_id\n"
-                f"  WHERE r.user_id = '{user}' ORDER BY r.rank;"
-            )
+        _print_recommendations_table(conn, app)
     return 0
 
 
+def _print_feature_build(conn, app, run: RunContext, summary: RunSummary) -> bool:
+    """The load, the gates and the marts; False when the raw gate refused the load."""
+    q = summary.quality_raw
+    if q is not None:
+        if not q.get("passed"):
+            print(f"Raw gate    REFUSED the load (live raw tables unchanged; kept as {', '.join(q.get('kept_as', []))}):")
+            print("  " + q.get("error", "").replace("\n", "\n  "))
+            print(f"  Data Docs: file://{(run.artifacts.data_docs('raw') / 'index.html').resolve()}")
+            print(f"  Quarantine: recsys quarantine --load-id '{run.load_id}'")
+            return False
+        total = sum(s["expectations"] for s in q["suites"].values())
+        print(f"Raw gate    passed: {len(q['suites'])} suites, {total} expectations on the staged load")
+    audit = pd.DataFrame()
+    if warehouse.table_exists(conn, app.raw_database, "load_audit"):
+        audit = warehouse.read_frame(
+            conn, f"SELECT events, items, users, seconds FROM {warehouse.quote_identifier(app.raw_database)}.load_audit "
+            "WHERE load_id = %s", (run.load_id,))
+    if not audit.empty:
+        row = audit.iloc[0]
+        print(f"Loaded      {int(row.events):,} events, {int(row['items']):,} items, {int(row.users):,} users "
+              f"into {app.raw_database} in {row.seconds:.1f} s")
+    counts = {m: warehouse.scalar(conn, f"SELECT COUNT(*) FROM {warehouse.quote_identifier(m)}") for m in MARTS}
+    print("Features    " + ", ".join(f"{m}: {int(n):,} rows" for m, n in counts.items()) + f" (database {app.database})")
+    q = summary.quality_features
+    if q is not None:
+        if q.get("passed"):
+            total = sum(s["expectations"] for s in q["suites"].values())
+            print(f"Data checks passed: {len(q['suites'])} Great Expectations suites, {total} expectations; "
+                  f"Data Docs file://{run.artifacts.path(RunArtifacts.DATA_DOCS).resolve()}/{{raw,features}}/index.html")
+        else:
+            print(f"Data checks FAILED: {q.get('error')}")
+    return True
+
+
+def _print_metrics(summary: RunSummary) -> None:
+    print("\nOffline metrics (test split, full ranking):\n" + _fmt_table(summary.metric_rows(SUMMARY_METRICS)))
+    if summary.two_tower_choices():
+        print("\n" + summary.two_tower_choices())
+    stage = summary.ranking_stage
+    if summary.ranking_stage_orders() and stage.get("held_out_ndcg@20"):
+        held = stage["held_out_ndcg@20"]
+        print(f"\nRanking stage {'USED' if stage.get('used') else 'not used'} (held-out validation ndcg@20 "
+              f"{held['retrieval_order']:.4f} retrieval order -> {held['reranked']:.4f} re-ordered); two_tower on test:")
+        orders = {order.replace("_", " "): values for order, values in summary.ranking_stage_orders().items()}
+        rows = summary.metric_rows(SUMMARY_METRICS, orders)
+        rows[0][0] = "order"
+        print(_fmt_table(rows))
+    for view in summary.backtest_views():
+        models = dict(sorted(view.models.items(), key=lambda kv: -kv[1][NDCG_20]))
+        print(f"\nBacktest, global cut at {summary.backtest_window.get('cut_at')}, {view.label} "
+              f"({view.evaluated_users:,} users):\n" + _fmt_table(summary.metric_rows(SUMMARY_METRICS, models)))
+
+
+def _print_release(prefix: str, run: RunContext) -> None:
+    s3 = s3_settings()
+    client = storage.client(s3)
+    keys = storage.list_keys(client, s3.bucket, prefix)
+    print(f"\nRelease     s3://{s3.bucket}/{prefix} ({len(keys)} objects, endpoint {s3.endpoint_url or 'AWS'})")
+    sites: dict[str, int] = {}
+    for key in keys:
+        relative = key[len(prefix):]
+        site = relative.split("/")[0] if relative.startswith((RunArtifacts.DATA_DOCS + "/", RunArtifacts.DBT_DOCS + "/")) \
+            else None
+        if site:  # a docs site is many files: one line each
+            sites[site] = sites.get(site, 0) + 1
+        else:
+            print(f"              {relative}")
+    for site, n in sites.items():
+        print(f"              {site}/ ({n} files; open {site}/{'raw/' if site == RunArtifacts.DATA_DOCS else ''}index.html)")
+    champion = layout.champion_key(s3, run.dataset_key)
+    pointer = storage.get_json(client, s3.bucket, champion)
+    if pointer:
+        print(f"Champion    s3://{s3.bucket}/{champion} -> release {pointer['release_id']}")
+
+
+def _print_recommendations_table(conn, app) -> None:
+    if not warehouse.table_exists(conn, app.database, "recommendations"):
+        return
+    n, users, version = warehouse.read_frame(
+        conn, "SELECT COUNT(*), COUNT(DISTINCT user_id), MAX(model_version) FROM recommendations"
+    ).iloc[0]
+    user = warehouse.scalar(conn, "SELECT MIN(user_id) FROM interactions_split WHERE split = 'test'")
+    print(f"MySQL       {app.database}.recommendations: {int(n):,} rows for {int(users):,} users (model {version})")
+    print(
+        f"\nSee one user's recommendations (mariadb -h {app.host} -P {app.port} -u {app.user} -p {app.database};\n"
+        "the password is RECSYS_MYSQL_PASSWORD in .env):\n"
+        "  SELECT r.rank, r.item_id, i.title, ROUND(r.score, 3) AS score\n"
+        "  FROM recommendations r LEFT JOIN item_features i ON i.item_id = r.item_id\n"
+        f"  WHERE r.user_id = '{user}' ORDER BY r.rank;"
+    )
+
+
 def cmd_quarantine(args: argparse.Namespace) -> int:
-    from recsys_pipeline import quarantine
+    from recsys_pipeline.quality import quarantine
 
     app = mysql_settings()
     load_id = args.load_id
@@ -190,11 +206,12 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    from recsys_pipeline import releases
+    from recsys_pipeline.release.layout import ReleaseError
+    from recsys_pipeline.release.verify import verify
 
     try:
-        result = releases.verify(s3_settings(), stages.dataset_key(args.dataset), args.release, args.user, args.k)
-    except releases.ReleaseError as error:
+        result = verify(s3_settings(), dataset_key(args.dataset), args.release, args.user, args.k)
+    except ReleaseError as error:
         print(f"verify FAILED: {error}")
         return 1
     print(f"release {result['release_id']}: {result['objects']} objects, {result['bytes']:,} bytes, every sha256 matches the manifest")
@@ -209,21 +226,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from recsys_pipeline import releases
+    from recsys_pipeline.release.layout import ReleaseError
+    from recsys_pipeline.release.rollback import rollback
 
     try:
-        result = stages.rollback(s3_settings(), mysql_settings(), args.dataset, args.release)
-    except releases.ReleaseError as error:
+        result = rollback(s3_settings(), mysql_settings(), dataset_key(args.dataset), args.release)
+    except ReleaseError as error:
         print(f"rollback refused, nothing changed: {error}")
         return 1
-    print(f"champion of {stages.dataset_key(args.dataset)}: {result['rolled_back_from']} -> {result['champion']}")
+    print(f"champion of {dataset_key(args.dataset)}: {result['rolled_back_from']} -> {result['champion']}")
     print(f"MySQL {result['recommendations']['table']}: {result['recommendations']['rows']:,} rows of model "
           f"{', '.join(result['recommendations']['model_versions'])} (the replaced table is kept as recommendations__previous)")
     return 0
 
 
 def cmd_unlock(args: argparse.Namespace) -> int:
-    from recsys_pipeline import warehouse_lock
+    from recsys_pipeline.orchestration import warehouse_lock
 
     held = warehouse_lock.current(mysql_settings())
     if held is None:

@@ -29,7 +29,7 @@ def test_no_cycles(dag_bag):
 
 
 def test_every_task_alerts_on_failure_with_its_stage(dag_bag):
-    from recsys_pipeline.alerts import notify_failure, stage_of
+    from recsys_pipeline.orchestration.alerts import notify_failure, stage_of
 
     for dag_id, dag in dag_bag.dags.items():
         for task in dag.tasks:
@@ -42,7 +42,7 @@ def test_every_task_alerts_on_failure_with_its_stage(dag_bag):
 def test_features_update_the_asset_that_schedules_training(dag_bag):
     from airflow.sdk import AssetOrTimeSchedule
 
-    from recsys_pipeline.assets import FEATURES
+    from recsys_pipeline.orchestration.assets import FEATURES
 
     features, training = dag_bag.dags["recsys_features"], dag_bag.dags["recsys_training"]
     assert features.get_task("announce_features").outlets == [FEATURES]

@@ -27,7 +27,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from recsys_pipeline import quality, quarantine, stages, warehouse
+from pipeline_steps import build_features
+from recsys_pipeline import warehouse
+from recsys_pipeline.ingest.staging import stage
+from recsys_pipeline.quality import quarantine, suites
+from recsys_pipeline.quality.features_gate import check_quality
+from recsys_pipeline.quality.raw_gate import validate_raw
+from recsys_pipeline.run import RunContext
 from recsys_pipeline.ingest import loader
 from recsys_pipeline.ingest.adapters import online_retail
 from recsys_pipeline.ingest.contract import ContractError
@@ -76,8 +82,8 @@ def raw_state(settings) -> dict:
 
 def admit(settings, root: Path, frames: dict, load_id: str) -> dict:
     folder = write_shop(root / load_id.replace(":", "_"), frames["events"], frames["items"], frames["users"])
-    staged = stages.stage(settings, str(folder), load_id)
-    return stages.validate_raw(settings, root / f"run-{load_id.replace(':', '_')}", staged)
+    staged = stage(settings, str(folder), load_id)
+    return validate_raw(settings, RunContext("shop", f"run-{load_id.replace(':', '_')}", work_root=root), staged)
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +94,15 @@ def baseline(mysql_test_settings, retail, tmp_path_factory):
     return admitted
 
 
-def refuse(settings, root: Path, frames: dict, load_id: str) -> tuple[quality.DataQualityError, Path]:
+def refuse(settings, root: Path, frames: dict, load_id: str) -> tuple[suites.DataQualityError, Path]:
     """Stage a bad load; assert the raw gate refuses it and changes nothing live. Returns the error and the run folder."""
     before = raw_state(settings)
     folder = write_shop(root / "input", frames["events"], frames["items"], frames["users"])
-    staged = stages.stage(settings, str(folder), load_id)
-    run_folder = root / "run"
-    with pytest.raises(quality.DataQualityError) as refused:
-        stages.validate_raw(settings, run_folder, staged)
+    staged = stage(settings, str(folder), load_id)
+    run = RunContext("shop", "run", work_root=root)
+    run_folder = run.folder
+    with pytest.raises(suites.DataQualityError) as refused:
+        validate_raw(settings, run, staged)
     assert raw_state(settings) == before, "a refused load must leave the live raw tables as they were"
     with warehouse.connect(settings, database=settings.raw_database) as conn:
         assert warehouse.table_exists(conn, settings.raw_database, "raw_events__rejected")
@@ -109,7 +116,7 @@ def refuse(settings, root: Path, frames: dict, load_id: str) -> tuple[quality.Da
 def contract_refusal(settings, folder: Path, load_id: str) -> ContractError:
     before = raw_state(settings)
     with pytest.raises(ContractError) as refused:
-        stages.stage(settings, str(folder), load_id)
+        stage(settings, str(folder), load_id)
     assert raw_state(settings) == before
     (row,) = [r for r in quarantine.rows_for_load(settings, load_id) if r["row_key"] == quarantine.FILE_ROW_KEY]
     assert row["rule"] == "contract" and row["reason"] == str(refused.value)
@@ -250,12 +257,12 @@ def dirty_but_usable(mysql_test_settings, baseline, retail, tmp_path_factory):
     items = retail["items"].copy()
     items.loc[0, "title"] = SQL_TITLE
     admitted = admit(mysql_test_settings, root, {"events": events, "items": items, "users": retail["users"]}, "shop:dirty")
-    run = root / "run"
-    stages.build_features(mysql_test_settings, run, admitted["dbt_vars"], full_refresh=True)
-    checked = stages.check_quality(mysql_test_settings, run)
+    run = RunContext("shop", "run", work_root=root)
+    build_features(mysql_test_settings, run, admitted["dbt_vars"], full_refresh=True)
+    checked = check_quality(mysql_test_settings, run)
     ids = {name: set(events.loc[index, "source_row_id"].astype(int)) for name, index in marked.items()}
     ids["duplicate"] = set(copies["source_row_id"].astype(int))
-    return {"ids": ids, "checked": checked, "item": items.loc[0, "item_id"], "run": run}
+    return {"ids": ids, "checked": checked, "item": items.loc[0, "item_id"], "run": run.folder}
 
 
 def _rejected(settings, reason: str) -> set[int]:
@@ -305,15 +312,18 @@ def test_a_retried_gate_after_the_swap_goes_on_and_a_cleared_gate_after_a_refusa
     mysql_test_settings, baseline, retail, tmp_path
 ):
     folder = write_shop(tmp_path / "good", retail["events"], retail["items"], retail["users"])
-    staged = stages.stage(mysql_test_settings, str(folder), "shop:retry")
-    first = stages.validate_raw(mysql_test_settings, tmp_path / "run", staged)
-    again = stages.validate_raw(mysql_test_settings, tmp_path / "run", staged)  # the task retried after the swap
+    staged = stage(mysql_test_settings, str(folder), "shop:retry")
+    run = RunContext("shop", "run", work_root=tmp_path)
+    first = validate_raw(mysql_test_settings, run, staged)
+    again = validate_raw(mysql_test_settings, run, staged)  # the task retried after the swap
     assert again["dbt_plan"] == first["dbt_plan"] and again["rows"] == first["rows"]
 
     events = retail["events"].copy()
     events.loc[:2, "event_type"] = "teleport"
-    refused = stages.stage(mysql_test_settings, str(write_shop(tmp_path / "bad", events, retail["items"], retail["users"])), "shop:retry-bad")
-    with pytest.raises(quality.DataQualityError):
-        stages.validate_raw(mysql_test_settings, tmp_path / "run-bad", refused)
+    refused = stage(mysql_test_settings, str(write_shop(tmp_path / "bad", events, retail["items"], retail["users"])),
+                    "shop:retry-bad")
+    bad_run = RunContext("shop", "run-bad", work_root=tmp_path)
+    with pytest.raises(suites.DataQualityError):
+        validate_raw(mysql_test_settings, bad_run, refused)
     with pytest.raises(warehouse.LoadError, match="run load_raw again"):
-        stages.validate_raw(mysql_test_settings, tmp_path / "run-bad", refused)
+        validate_raw(mysql_test_settings, bad_run, refused)

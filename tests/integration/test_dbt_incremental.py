@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import stages, transform, warehouse
+from recsys_pipeline import warehouse
+from recsys_pipeline.features import dbt
+from recsys_pipeline.release.recommendations_table import ensure_recommendations_table
 from recsys_pipeline.ingest.adapters import RawDataset
 from recsys_pipeline.ingest.contract import check_frame
 from recsys_pipeline.ingest.loader import load_raw
@@ -51,7 +53,7 @@ def _load(settings, events: pd.DataFrame, load_id: str) -> dict:
     items = check_frame(pd.DataFrame({"item_id": sorted(set(events["item_id"]))}), "items", "incremental-test")
     users = check_frame(pd.DataFrame({"user_id": sorted(set(events["user_id"]))}), "users", "incremental-test")
     summary = load_raw(RawDataset("incremental-test", events, items, users, []), settings, load_id)
-    stages.ensure_recommendations_table(settings)
+    ensure_recommendations_table(settings)
     return summary.to_dict()
 
 
@@ -66,10 +68,10 @@ def grown(mysql_test_settings):
     settings = mysql_test_settings
     events = _events()
     _load(settings, events.iloc[:300], "incremental-test:1")
-    transform.build(settings, {}, full_refresh=True)
+    dbt.build(settings, {}, full_refresh=True)
     copy_of_old = events.iloc[[5]].assign(source_row_id=len(events) + 1)  # an exact duplicate arriving late
     second = _load(settings, pd.concat([events, copy_of_old], ignore_index=True), "incremental-test:2")
-    plan = transform.build(settings, {})
+    plan = dbt.build(settings, {})
     return settings, second, plan
 
 
@@ -89,7 +91,7 @@ def test_incremental_tables_equal_a_full_rebuild(grown):
     incremental = _tables(settings)
     rejected = incremental["stg_raw__rejected_events"]
     assert dict(zip(rejected["source_row_id"], rejected["reject_reason"])) == {401: "duplicate_event"}
-    transform.build(settings, {}, full_refresh=True)
+    dbt.build(settings, {}, full_refresh=True)
     rebuilt = _tables(settings)
     for table in COMPARED:
         pd.testing.assert_frame_equal(incremental[table], rebuilt[table], check_dtype=False, obj=table)
@@ -98,7 +100,7 @@ def test_incremental_tables_equal_a_full_rebuild(grown):
 def test_a_rerun_with_no_new_rows_changes_nothing(grown):
     settings, _, _ = grown
     before = _tables(settings)
-    plan = transform.build(settings, {})
+    plan = dbt.build(settings, {})
     assert not plan.full_refresh
     after = _tables(settings)
     for table in COMPARED:
@@ -108,15 +110,15 @@ def test_a_rerun_with_no_new_rows_changes_nothing(grown):
 def test_changed_rows_or_rules_force_a_full_refresh(grown):
     settings, _, _ = grown
     events = _events()
-    assert not transform.plan_build(settings, {}).full_refresh
+    assert not dbt.plan_build(settings, {}).full_refresh
     changed = events.copy()
     changed.loc[3, "quantity"] = 99.0  # an old row edited upstream
     summary = _load(settings, changed, "incremental-test:3")
     assert not summary["append_only"] and summary["changed_or_removed_events"] == 2  # the edit and the dropped late copy
-    plan = transform.plan_build(settings, {})
+    plan = dbt.plan_build(settings, {})
     assert plan.full_refresh and "changed or were removed" in plan.reason
-    transform.build(settings, {})
+    dbt.build(settings, {})
     staged = _tables(settings)["stg_raw__events"]
     assert float(staged.loc[staged["source_row_id"] == 4, "quantity"].iloc[0]) == 99.0
-    other_rules = transform.plan_build(settings, {"product_id_pattern": "^i[0-9]+$"})
+    other_rules = dbt.plan_build(settings, {"product_id_pattern": "^i[0-9]+$"})
     assert other_rules.full_refresh and "vars changed" in other_rules.reason

@@ -10,7 +10,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from recsys_pipeline import stages, transform, warehouse
+from recsys_pipeline import warehouse
+from recsys_pipeline.features import dbt
+from recsys_pipeline.release.recommendations_table import ensure_recommendations_table
 from recsys_pipeline.ingest.adapters import RawDataset
 from recsys_pipeline.ingest.contract import check_frame
 from recsys_pipeline.ingest.loader import load_raw
@@ -62,9 +64,9 @@ def built(mysql_test_settings):
     items = check_frame(_items(events), "items", "synthetic")
     users = check_frame(pd.DataFrame({"user_id": ["u1", "u2", "u3"], "country": ["France", " United  Kingdom ", None]}), "users", "synthetic")
     load_raw(RawDataset("synthetic", events, items, users, []), mysql_test_settings, "dbt-test")
-    stages.ensure_recommendations_table(mysql_test_settings)
+    ensure_recommendations_table(mysql_test_settings)
     # the backtest's test period: the last 15 days before the newest event's day (20 March)
-    plan = transform.build(mysql_test_settings, {"time_cut_days": 15}, full_refresh=True)
+    plan = dbt.build(mysql_test_settings, {"time_cut_days": 15}, full_refresh=True)
     assert plan.full_refresh
     return mysql_test_settings
 
@@ -205,7 +207,7 @@ def test_every_model_and_column_is_described_and_every_key_tested(built, tmp_pat
     `dbt docs generate` output, so a new undocumented column fails here)."""
     import json
 
-    transform.generate_docs(built, {}, tmp_path)
+    dbt.generate_docs(built, {}, tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     catalog = json.loads((tmp_path / "catalog.json").read_text())
     models = {uid: node for uid, node in manifest["nodes"].items() if node["resource_type"] == "model"}

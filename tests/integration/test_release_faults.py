@@ -26,7 +26,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from recsys_pipeline import releases, stages, storage, warehouse
+from recsys_pipeline import storage, warehouse
+from recsys_pipeline.release.layout import ReleaseError, champion_key, release_prefix
+from recsys_pipeline.release.publish import publish
+from recsys_pipeline.release.recommendations_table import replace_recommendations
+from recsys_pipeline.release.verify import check_complete
+from recsys_pipeline.run import RunArtifacts, RunContext
 from recsys_pipeline.settings import mysql_admin_settings
 
 pytestmark = pytest.mark.integration
@@ -91,9 +96,10 @@ class TcpProxy:
                     pass
 
 
-def run_folder(root: Path, release_id: str, model_bytes: int) -> Path:
-    """What ``publish`` reads from a run's folder, for a promoted model."""
-    folder = root / release_id
+def run_folder(root: Path, release_id: str, model_bytes: int) -> RunContext:
+    """A run whose folder holds what ``publish`` reads, for a promoted model."""
+    run = RunContext(DATASET, release_id, work_root=root)
+    folder = run.artifacts.folder
     (folder / "two_tower" / "saved_model" / "variables").mkdir(parents=True)
     metrics = {"recall@10": 0.2, "ndcg@10": 0.1, "recall@20": 0.3, "ndcg@20": 0.15, "hit_rate@20": 0.5, "map@20": 0.1, "coverage@10": 0.2}
     (folder / "two_tower" / "training.json").write_text(json.dumps({
@@ -105,8 +111,8 @@ def run_folder(root: Path, release_id: str, model_bytes: int) -> Path:
     (folder / "two_tower" / "saved_model" / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(model_bytes))
     pd.DataFrame({"user_id": ["u1", "u1"], "rank": [1, 2], "item_id": ["a", "b"], "score": [0.9, 0.8],
                   "model_version": f"two_tower-{release_id}", "generated_at": pd.Timestamp("2026-01-05")}).to_parquet(
-        folder / "recommendations.parquet", index=False)
-    return folder
+        folder / RunArtifacts.RECOMMENDATIONS, index=False)
+    return run
 
 
 @pytest.fixture
@@ -124,18 +130,18 @@ def test_the_s3_server_stopping_mid_publish_leaves_the_previous_champion_and_the
     through_proxy = replace(s3_test_settings, endpoint_url=f"http://127.0.0.1:{proxy.port}")
     s3 = storage.client(s3_test_settings)  # the test's own view, straight to the server
     bucket = s3_test_settings.bucket
-    first = stages.publish(through_proxy, run_folder(tmp_path, "20260105T000000Z-aaaa", 1024), DATASET, "data-1")
-    pointer = storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, DATASET))
+    first = publish(through_proxy, run_folder(tmp_path, "20260105T000000Z-aaaa", 1024), "data-1")
+    pointer = storage.get_json(s3, bucket, champion_key(s3_test_settings, DATASET))
     assert pointer["release_id"] == first["release_id"]
 
-    second_folder = run_folder(tmp_path, "20260112T000000Z-bbbb", 64 * 1024 * 1024)  # a multipart upload
-    second_prefix = stages.release_prefix(s3_test_settings, DATASET, "20260112T000000Z-bbbb")
+    second_run = run_folder(tmp_path, "20260112T000000Z-bbbb", 64 * 1024 * 1024)  # a multipart upload
+    second_prefix = release_prefix(s3_test_settings, DATASET, "20260112T000000Z-bbbb")
     outcome: dict = {}
 
     def publish_second():
         try:
-            outcome["result"] = stages.publish(through_proxy, second_folder, DATASET, "data-2")
-        except Exception as error:  # noqa: BLE001 - the failure is what the test looks at
+            outcome["result"] = publish(through_proxy, second_run, "data-2")
+        except Exception as error:  # the failure is what the test looks at
             outcome["error"] = error
 
     worker = threading.Thread(target=publish_second)
@@ -148,17 +154,17 @@ def test_the_s3_server_stopping_mid_publish_leaves_the_previous_champion_and_the
     worker.join(300)
     assert "error" in outcome, f"publishing went on without the server: {outcome}"
 
-    assert storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, DATASET)) == pointer
+    assert storage.get_json(s3, bucket, champion_key(s3_test_settings, DATASET)) == pointer
     assert storage.get_json(s3, bucket, second_prefix + "manifest.json") is None
-    releases.check_complete(s3, s3_test_settings, DATASET, first["release_id"])  # the champion is whole
-    with pytest.raises(releases.ReleaseError, match="no manifest"):
-        releases.check_complete(s3, s3_test_settings, DATASET, "20260112T000000Z-bbbb")
+    check_complete(s3, s3_test_settings, DATASET, first["release_id"])  # the champion is whole
+    with pytest.raises(ReleaseError, match="no manifest"):
+        check_complete(s3, s3_test_settings, DATASET, "20260112T000000Z-bbbb")
 
     proxy.start()  # the server is back: the retried run completes
-    second = stages.publish(through_proxy, second_folder, DATASET, "data-2")
-    pointer = storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, DATASET))
+    second = publish(through_proxy, second_run, "data-2")
+    pointer = storage.get_json(s3, bucket, champion_key(s3_test_settings, DATASET))
     assert pointer["release_id"] == second["release_id"] == "20260112T000000Z-bbbb"
-    manifest, _ = releases.check_complete(s3, s3_test_settings, DATASET, second["release_id"])
+    manifest, _ = check_complete(s3, s3_test_settings, DATASET, second["release_id"])
     assert sorted(storage.list_keys(s3, bucket, second_prefix)) == sorted([o["key"] for o in manifest["objects"]] + [second_prefix + "manifest.json"])
     history = s3.get_object(Bucket=bucket, Key=f"{s3_test_settings.prefix}/{DATASET}/champion_history.jsonl")["Body"].read().decode()
     assert [json.loads(line)["release_id"] for line in history.splitlines()] == [first["release_id"], second["release_id"]]
@@ -182,7 +188,7 @@ def _table_state(settings) -> tuple:
 
 
 def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_and_the_retry_completes(mysql_test_settings):
-    stages.replace_recommendations(mysql_test_settings, _recommendations("old-model", 1000))
+    replace_recommendations(mysql_test_settings, _recommendations("old-model", 1000))
     before = _table_state(mysql_test_settings)
     assert before == (("old-model", 20_000),)
     admin = mysql_admin_settings()
@@ -204,12 +210,12 @@ def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_a
     killer = threading.Thread(target=kill_the_load)
     killer.start()
     with pytest.raises(Exception, match="Lost connection|server has gone away|Query execution was interrupted|2013|2006|1927"):
-        stages.replace_recommendations(mysql_test_settings, _recommendations("new-model", 40_000))
+        replace_recommendations(mysql_test_settings, _recommendations("new-model", 40_000))
     killer.join()
     assert killed, "the load finished before it could be interrupted"
     assert _table_state(mysql_test_settings) == before, "the live table must be untouched and queryable"
 
-    loaded = stages.replace_recommendations(mysql_test_settings, _recommendations("new-model", 40_000))  # the retry
+    loaded = replace_recommendations(mysql_test_settings, _recommendations("new-model", 40_000))  # the retry
     assert loaded["rows"] == 800_000 and _table_state(mysql_test_settings) == (("new-model", 800_000),)
     with warehouse.connect(mysql_test_settings) as conn:
         previous = warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations__previous GROUP BY model_version")

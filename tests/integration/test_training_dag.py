@@ -17,7 +17,9 @@ import pandas as pd
 import pytest
 
 from conftest import pipeline_environment
-from recsys_pipeline import stages, storage, warehouse
+from recsys_pipeline import storage, warehouse
+from recsys_pipeline.release.layout import champion_key, release_prefix
+from recsys_pipeline.run import RunArtifacts
 
 pytestmark = pytest.mark.integration
 
@@ -78,14 +80,14 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
 
     # the release is complete: every manifest object exists with its checksum; the pointer names it
     s3 = storage.client(s3_test_settings)
-    pointer = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries"))
+    pointer = storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "groceries"))
     assert pointer is not None
     manifest = storage.get_json(s3, s3_test_settings.bucket, pointer["manifest"])
     keys = {o["key"] for o in manifest["objects"]}
-    prefix = stages.release_prefix(s3_test_settings, "groceries", pointer["release_id"])
+    prefix = release_prefix(s3_test_settings, "groceries", pointer["release_id"])
     assert set(storage.list_keys(s3, s3_test_settings.bucket, prefix)) == keys | {pointer["manifest"]}
     assert any(k.endswith("saved_model/saved_model.pb") for k in keys)
-    assert not {k.rsplit("/", 1)[-1] for k in keys} & set(stages.RUN_ONLY_FILES)  # working copies and personal data stay behind
+    assert not {k[len(prefix):] for k in keys} & set(RunArtifacts.RUN_ONLY)  # working copies and personal data stay behind
     assert {prefix + f"dbt_docs/{name}" for name in ("index.html", "manifest.json", "catalog.json")} <= keys
     # one dbt build; every dbt model and its tests reported by a task of its own (cosmos watchers)
     log = first.stdout
@@ -116,7 +118,7 @@ def test_a_file_that_breaks_the_contract_stops_the_run_before_anything_is_publis
     pipeline_env, mysql_test_settings, s3_test_settings, tmp_path
 ):
     s3 = storage.client(s3_test_settings)
-    pointer_before = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "bad_shop"))
+    pointer_before = storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "bad_shop"))
     bad = tmp_path / "bad_shop"
     bad.mkdir()
     pd.DataFrame({"user_id": ["u1"], "event_type": ["purchase"], "event_time": ["2024-01-01"]}).to_csv(bad / "events.csv", index=False)
@@ -128,7 +130,7 @@ def test_a_file_that_breaks_the_contract_stops_the_run_before_anything_is_publis
     assert "Running command:" not in log
     assert "validate_raw did not succeed: dbt did not run" in log
     assert "Exception rendering Jinja template" not in log
-    assert storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "bad_shop")) == pointer_before
+    assert storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "bad_shop")) == pointer_before
     assert storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/bad_shop/") == []
 
 
@@ -136,7 +138,7 @@ def test_a_refused_raw_load_stops_before_dbt_keeps_the_champion_and_links_its_da
     pipeline_env, mysql_test_settings, s3_test_settings, tmp_path, groceries_path
 ):
     """Groceries as the user's own files, with an event type the pipeline has never seen."""
-    from recsys_pipeline import quarantine
+    from recsys_pipeline.quality import quarantine
     from recsys_pipeline.ingest.adapters import groceries
 
     raw = groceries(groceries_path)
@@ -148,7 +150,7 @@ def test_a_refused_raw_load_stops_before_dbt_keeps_the_champion_and_links_its_da
     raw.items.to_csv(shop / "items.csv", index=False)
     raw.users.to_csv(shop / "users.csv", index=False)
     s3 = storage.client(s3_test_settings)
-    pointer_before = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries"))
+    pointer_before = storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "groceries"))
     with warehouse.connect(mysql_test_settings, database=mysql_test_settings.raw_database) as conn:
         cur = conn.cursor()
         cur.execute("CHECKSUM TABLE raw_events")
@@ -160,7 +162,7 @@ def test_a_refused_raw_load_stops_before_dbt_keeps_the_champion_and_links_its_da
     assert "column event_type: observed 50 unexpected rows" in log and "teleport" in log
     assert "Data Docs (raw gate): s3://" in log
     assert "Running command:" not in log and "validate_raw did not succeed: dbt did not run" in log
-    assert storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries")) == pointer_before
+    assert storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "groceries")) == pointer_before
     docs = storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/data-docs/20260119T000000Z")
     assert any(k.endswith("/raw/index.html") for k in docs)
     assert not storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/20260119T000000Z")
@@ -175,7 +177,7 @@ def test_a_refused_raw_load_stops_before_dbt_keeps_the_champion_and_links_its_da
 
 def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_test_settings, s3_test_settings):
     s3 = storage.client(s3_test_settings)
-    pointer_before = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries"))
+    pointer_before = storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "groceries"))
     with warehouse.connect(mysql_test_settings) as conn:
         table_before = (
             warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version")
@@ -192,7 +194,7 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
     assert "the promotion gate kept the current champion" in log
     assert "FAIL: beats baseline" in log
     assert "build_features is off: training on the warehouse's current features" in log
-    pointer_after = storage.get_json(s3, s3_test_settings.bucket, stages.champion_key(s3_test_settings, "groceries"))
+    pointer_after = storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "groceries"))
     assert pointer_after == pointer_before
     if pointer_after:  # the champion's release is untouched: its manifest still has the recorded checksum
         manifest_key = pointer_after["manifest"]
@@ -241,7 +243,7 @@ def test_a_failed_data_check_stops_the_feature_refresh_before_the_asset_and_name
     # the failure alert names the stage; the warehouse lease went back with it
     assert ("[recsys] recsys_features: stage 'features data gate (Great Expectations)' failed at task check_quality"
             in log)
-    from recsys_pipeline import warehouse_lock
+    from recsys_pipeline.orchestration import warehouse_lock
 
     assert warehouse_lock.current(mysql_test_settings) is None
     s3 = storage.client(s3_test_settings)
@@ -261,12 +263,14 @@ def run_rollback_dag(env: dict, conf: dict) -> subprocess.CompletedProcess:
 
 
 def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(pipeline_env, mysql_test_settings, s3_test_settings):
-    from recsys_pipeline import releases
+    from recsys_pipeline.release.layout import ReleaseError, manifest_key
+    from recsys_pipeline.release.rollback import rollback
+    from recsys_pipeline.release.verify import list_releases, verify
 
     s3 = storage.client(s3_test_settings)
     bucket = s3_test_settings.bucket
-    champion = storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, "groceries"))
-    checked = releases.verify(s3_test_settings, "groceries", k=10)
+    champion = storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries"))
+    checked = verify(s3_test_settings, "groceries", k=10)
     assert checked["release_id"] == champion["release_id"] and checked["objects"] > 10
     assert checked["matches_published"], checked  # the SavedModel answers as the published table says
     assert len(checked["unknown_user_items"]) == 10
@@ -276,11 +280,11 @@ def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(pipelin
     # a forced release replaces the champion; then the rollback DAG brings the first one back
     forced = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "force_publish": True}, logical_date="2026-02-02")
     assert forced.returncode == 0, forced.stdout[-3000:]
-    newer = storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, "groceries"))
+    newer = storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries"))
     assert newer["release_id"] != champion["release_id"]
     rolled = run_rollback_dag(pipeline_env, {"dataset": "groceries", "release_id": champion["release_id"]})
     assert rolled.returncode == 0, rolled.stdout[-3000:] + rolled.stderr[-3000:]
-    pointer = storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, "groceries"))
+    pointer = storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries"))
     assert pointer["release_id"] == champion["release_id"] and pointer["rolled_back_from"] == newer["release_id"]
     with warehouse.connect(mysql_test_settings) as conn:
         assert set(warehouse.read_frame(conn, "SELECT DISTINCT model_version FROM recommendations")["model_version"]) == {champion["model_version"]}
@@ -288,13 +292,13 @@ def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(pipelin
 
     # refused, and nothing moves: a release the gate did not promote, and an incomplete one
     unpromoted = next(
-        r for r in releases.list_releases(s3, s3_test_settings, "groceries")
-        if not (storage.get_json(s3, bucket, releases.manifest_key(s3_test_settings, "groceries", r)) or {}).get("gate", {}).get("promote", True)
+        r for r in list_releases(s3, s3_test_settings, "groceries")
+        if not (storage.get_json(s3, bucket, manifest_key(s3_test_settings, "groceries", r)) or {}).get("gate", {}).get("promote", True)
     )
-    with pytest.raises(releases.ReleaseError, match="was not promoted"):
-        stages.rollback(s3_test_settings, mysql_test_settings, "groceries", unpromoted)
+    with pytest.raises(ReleaseError, match="was not promoted"):
+        rollback(s3_test_settings, mysql_test_settings, "groceries", unpromoted)
     manifest = storage.get_json(s3, bucket, newer["manifest"])
     s3.delete_object(Bucket=bucket, Key=next(o["key"] for o in manifest["objects"] if o["key"].endswith("recommendations.parquet")))
     refused = run_rollback_dag(pipeline_env, {"dataset": "groceries", "release_id": newer["release_id"]})
     assert refused.returncode != 0 and "is not complete" in refused.stdout + refused.stderr
-    assert storage.get_json(s3, bucket, stages.champion_key(s3_test_settings, "groceries")) == pointer
+    assert storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries")) == pointer

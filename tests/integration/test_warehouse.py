@@ -98,20 +98,22 @@ def test_identifiers_are_checked():
 
 def test_training_on_current_features_needs_a_checked_build_of_that_dataset(mysql_test_settings, tmp_path):
     """build_features off: only a load whose features passed the gate, and only for its own dataset."""
-    from recsys_pipeline import stages
+    from recsys_pipeline.features.builds import current_build, record_checked_build
+    from recsys_pipeline.run import RunContext
 
     with warehouse.connect(mysql_test_settings, database=mysql_test_settings.raw_database) as conn:
         conn.cursor().execute("DROP TABLE IF EXISTS `checked_feature_builds`")
         conn.commit()
     load_raw(_dataset(), mysql_test_settings, "tiny:checked-build")
     with pytest.raises(warehouse.LoadError, match="no feature build that passed the features gate .live load tiny:checked-build"):
-        stages.current_build(mysql_test_settings, "tiny")
+        current_build(mysql_test_settings, "tiny")
 
-    stages.record_checked_build(mysql_test_settings, tmp_path)
-    assert stages.current_build(mysql_test_settings, "tiny")["features_run_folder"] == str(tmp_path)
+    run = RunContext("tiny", "checked-build", work_root=tmp_path)
+    record_checked_build(mysql_test_settings, run)
+    assert current_build(mysql_test_settings, "tiny")["features_run_folder"] == str(run.folder)
     with pytest.raises(warehouse.LoadError, match="holds load tiny:checked-build, not a load of groceries"):
-        stages.current_build(mysql_test_settings, "groceries")
+        current_build(mysql_test_settings, "groceries")
 
     load_raw(_dataset(4), mysql_test_settings, "tiny:unchecked")  # a newer load whose features were never checked
     with pytest.raises(warehouse.LoadError, match="live load tiny:unchecked"):
-        stages.current_build(mysql_test_settings, "tiny")
+        current_build(mysql_test_settings, "tiny")

@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from recsys_pipeline import warehouse_lock
+from recsys_pipeline.orchestration import warehouse_lock
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from recsys_pipeline import alerts
+from recsys_pipeline.orchestration import alerts
 
 pytestmark = pytest.mark.unit
 

@@ -76,11 +76,11 @@ def test_an_unusable_split_fails_the_task_at_once_instead_of_retrying():
     from airflow.sdk.exceptions import AirflowFailException
 
     from ml.data import SplitError
-    from recsys_pipeline.tasks import _fail_fast
+    from recsys_pipeline.orchestration.runtime import fail_fast
 
     frame = _frame()
     frame["split"] = "test"
     with pytest.raises(SplitError):
         time_cut_data(frame)
     with pytest.raises(AirflowFailException, match="SplitError: interactions_time_split: columns .* are missing"):
-        _fail_fast(time_cut_data)(frame.drop(columns=["cut_at"]))
+        fail_fast(time_cut_data)(frame.drop(columns=["cut_at"]))

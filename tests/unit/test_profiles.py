@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from recsys_pipeline.profiles import OTHER_ITEMS, LoadProfile, event_type_mix_linf, item_popularity_jsd, jensen_shannon
+from recsys_pipeline.quality.profiles import OTHER_ITEMS, LoadProfile, event_type_mix_linf, item_popularity_jsd, jensen_shannon
 
 pytestmark = pytest.mark.unit
 

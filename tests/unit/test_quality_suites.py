@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from recsys_pipeline.quality import SUITES_DIR, UNEXPECTED_ROWS, _expectations, load_suite_files, suite_parameters
+from recsys_pipeline.quality.suites import SUITES_DIR, UNEXPECTED_ROWS, _expectations, load_suite_files, suite_parameters
 from recsys_pipeline.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
@@ -37,7 +37,7 @@ def test_every_suite_builds_into_gx_expectations():
 
 
 def test_every_parameter_a_suite_uses_has_a_default_or_is_computed():
-    computed = {"min_events", "max_events"}  # from the last good load (stages._raw_gate_inputs)
+    computed = {"min_events", "max_events"}  # from the last good load (quality.raw_gate._gate_inputs)
     for suite in load_suite_files():
         defaults = set(suite.get("parameters", {}))
         used = _parameter_names(suite["expectations"])

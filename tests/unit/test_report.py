@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
 
-from ml.report import bar_chart, line_chart, render
+from recsys_pipeline.reporting.charts import bar_chart, line_chart
+from recsys_pipeline.reporting.report import render
+from recsys_pipeline.reporting.summary import RunSummary
 
 pytestmark = pytest.mark.unit
 
@@ -21,7 +24,7 @@ DECISION = {"promote": False, "reasons": ["PASS: ndcg@20 0.1520 >= 0.0100", "FAI
 
 
 def test_the_report_shows_every_model_the_curves_and_each_reason():
-    page = render(TRAINING, REPORT, DECISION, "Evaluation report: online-retail")
+    page = render(RunSummary(TRAINING, REPORT, DECISION), "Evaluation report: online-retail")
     assert page.count("<svg") == 5  # loss, validation, ndcg bars, recall bars, cold-start bars
     for model in ("two_tower", "ease", "most_popular"):
         assert f"<th>{model}</th>" in page
@@ -33,16 +36,60 @@ def test_the_report_shows_every_model_the_curves_and_each_reason():
     assert page.index("<tr><th>two_tower</th>") < page.index("<tr><th>ease</th>") < page.index("<tr><th>most_popular</th>")
 
 
+def _texts(svg: str, bold: bool = False) -> list[str]:
+    pattern = r"<text\b[^>]*font-weight: 700[^>]*>([^<]*)</text>" if bold else r"<text\b[^>]*>([^<]*)</text>"
+    return [html.unescape(text) for text in re.findall(pattern, svg)]
+
+
 def test_bars_scale_to_the_largest_value_and_the_threshold():
     svg = bar_chart("t", {"a": 0.2, "b": 0.1}, ("bar", 0.3))
-    widths = [float(w) for w in re.findall(r'<rect x="\d+" y="[\d.]+" width="([\d.]+)"', svg)]
+    # each bar is a rectangle path after its tooltip, best first: its width is the span of its x coordinates
+    bars = re.findall(r"<title>(\w+): [\d.]+</title>\s*<path d=\"([^\"]+)\"", svg)
+    assert [name for name, _ in bars] == ["a", "b"]
+    widths = []
+    for _, path in bars:
+        xs = [float(x) for x in re.findall(r"[ML] ([\d.]+) [\d.]+", path)]
+        widths.append(max(xs) - min(xs))
     assert widths[0] == pytest.approx(2 * widths[1], rel=0.01)
-    assert "bar" in svg
+    assert "bar" in _texts(svg) and "0.2000" in _texts(svg)
 
 
 def test_a_chart_without_data_says_so():
-    assert "no data" in line_chart("loss", {"loss": []})
-    assert "no data" in bar_chart("t", {})
+    assert line_chart("loss", {"loss": []}) == "<p>loss: no data</p>"
+    assert line_chart("loss", {"loss": [None, float("nan")]}) == "<p>loss: no data</p>"
+    assert line_chart("a <b>", {}) == "<p>a &lt;b&gt;: no data</p>"
+    assert bar_chart("t", {}) == "<p>t: no data</p>"
+
+
+def test_charts_are_inline_svg_labelled_for_screen_readers_with_their_text_as_text():
+    for svg in (line_chart("Training loss", {"loss": [3.0, 2.0]}, marker=2, y_label="loss"), bar_chart("Test recall@20", {"ease": 0.1})):
+        assert svg.startswith("<svg ") and svg.endswith("</svg>")
+        assert "<?xml" not in svg and "<!DOCTYPE" not in svg and "<metadata>" not in svg
+        assert re.match(r'<svg role="img" aria-label="(Training loss|Test recall@20)"', svg)
+        assert "<text" in svg and "<image" not in svg and "@font-face" not in svg
+        assert len(svg) < 40_000
+    assert "<title>loss epoch 2: 2.0000</title>" in line_chart("t", {"loss": [3.0, 2.0]})  # a tooltip per point
+    assert "<title>ease: 0.1000</title>" in bar_chart("t", {"ease": 0.1})  # and per bar
+
+
+def test_the_same_input_gives_the_same_bytes():
+    def draw() -> str:
+        return (line_chart("Validation ndcg@20", {"ndcg@20": [0.1, 0.14, 0.15]}, marker=3, y_label="ndcg@20")
+                + bar_chart("Test ndcg@20", {"two_tower": 0.15, "ease": 0.13}, ("best baseline (ease)", 0.13)))
+    assert draw() == draw()
+    assert render(RunSummary(TRAINING, REPORT, DECISION), "r") == render(RunSummary(TRAINING, REPORT, DECISION), "r")
+
+
+def test_long_titles_and_model_names_are_written_out_in_full():
+    title = "ndcg@20: new items only (already-bought items excluded), on the users the backtest kept"
+    svg = bar_chart(title, {"two_tower+ranking": 0.051, "bought_before": 0.2, "a_model_with_an_even_longer_name": 0.03})
+    assert len(_texts(svg, bold=True)) > 1 and " ".join(_texts(svg, bold=True)) == title  # wrapped over lines, never cut
+    texts = _texts(svg)
+    assert {"two_tower+ranking", "bought_before", "a_model_with_an_even_longer_name", "0.0510"} <= set(texts)
+    curve = line_chart("Ranking MLP: ndcg@20 of the epoch-choosing users, held out from the fit", {"two_tower+ranking": [0.1, 0.2]})
+    assert " ".join(_texts(curve, bold=True)) == "Ranking MLP: ndcg@20 of the epoch-choosing users, held out from the fit"
+    assert "two_tower+ranking" in _texts(curve)
+    assert "$x$" in _texts(bar_chart("t", {"$x$": 0.1}))  # a name is no mathtext
 
 
 def test_the_backtest_gets_a_chart_and_a_table_per_variant():
@@ -55,14 +102,14 @@ def test_the_backtest_gets_a_chart_and_a_table_per_variant():
             "with_repeats": {"evaluated_users": 1800, "models": {"bought_before": {"ndcg@20": 0.2}, "ease": {"ndcg@20": 0.07}}},
         },
     }
-    page = render(TRAINING, REPORT | {"backtest": backtest}, DECISION, "r")
+    page = render(RunSummary(TRAINING, REPORT | {"backtest": backtest}, DECISION), "r")
     assert page.count("<svg") == 7
     assert "Backtest on a global time cut" in page and "2011-11-09 00:00:00" in page
     assert "new items only (already-bought items excluded): 1500 users" in page
     assert "repeat purchases counted (every item ranked): 1800 users" in page
     section = page[page.index("Backtest on a global time cut"):]
     assert section.index("<tr><th>ease</th>") < section.index("<tr><th>two_tower</th>")  # sorted by ndcg@20
-    assert "Backtest" not in render(TRAINING, REPORT, DECISION, "r")
+    assert "Backtest" not in render(RunSummary(TRAINING, REPORT, DECISION), "r")
 
 
 def test_the_ranking_stage_shows_the_check_that_decided_and_both_orders_on_test():
@@ -70,19 +117,19 @@ def test_the_ranking_stage_shows_the_check_that_decided_and_both_orders_on_test(
              "tuning_ndcg@20_per_epoch": [0.150, 0.155, 0.154], "used": True,
              "held_out_ndcg@20": {"retrieval_order": 0.1527, "reranked": 0.1551},
              "test": {"retrieval_order": {"ndcg@20": 0.1531}, "reranked": {"ndcg@20": 0.1568}}}
-    page = render(TRAINING, REPORT | {"ranking_stage": stage}, DECISION, "r")
+    page = render(RunSummary(TRAINING, REPORT | {"ranking_stage": stage}, DECISION), "r")
     section = page[page.index("<h2>Ranking stage: used</h2>"):]
     assert "ndcg@20 0.1527 in retrieval order, 0.1551 re-ordered" in section
     assert "<tr><th>retrieval order</th>" in section and "<td>0.1568</td>" in section
-    refused = render(TRAINING, REPORT | {"ranking_stage": stage | {"used": False}}, DECISION, "r")
+    refused = render(RunSummary(TRAINING, REPORT | {"ranking_stage": stage | {"used": False}}, DECISION), "r")
     assert "Ranking stage: not used: it did not beat the retrieval order" in refused
-    assert "Not trained: too few" in render(TRAINING, REPORT | {"ranking_stage": {"skipped": "too few users"}}, DECISION, "r")
+    assert "Not trained: too few" in render(RunSummary(TRAINING, REPORT | {"ranking_stage": {"skipped": "too few users"}}, DECISION), "r")
 
 
 def test_the_report_names_the_two_tower_choices_made_on_validation():
     tuning = {"chosen": "user_profile=False", "validation_ndcg@20": {"user_profile=False": 0.1493, "user_profile=True": 0.1472},
               "popularity_prior": {"chosen": -0.02, "validation_ndcg@20": {"0.0": 0.1493, "-0.02": 0.1501, "1.0": 0.0523}}}
-    page = render(TRAINING | {"tuning": tuning}, REPORT, DECISION, "Evaluation report")
+    page = render(RunSummary(TRAINING | {"tuning": tuning}, REPORT, DECISION), "Evaluation report")
     assert "Two-tower setting chosen on validation: user_profile=False (validation ndcg@20: user_profile=False 0.1493" in page
     assert "Popularity prior weight: -0.02 (validation ndcg@20 by weight: -0.02 0.1501, 0.0 0.1493, 1.0 0.0523)" in page
-    assert "Two-tower setting" not in render(TRAINING, REPORT, DECISION, "Evaluation report")  # older runs: nothing to say
+    assert "Two-tower setting" not in render(RunSummary(TRAINING, REPORT, DECISION), "Evaluation report")  # older runs: nothing to say

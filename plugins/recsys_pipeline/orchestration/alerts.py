@@ -84,7 +84,7 @@ def notify_failure(context) -> None:
 
 def _give_back_warehouse(dag_id: str, run_id: str) -> None:
     """A run that fails while building features must not keep others out of the warehouse."""
-    from recsys_pipeline import warehouse_lock
+    from recsys_pipeline.orchestration import warehouse_lock
     from recsys_pipeline.settings import mysql_settings_for_task
 
     try:

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param
 
-from recsys_pipeline.alerts import notify_failure
+from recsys_pipeline.orchestration.alerts import notify_failure
 
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
 

@@ -1,65 +1,25 @@
-"""Releases after publishing: verify one, point the champion back to an earlier one.
+"""Is a release whole, and does its model answer as its tables say?
 
 A release is complete when its manifest exists and every object it lists is in the
-bucket with the recorded size and sha256. Readers only ever reach a release through
-the champion pointer, so both operations here check completeness first:
-
-* ``verify`` downloads the champion (or a named release), checks every checksum,
-  loads the SavedModel and asks it for a user's recommendations;
-* ``rollback`` moves the champion pointer to an earlier release that is complete and
-  that the gate promoted when it ran; the previous pointer is remembered in the new
-  one (``rolled_back_from``) and in ``champion_history.jsonl``.
+bucket with the recorded size and sha256. ``verify`` goes further: it downloads the
+champion (or a named release), loads the SavedModel and compares its answer for a
+shopper with the published recommendations of the same shopper, and asks it about an
+unknown shopper and a newcomer with recent items.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import tempfile
-from datetime import datetime, timezone
 from pathlib import Path
 
 from recsys_pipeline import storage
+from recsys_pipeline.release.layout import ReleaseError, champion_key, manifest_key, release_prefix, releases_prefix
+from recsys_pipeline.run import RunArtifacts
 from recsys_pipeline.settings import S3Settings
-
-log = logging.getLogger(__name__)
-
-
-class ReleaseError(RuntimeError):
-    """A release is missing, incomplete or corrupt; nothing was changed."""
-
-
-def dataset_prefix(s3_settings: S3Settings, dataset_key: str) -> str:
-    return f"{s3_settings.prefix}/{dataset_key}/"
-
-
-def champion_key(s3_settings: S3Settings, dataset_key: str) -> str:
-    return dataset_prefix(s3_settings, dataset_key) + "champion.json"
-
-
-def release_prefix(s3_settings: S3Settings, dataset_key: str, release_id: str) -> str:
-    return dataset_prefix(s3_settings, dataset_key) + f"releases/{release_id}/"
-
-
-def manifest_key(s3_settings: S3Settings, dataset_key: str, release_id: str) -> str:
-    return release_prefix(s3_settings, dataset_key, release_id) + "manifest.json"
-
-
-def champion_pointer(manifest: dict, manifest_object: storage.StoredObject, promoted_at: str, **extra) -> dict:
-    """The small JSON readers follow to the champion's manifest."""
-    return {
-        "release_id": manifest["release_id"],
-        "manifest": manifest_object.key,
-        "manifest_sha256": manifest_object.sha256,
-        "model_version": manifest["model_version"],
-        "data_version": manifest["data_version"],
-        "metrics": manifest["metrics"],
-        "promoted_at": promoted_at,
-    } | extra
 
 
 def list_releases(s3, s3_settings: S3Settings, dataset_key: str) -> list[str]:
-    prefix = dataset_prefix(s3_settings, dataset_key) + "releases/"
+    prefix = releases_prefix(s3_settings, dataset_key)
     return sorted({key[len(prefix):].split("/")[0] for key in storage.list_keys(s3, s3_settings.bucket, prefix)})
 
 
@@ -85,39 +45,6 @@ def check_complete(s3, s3_settings: S3Settings, dataset_key: str, release_id: st
         raise ReleaseError(f"release {release_id} of {dataset_key} is not complete: " + "; ".join(problems[:10]))
     size, checksum = storage.download_sha256(s3, bucket, key)
     return manifest, storage.StoredObject(key=key, size=size, sha256=checksum)
-
-
-def rollback(s3_settings: S3Settings, dataset_key: str, release_id: str) -> dict:
-    """Point the champion at ``release_id`` after checking it is complete and was promoted."""
-    s3 = storage.client(s3_settings)
-    manifest, manifest_object = check_complete(s3, s3_settings, dataset_key, release_id)
-    if not manifest.get("gate", {}).get("promote"):
-        raise ReleaseError(f"release {release_id} of {dataset_key} was not promoted by the gate when it ran; "
-                           "only a former champion can be rolled back to")
-    current = storage.get_json(s3, s3_settings.bucket, champion_key(s3_settings, dataset_key))
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    pointer = champion_pointer(
-        manifest, manifest_object, now,
-        rolled_back_from=current.get("release_id") if current else None, rolled_back_at=now,
-    )
-    storage.put_json(s3, s3_settings.bucket, champion_key(s3_settings, dataset_key), pointer)
-    record_history(s3, s3_settings, dataset_key, {"event": "rollback", "release_id": release_id,
-                                                  "from": pointer["rolled_back_from"], "at": now})
-    log.info("champion of %s: %s -> %s", dataset_key, pointer["rolled_back_from"], release_id)
-    return pointer
-
-
-def record_history(s3, s3_settings: S3Settings, dataset_key: str, entry: dict) -> None:
-    """Append ``entry`` to the dataset's champion history (one JSON object per line)."""
-    key = dataset_prefix(s3_settings, dataset_key) + "champion_history.jsonl"
-    try:
-        body = s3.get_object(Bucket=s3_settings.bucket, Key=key)["Body"].read().decode()
-    except storage.ClientError as error:
-        if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
-            raise
-        body = ""
-    s3.put_object(Bucket=s3_settings.bucket, Key=key, Body=(body + json.dumps(entry, sort_keys=True) + "\n").encode(),
-                  ContentType="application/x-ndjson")
 
 
 def download_release(s3, s3_settings: S3Settings, manifest: dict, target: Path, under: str = "") -> Path:
@@ -154,8 +81,8 @@ def verify(s3_settings: S3Settings, dataset_key: str, release_id: str | None = N
             raise ReleaseError(f"the champion's manifest {pointer['manifest']} changed since it was promoted")
     manifest, _ = check_complete(s3, s3_settings, dataset_key, release_id)
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = download_release(s3, s3_settings, manifest, Path(tmp), "two_tower/saved_model/")
-        recommendations_dir = download_release(s3, s3_settings, manifest, Path(tmp), "recommendations.parquet")
+        model_dir = download_release(s3, s3_settings, manifest, Path(tmp), RunArtifacts.SAVED_MODEL + "/")
+        recommendations_dir = download_release(s3, s3_settings, manifest, Path(tmp), RunArtifacts.RECOMMENDATIONS)
         published = pd.read_parquet(recommendations_dir)
         model = load_saved_model(model_dir)
         user_id = user_id or str(published["user_id"].iloc[0])

@@ -21,8 +21,11 @@ from urllib.parse import quote
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from recsys_pipeline import model_registry, releases, storage
+from ml.names import CHALLENGER, KEY_METRICS, NDCG_20, RECALL_20
+from recsys_pipeline import storage
+from recsys_pipeline.release import layout
 from recsys_pipeline.settings import s3_settings_for_task
+from recsys_pipeline.ui import model_registry
 
 MOUNT = "/recsys"
 app = FastAPI(title="recsys models", docs_url=None, redoc_url=None, openapi_url=None)
@@ -79,13 +82,13 @@ def _window(view: model_registry.ReleaseView) -> str:
 
 
 def _release_row(dataset: str, view: model_registry.ReleaseView) -> str:
-    challenger = view.metrics.get(model_registry.CHALLENGER, {})
-    baselines = {m: v for m, v in view.metrics.items() if m != model_registry.CHALLENGER}
+    challenger = view.metrics.get(CHALLENGER, {})
+    baselines = {m: v for m, v in view.metrics.items() if m != CHALLENGER}
     best = view.best_baseline
-    metric_cells = "".join(f"<td class=num>{_fmt(challenger.get(m))}</td>" for m in model_registry.KEY_METRICS)
+    metric_cells = "".join(f"<td class=num>{_fmt(challenger.get(m))}</td>" for m in KEY_METRICS)
     baseline_list = "".join(
-        f"<li>{html.escape(name)}: ndcg@20 {_fmt(values.get('ndcg@20'))}, recall@20 {_fmt(values.get('recall@20'))}</li>"
-        for name, values in sorted(baselines.items(), key=lambda kv: -(kv[1].get("ndcg@20") or 0))
+        f"<li>{html.escape(name)}: {NDCG_20} {_fmt(values.get(NDCG_20))}, {RECALL_20} {_fmt(values.get(RECALL_20))}</li>"
+        for name, values in sorted(baselines.items(), key=lambda kv: -(kv[1].get(NDCG_20) or 0))
     )
     decision = "PROMOTED" if view.promoted else "not promoted"
     reasons = "".join(f"<li class={'fail' if r.startswith('FAIL') else 'pass'}>{html.escape(r)}</li>" for r in view.reasons)
@@ -132,11 +135,11 @@ def render(datasets: list[model_registry.DatasetView], bucket: str, prefix: str)
         champion = view.champion
         headline = (
             f"champion <code>{html.escape(champion['release_id'])}</code> ({html.escape(champion.get('model_version', ''))}), "
-            f"ndcg@20 {_fmt(champion.get('metrics', {}).get('ndcg@20'))}, promoted {html.escape(champion.get('promoted_at', ''))}"
+            f"ndcg@20 {_fmt(champion.get('metrics', {}).get(NDCG_20))}, promoted {html.escape(champion.get('promoted_at', ''))}"
             + (f", rolled back from <code>{html.escape(champion['rolled_back_from'])}</code>" if champion.get("rolled_back_from") else "")
             if champion else "no champion yet"
         )
-        header = "".join(f"<th>{m}</th>" for m in model_registry.KEY_METRICS)
+        header = "".join(f"<th>{m}</th>" for m in KEY_METRICS)
         rows = "".join(_release_row(view.dataset, r) for r in view.releases) or '<tr><td colspan=10>no complete release yet</td></tr>'
         sections.append(f"""
 <section id="dataset-{html.escape(view.dataset)}">
@@ -195,8 +198,8 @@ def release_file(dataset: str, release_id: str, path: str, user: User) -> Respon
     s3 = storage.client(settings)
     if path == "" or path.endswith("/"):
         path += "index.html"
-    key = releases.release_prefix(settings, dataset, release_id) + path
-    manifest = storage.get_json(s3, settings.bucket, releases.manifest_key(settings, dataset, release_id))
+    key = layout.release_prefix(settings, dataset, release_id) + path
+    manifest = storage.get_json(s3, settings.bucket, layout.manifest_key(settings, dataset, release_id))
     if manifest is None or key not in {o["key"] for o in manifest.get("objects", [])}:
         raise HTTPException(status_code=404, detail=f"{path} is not part of release {release_id} of {dataset}")
     body = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()

@@ -8,15 +8,18 @@ a release still being written, or one whose upload failed, has none.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 
-from recsys_pipeline import releases, storage
+from ml.names import CHALLENGER, KEY_METRICS, NDCG_20
+from recsys_pipeline import storage
+from recsys_pipeline.release import layout
+from recsys_pipeline.release.champion import read_champion, read_history
+from recsys_pipeline.release.verify import list_releases
+from recsys_pipeline.reporting.summary import RunSummary
+from recsys_pipeline.run import RunArtifacts
 from recsys_pipeline.settings import S3Settings
 
-# the metrics a reader compares first (the gate's primary metric is among them)
-KEY_METRICS = ("ndcg@20", "recall@20", "hit_rate@20", "map@20", "coverage@10")
-CHALLENGER = "two_tower"
+__all__ = ["CHALLENGER", "KEY_METRICS", "DatasetView", "ReleaseView", "registry"]
 
 
 @dataclass
@@ -35,10 +38,7 @@ class ReleaseView:
     ranking_stage: dict = field(default_factory=dict)  # training.json's ranking_stage: used or not, and why
     backtest: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> model -> ndcg@20 (time-cut backtest)
 
-    @property
-    def best_baseline(self) -> tuple[str, float] | None:
-        scores = {m: v.get("ndcg@20") for m, v in self.metrics.items() if m != CHALLENGER and v.get("ndcg@20") is not None}
-        return max(scores.items(), key=lambda kv: kv[1]) if scores else None
+    best_baseline: tuple[str, float] | None = None  # on the primary metric
 
 
 @dataclass
@@ -52,13 +52,13 @@ class DatasetView:
 
 # label -> path inside a release; shown when the release holds that object
 RELEASE_LINKS = {
-    "report": "report.html",
-    "model card": "model_card.md",
-    "metrics": "metrics.json",
-    "gate decision": "decision.json",
-    "Data Docs (raw gate)": "data_docs/raw/index.html",
-    "Data Docs (features gate)": "data_docs/features/index.html",
-    "dbt docs": "dbt_docs/index.html",
+    "report": RunArtifacts.REPORT,
+    "model card": RunArtifacts.MODEL_CARD,
+    "metrics": RunArtifacts.METRICS,
+    "gate decision": RunArtifacts.DECISION,
+    "Data Docs (raw gate)": f"{RunArtifacts.DATA_DOCS}/raw/index.html",
+    "Data Docs (features gate)": f"{RunArtifacts.DATA_DOCS}/features/index.html",
+    "dbt docs": f"{RunArtifacts.DBT_DOCS}/index.html",
 }
 
 
@@ -72,46 +72,40 @@ def list_datasets(s3, s3_settings: S3Settings) -> list[str]:
     return sorted(names)
 
 
-def read_history(s3, s3_settings: S3Settings, dataset: str) -> list[dict]:
-    key = releases.dataset_prefix(s3_settings, dataset) + "champion_history.jsonl"
-    try:
-        body = s3.get_object(Bucket=s3_settings.bucket, Key=key)["Body"].read().decode()
-    except storage.ClientError:
-        return []
-    return [json.loads(line) for line in body.splitlines() if line.strip()]
-
-
 def release_view(s3, s3_settings: S3Settings, dataset: str, release_id: str, champion_id: str | None) -> ReleaseView | None:
-    manifest = storage.get_json(s3, s3_settings.bucket, releases.manifest_key(s3_settings, dataset, release_id))
+    manifest = storage.get_json(s3, s3_settings.bucket, layout.manifest_key(s3_settings, dataset, release_id))
     if manifest is None:
         return None
-    prefix = releases.release_prefix(s3_settings, dataset, release_id)
+    prefix = layout.release_prefix(s3_settings, dataset, release_id)
     keys = {o["key"][len(prefix) :] for o in manifest.get("objects", [])}
-    report = storage.get_json(s3, s3_settings.bucket, prefix + "metrics.json") if "metrics.json" in keys else None
-    training = storage.get_json(s3, s3_settings.bucket, prefix + "two_tower/training.json") if "two_tower/training.json" in keys else None
-    gate = manifest.get("gate", {})
+
+    def read(name: str) -> dict | None:  # the run's records as the release carries them
+        return storage.get_json(s3, s3_settings.bucket, prefix + name) if name in keys else None
+
+    summary = RunSummary(training=read(RunArtifacts.TRAINING) or {}, metrics=read(RunArtifacts.METRICS) or {},
+                         decision=manifest.get("gate", {}))
     return ReleaseView(
         release_id=release_id,
         model_version=manifest.get("model_version", "?"),
         created_at=manifest.get("created_at", "?"),
         data_version=manifest.get("data_version", ""),
-        promoted=bool(gate.get("promote")),
-        reasons=list(gate.get("reasons", [])),
-        metrics=(report or {}).get("models", {CHALLENGER: manifest.get("metrics", {})}),
-        data_window=(report or {}).get("data_window", {}),
+        promoted=bool(summary.promoted),
+        reasons=summary.reasons,
+        metrics=summary.models or {CHALLENGER: manifest.get("metrics", {})},
+        data_window=summary.data_window,
         links={label: path for label, path in RELEASE_LINKS.items() if path in keys},
         is_champion=release_id == champion_id,
-        config=(training or {}).get("config", {}),
-        ranking_stage=(training or {}).get("ranking_stage", {}),
-        backtest={variant: {model: values.get("ndcg@20") for model, values in result.get("models", {}).items()}
-                  for variant, result in ((report or {}).get("backtest") or {}).get("variants", {}).items()},
+        config=summary.config,
+        ranking_stage=summary.training.get("ranking_stage", {}),
+        backtest=summary.backtest_scores(NDCG_20),
+        best_baseline=summary.best_baseline(NDCG_20),
     )
 
 
 def dataset_view(s3, s3_settings: S3Settings, dataset: str, limit: int = 20) -> DatasetView:
     """The champion, the ``limit`` newest complete releases (newest first) and the champion history."""
-    champion = storage.get_json(s3, s3_settings.bucket, releases.champion_key(s3_settings, dataset))
-    ids = releases.list_releases(s3, s3_settings, dataset)
+    champion = read_champion(s3, s3_settings, dataset)
+    ids = list_releases(s3, s3_settings, dataset)
     views = []
     for release_id in sorted(ids, reverse=True):
         view = release_view(s3, s3_settings, dataset, release_id, champion["release_id"] if champion else None)

@@ -1,0 +1,1 @@
+"""Where models train: the glue between the warehouse's split and the model library in ``ml/``."""

@@ -1,0 +1,83 @@
+"""Score with the run's trained model: as evaluation needs it, and as the published tables carry it.
+
+Batch tables and the SavedModel must rank alike (``recsys verify`` checks that they do),
+so both score the same way: the saved embeddings' dot product plus the item bias (the
+popularity prior), re-ordered by the ranking stage when the run chose to use it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from recsys_pipeline.run import RunArtifacts
+from recsys_pipeline.training import snapshot
+
+SERVING_USERS = "serving_user_embeddings"  # every known item as input: what the tables and the SavedModel use
+EVALUATION_USERS = "user_embeddings"  # train items only: what evaluation on the test split uses
+
+
+def retrieval_scores(artifacts: RunArtifacts, users_key: str):
+    """Score function (user indices -> [b, n_items]) of the run's saved two-tower embeddings."""
+    saved = np.load(artifacts.path(RunArtifacts.EMBEDDINGS))
+    users, items = saved[users_key], saved["item_embeddings"]
+    bias = saved["item_bias"] if "item_bias" in saved.files else None  # absent before the popularity prior
+
+    def score(u: np.ndarray) -> np.ndarray:
+        scores = users[u] @ items.T
+        if bias is not None:
+            scores += bias
+        return scores
+
+    return score
+
+
+def ranking_features(artifacts: RunArtifacts, item_ids: np.ndarray, interactions):
+    """The ranking stage's features (``ml.reranker.RankingFeatures``) learned from ``interactions``, with the
+    run's catalogue snapshot for categories and price bands."""
+    from ml.evaluate import category_ids
+    from ml.item_attributes import encode
+    from ml.reranker import RankingFeatures
+
+    frame = snapshot.read_catalogue(artifacts)
+    return RankingFeatures(interactions, category_ids(item_ids, frame), encode(item_ids, frame).price_band)
+
+
+def ranking_stage(artifacts: RunArtifacts, item_ids: np.ndarray, interactions, used_only: bool = True):
+    """The run's trained ranking stage over features from ``interactions``; None when there is none
+    (or, with ``used_only``, when the run chose not to use it)."""
+    from ml.reranker import Ranker
+
+    path = artifacts.path(RunArtifacts.RANKER)
+    if not path.exists():
+        return None
+    if used_only and not artifacts.read_json(RunArtifacts.TRAINING).get("ranking_stage", {}).get("used"):
+        return None
+    return Ranker.load(path, ranking_features(artifacts, item_ids, interactions))
+
+
+def recommend(artifacts: RunArtifacts, top_k: int) -> dict:
+    """Batch-score every user with the two-tower model: top-K unseen items each, as Parquet."""
+    from ml.ranking import batched_top_k
+
+    data = snapshot.read_split(artifacts)
+    all_users = np.arange(data.n_users)
+    score = retrieval_scores(artifacts, SERVING_USERS)
+    ranker = ranking_stage(artifacts, data.item_ids, data.all_interactions)  # as the SavedModel ranks
+    if ranker is not None:
+        score = ranker.score_fn(score, data.all_interactions, top_k)
+    top_items, top_scores = batched_top_k(score, all_users, top_k, exclude=data.all_interactions)
+    training = artifacts.read_json(RunArtifacts.TRAINING)
+    frame = pd.DataFrame(
+        {
+            "user_id": np.repeat(data.user_ids.astype(str), top_k),
+            "rank": np.tile(np.arange(1, top_k + 1, dtype=np.int16), data.n_users),
+            "item_id": data.item_ids.astype(str)[top_items.ravel()],
+            "score": top_scores.ravel().astype(np.float32),
+        }
+    )
+    frame = frame[np.isfinite(frame["score"])]
+    frame["model_version"] = training["model_version"]
+    frame["generated_at"] = pd.Timestamp(training["trained_at"]).tz_convert(None).floor("s")
+    frame.to_parquet(artifacts.path(RunArtifacts.RECOMMENDATIONS), index=False)
+    return {"users": int(data.n_users), "rows": int(len(frame)), "top_k": top_k}
