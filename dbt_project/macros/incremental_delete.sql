@@ -12,14 +12,14 @@
 -#}
 {% macro incremental_delete(tmp_relation, target_relation, unique_key=none, statement_name="pre_main") %}
     {%- if unique_key is not none and unique_key | length -%}
-    {%- set key_columns = [unique_key] if unique_key is string else unique_key -%}
-    {#- fully qualified names, not aliases: MariaDB resolves an alias in a multi-table
-        DELETE against the connection's default database, and dbt's connection has none #}
-    delete {{ target_relation }}
-    from {{ target_relation }}
-    inner join {{ tmp_relation }}
-        on {% for column in key_columns -%}
-        {{ target_relation }}.{{ column }} = {{ tmp_relation }}.{{ column }}{{ " and " if not loop.last }}
+        {%- set key_columns = [unique_key] if unique_key is string else unique_key -%}
+        {#- fully qualified names, not aliases: MariaDB resolves an alias in a multi-table
+            DELETE against the connection's default database, and dbt's connection has none #}
+        delete {{ target_relation }}
+        from {{ target_relation }}
+        inner join {{ tmp_relation }}
+            on {% for column in key_columns -%}
+            {{ target_relation }}.{{ column }} = {{ tmp_relation }}.{{ column }}{{ " and " if not loop.last }}
         {%- endfor %}
     {%- endif %}
 {%- endmacro %}

@@ -16,9 +16,9 @@
             from {{ ref('non_product_items') }} as non_product
             where cast({{ item_col }} as binary) regexp non_product.item_id_pattern
         )
-        {%- if pattern | string | length > 0 %}
+    {%- if pattern | string | length > 0 %}
         and cast({{ item_col }} as binary) regexp {{ sql_string_literal(pattern) }}
-        {%- endif %}
+    {%- endif %}
     )
 {%- endmacro %}
 

@@ -26,7 +26,12 @@ counts as (
         (select count(*) from raw_events) as n_raw,
         (select count(*) from staged) as n_staged,
         (select count(*) from rejected) as n_rejected,
-        (select count(*) from staged inner join rejected using (source_row_id)) as n_both
+        (
+            select count(*)
+            from staged
+            inner join rejected
+                on rejected.source_row_id = staged.source_row_id
+        ) as n_both
 
 )
 

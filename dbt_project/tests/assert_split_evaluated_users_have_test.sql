@@ -4,7 +4,8 @@
 select user_id
 from {{ ref('interactions_split') }}
 group by user_id
-having (
+having
+    (
         max(n_user_items) >= greatest({{ var('min_user_items_for_eval') | int }}, 2)
         and (sum(split = 'test') = 0 or min(is_evaluated) = 0)
     )

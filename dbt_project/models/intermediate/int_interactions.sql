@@ -34,13 +34,15 @@ event_weights as (
 ),
 
 {% if is_incremental() -%}
-touched_pairs as (
+    touched_pairs as (
 
-    select distinct user_id, item_id
-    from events
-    where loaded_at > {{ incremental_watermark('last_loaded_at') }}
+        select distinct
+            user_id,
+            item_id
+        from events
+        where loaded_at > {{ incremental_watermark('last_loaded_at') }}
 
-),
+    ),
 {%- endif %}
 
 positive_events as (
@@ -57,9 +59,9 @@ positive_events as (
     inner join event_weights
         on event_weights.event_type = events.event_type
     {% if is_incremental() -%}
-    inner join touched_pairs
-        on touched_pairs.user_id = events.user_id
-        and touched_pairs.item_id = events.item_id
+        inner join touched_pairs
+            on touched_pairs.user_id = events.user_id
+            and touched_pairs.item_id = events.item_id
     {%- endif %}
     where event_weights.is_positive = 1
         and events.is_product = 1

@@ -51,9 +51,15 @@ labelled as (
     select
         user_id,
         item_id,
-        case when first_event_at < cast({{ sql_string_literal(time_cut_at) }} as datetime) then 'train' else 'test' end as split,
-        cast(first_event_at < cast({{ sql_string_literal(time_cut_at) }} as datetime)
-            and last_event_at >= cast({{ sql_string_literal(time_cut_at) }} as datetime) as unsigned) as is_repeat_after_cut,
+        case
+            when first_event_at < cast({{ sql_string_literal(time_cut_at) }} as datetime) then 'train'
+            else 'test'
+        end as split,
+        cast(
+            first_event_at < cast({{ sql_string_literal(time_cut_at) }} as datetime)
+            and last_event_at >= cast({{ sql_string_literal(time_cut_at) }} as datetime)
+            as unsigned
+        ) as is_repeat_after_cut,
         first_event_at,
         last_event_at,
         first_source_row_id,

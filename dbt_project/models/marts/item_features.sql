@@ -72,19 +72,23 @@ event_stats as (
 
     select
         product_events.item_id,
-        sum(is_purchase) as n_purchases,
-        sum(is_return) as n_returns,
-        sum(event_type = 'view') as n_views,
-        avg(case when event_type = 'rating' then event_value end) as avg_rating,
+        sum(product_events.is_purchase) as n_purchases,
+        sum(product_events.is_return) as n_returns,
+        sum(product_events.event_type = 'view') as n_views,
+        avg(case when product_events.event_type = 'rating' then product_events.event_value end) as avg_rating,
         count(*) as n_events,
-        avg(case when is_purchase and price > 0 then price end) as avg_unit_price,
+        avg(
+            case when product_events.is_purchase and product_events.price > 0 then product_events.price end
+        ) as avg_unit_price,
         {%- for days in windows %}
-        count(distinct case
-            when is_positive and event_at > data_end.max_event_at - interval {{ days | int }} day then user_id
-        end) as n_users_{{ days | int }}d,
+            count(distinct case
+                when product_events.is_positive
+                    and product_events.event_at > data_end.max_event_at - interval {{ days | int }} day
+                    then product_events.user_id
+            end) as n_users_{{ days | int }}d,
         {%- endfor %}
-        min(event_at) as first_seen_at,
-        max(event_at) as last_seen_at
+        min(product_events.event_at) as first_seen_at,
+        max(product_events.event_at) as last_seen_at
     from product_events
     cross join data_end
     group by product_events.item_id
@@ -133,7 +137,7 @@ modal_prices as (
         price as modal_unit_price,
         row_number() over (
             partition by item_id
-            order by n_lines desc, price
+            order by n_lines desc, price asc
         ) as price_order
     from price_counts
 
@@ -160,7 +164,7 @@ joined as (
         event_stats.avg_unit_price,
         coalesce(user_counts.n_users, 0) as n_users,
         {%- for days in windows %}
-        event_stats.n_users_{{ days | int }}d,
+            event_stats.n_users_{{ days | int }}d,
         {%- endfor %}
         cast(event_stats.n_purchases as unsigned) as n_purchases,
         cast(event_stats.n_returns as unsigned) as n_returns,
@@ -194,11 +198,13 @@ final as (
         category,
         category_source,
         price,
-        case when price is not null then ntile(5) over (partition by price is null order by price, item_id) end as price_band,
+        case
+            when price is not null then ntile(5) over (partition by price is null order by price, item_id)
+        end as price_band,
         avg_unit_price,
         n_users,
         {%- for days in windows %}
-        n_users_{{ days | int }}d,
+            n_users_{{ days | int }}d,
         {%- endfor %}
         n_purchases,
         n_returns,
@@ -214,7 +220,7 @@ final as (
         case when n_buyers > 0 then cast(n_repeat_buyers as double) / n_buyers end as repeat_rate,
         n_events,
         row_number() over (
-            order by n_users desc, n_purchases desc, item_id
+            order by n_users desc, n_purchases desc, item_id asc
         ) as popularity_rank,
         first_seen_at,
         last_seen_at

@@ -58,7 +58,11 @@ final as (
         per_category.last_event_at,
         row_number() over (
             partition by per_category.user_id
-            order by per_category.weight desc, per_category.n_items desc, per_category.last_event_at desc, per_category.category
+            order by
+                per_category.weight desc,
+                per_category.n_items desc,
+                per_category.last_event_at desc,
+                per_category.category asc
         ) as category_rank
     from per_category
     inner join user_totals

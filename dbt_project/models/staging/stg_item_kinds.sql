@@ -30,7 +30,7 @@ catalogue_items as (
 all_items as (
 
     select item_id from event_items
-    union
+    union distinct
     select item_id from catalogue_items
 
 ),

@@ -23,7 +23,7 @@ source as (
 
     select * from {{ source('raw', 'raw_events') }}
     {% if is_incremental() -%}
-    where loaded_at > {{ incremental_watermark('loaded_at') }}
+        where loaded_at > {{ incremental_watermark('loaded_at') }}
     {%- endif %}
 
 ),
@@ -77,22 +77,22 @@ first_copies as (
 
     select * from deduplicated
     where duplicate_number = 1
-    {% if is_incremental() -%}
-        -- and not a copy of an event staged by an earlier build
-        and not exists (
-            select 1
-            from {{ this }} as staged
-            where staged.user_id = deduplicated.user_id
-                and staged.item_id = deduplicated.item_id
-                and staged.event_type = deduplicated.event_type
-                and staged.event_value <=> deduplicated.event_value
-                and staged.quantity <=> deduplicated.quantity
-                and staged.price <=> deduplicated.price
-                and staged.event_at = deduplicated.event_at
-                and staged.basket_id <=> deduplicated.basket_id
-                and staged.source_row_id < deduplicated.source_row_id
-        )
-    {%- endif %}
+        {% if is_incremental() -%}
+            -- and not a copy of an event staged by an earlier build
+            and not exists (
+                select 1
+                from {{ this }} as staged
+                where staged.user_id = deduplicated.user_id
+                    and staged.item_id = deduplicated.item_id
+                    and staged.event_type = deduplicated.event_type
+                    and staged.event_value <=> deduplicated.event_value
+                    and staged.quantity <=> deduplicated.quantity
+                    and staged.price <=> deduplicated.price
+                    and staged.event_at = deduplicated.event_at
+                    and staged.basket_id <=> deduplicated.basket_id
+                    and staged.source_row_id < deduplicated.source_row_id
+            )
+        {%- endif %}
 
 ),
 
@@ -119,7 +119,8 @@ final as (
         cast(
             first_copies.event_type = 'return'
             or coalesce(first_copies.quantity < 0, false)
-        as unsigned) as is_return,
+            as unsigned
+        ) as is_return,
         first_copies.load_id,
         first_copies.loaded_at
     from first_copies
