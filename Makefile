@@ -40,11 +40,13 @@ export AIRFLOW__API__WORKERS := 1
 export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT := 120
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup demo demo-bad-load airflow test test-fast stop services lock clean
+.PHONY: help setup demo demo-bad-load airflow lint format test test-fast stop services lock clean
 
 help:
 	@echo "make demo   - install, start services, run the training DAG on DATASET=$(DATASET), print a summary"
-	@echo "make test   - run the test suite against the real MariaDB, S3 API server, dbt and Airflow"
+	@echo "make test   - lint, then the test suite against the real MariaDB, S3 API server, dbt and Airflow"
+	@echo "make lint   - ruff (lint and format check) on the Python, sqlfluff on the dbt models"
+	@echo "make format - let ruff format the Python and sqlfluff fix the dbt models' layout"
 	@echo "make demo-bad-load - a refused load (unseen event type): the raw gate's message, Data Docs, quarantine"
 	@echo "make airflow - a local Airflow (UI, scheduler, dag-processor, triggerer) with these DAGs; prints URL and login"
 	@echo "make stop   - stop the local S3 API server started by the demo"
@@ -137,8 +139,19 @@ demo-bad-load: services
 	-$(VENV)/bin/recsys summary --dataset "$(BAD_LOAD)"
 	$(VENV)/bin/recsys quarantine
 
-# The tests start what they need themselves (their own databases, user and S3 server).
-test: setup $(COMPOSE_VENV)/.installed .run/chromium.stamp
+# Lint: ruff (configured in pyproject.toml) and sqlfluff (.sqlfluff: jinja templater, MySQL dialect).
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/sqlfluff lint dbt_project
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/sqlfluff fix dbt_project
+
+# The tests start what they need themselves (their own databases, user and S3 server); lint comes first.
+test: lint setup $(COMPOSE_VENV)/.installed .run/chromium.stamp
 	RECSYS_SCREENSHOT_DIR=$(CURDIR)/.work/screenshots $(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: setup

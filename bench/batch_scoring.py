@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -34,9 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import scipy.sparse as sp
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ml.ranking import batched_top_k  # noqa: E402
+from ml.ranking import batched_top_k
 
 DIM = 64
 
@@ -68,10 +65,13 @@ def matmul_users_per_second(users: np.ndarray, items: np.ndarray, batch: int) ->
     return len(users) / (time.perf_counter() - started)
 
 
-def numpy_scoring_users_per_second(users: np.ndarray, items: np.ndarray, seen: sp.csr_matrix, k: int, batch: int,
-                                   threads: int | None = None) -> float:
+def numpy_scoring_users_per_second(
+    users: np.ndarray, items: np.ndarray, seen: sp.csr_matrix, k: int, batch: int, threads: int | None = None
+) -> float:
     started = time.perf_counter()
-    batched_top_k(lambda u: users[u] @ items.T, np.arange(len(users)), k, exclude=seen, batch_size=batch, threads=threads)
+    batched_top_k(
+        lambda u: users[u] @ items.T, np.arange(len(users)), k, exclude=seen, batch_size=batch, threads=threads
+    )
     return len(users) / (time.perf_counter() - started)
 
 
@@ -101,17 +101,24 @@ def tf_scoring_users_per_second(users: np.ndarray, items: np.ndarray, seen: sp.c
 def speed(n_users: int, n_items: int, k: int, batch: int) -> dict:
     users, items = embeddings(n_users, 1), embeddings(n_items, 2)
     seen = seen_items(n_users, n_items, 20, 3)
-    numpy_scoring_users_per_second(users[:4 * batch], items, seen[:4 * batch], k, batch)  # load the compiled ranking
+    numpy_scoring_users_per_second(users[: 4 * batch], items, seen[: 4 * batch], k, batch)  # load the compiled ranking
     matmul = matmul_users_per_second(users, items, batch)
     numpy_scoring = numpy_scoring_users_per_second(users, items, seen, k, batch)
     one_thread = numpy_scoring_users_per_second(users, items, seen, k, batch, threads=1)
     tf_scoring = tf_scoring_users_per_second(users, items, seen, k, batch)
     return {
-        "users": n_users, "items": n_items, "dim": DIM, "k": k, "batch": batch,
-        "matmul_users_per_s": round(matmul), "gflops_matmul": round(matmul * 2 * DIM * n_items / 1e9, 1),
-        "numpy_scoring_users_per_s": round(numpy_scoring), "numpy_scoring_one_thread_users_per_s": round(one_thread),
+        "users": n_users,
+        "items": n_items,
+        "dim": DIM,
+        "k": k,
+        "batch": batch,
+        "matmul_users_per_s": round(matmul),
+        "gflops_matmul": round(matmul * 2 * DIM * n_items / 1e9, 1),
+        "numpy_scoring_users_per_s": round(numpy_scoring),
+        "numpy_scoring_one_thread_users_per_s": round(one_thread),
         "tf_scoring_users_per_s": round(tf_scoring),
-        "numpy_scoring_vs_matmul": round(numpy_scoring / matmul, 3), "tf_scoring_vs_matmul": round(tf_scoring / matmul, 3),
+        "numpy_scoring_vs_matmul": round(numpy_scoring / matmul, 3),
+        "tf_scoring_vs_matmul": round(tf_scoring / matmul, 3),
     }
 
 
@@ -133,24 +140,40 @@ def scale(n_users: int, n_items: int, k: int, batch: int, out_dir: Path) -> dict
         size = min(chunk, n_users - start)
         user_chunk = rng.standard_normal((size, DIM), dtype=np.float32)
         user_chunk /= np.linalg.norm(user_chunk, axis=1, keepdims=True)
-        top_items, top_scores = batched_top_k(lambda u: user_chunk[u] @ items.T, np.arange(size), k, batch_size=batch)
-        table = pa.table({
-            "user": np.repeat(np.arange(start, start + size, dtype=np.int64), k),
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int16), size),
-            "item": top_items.ravel(),
-            "score": top_scores.ravel(),
-        })
+        top_items, top_scores = batched_top_k(
+            lambda u, chunk=user_chunk: chunk[u] @ items.T, np.arange(size), k, batch_size=batch
+        )
+        table = pa.table(
+            {
+                "user": np.repeat(np.arange(start, start + size, dtype=np.int64), k),
+                "rank": np.tile(np.arange(1, k + 1, dtype=np.int16), size),
+                "item": top_items.ravel(),
+                "score": top_scores.ravel(),
+            }
+        )
         if writer is None:
             writer = pq.ParquetWriter(path, table.schema)
         writer.write_table(table)
         rows += table.num_rows
         if start // chunk % 25 == 0:
-            print(f"  scale: {start + size:,} users in {time.perf_counter() - started:.0f} s, peak RSS {peak_rss_mb():.0f} MB", flush=True)
+            print(
+                f"  scale: {start + size:,} users in {time.perf_counter() - started:.0f} s, "
+                f"peak RSS {peak_rss_mb():.0f} MB",
+                flush=True,
+            )
     writer.close()
     seconds = time.perf_counter() - started
-    return {"users": n_users, "items": n_items, "k": k, "batch": batch, "seconds": round(seconds, 1),
-            "users_per_s": round(n_users / seconds), "rows": rows, "parquet_mb": round(path.stat().st_size / 2**20, 1),
-            "peak_rss_mb": round(peak_rss_mb())}
+    return {
+        "users": n_users,
+        "items": n_items,
+        "k": k,
+        "batch": batch,
+        "seconds": round(seconds, 1),
+        "users_per_s": round(n_users / seconds),
+        "rows": rows,
+        "parquet_mb": round(path.stat().st_size / 2**20, 1),
+        "peak_rss_mb": round(peak_rss_mb()),
+    }
 
 
 def main() -> None:
@@ -158,7 +181,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--items", type=int, default=20_000)
     parser.add_argument("--k", type=int, default=100)
-    parser.add_argument("--batch", type=int, default=256, help="users per chunk (small chunks keep the scores in cache)")
+    parser.add_argument(
+        "--batch", type=int, default=256, help="users per chunk (small chunks keep the scores in cache)"
+    )
     parser.add_argument("--scale-users", type=int, default=1_000_000)
     parser.add_argument("--scale-items", type=int, default=100_000)
     parser.add_argument("--skip-scale", action="store_true")

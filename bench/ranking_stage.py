@@ -21,24 +21,21 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+from model_quality import for_each_run
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.model_quality import for_each_run  # noqa: E402
-from ml.data import from_split_frame  # noqa: E402
-from ml.evaluate import KS, category_ids, evaluate_scores  # noqa: E402
-from ml.item_attributes import encode  # noqa: E402
-from ml.ranking import batched_top_k  # noqa: E402
-from ml.metrics import ranking_metrics  # noqa: E402
-from ml.reranker import N_CANDIDATES, RankingFeatures, fit_on_validation  # noqa: E402
-from ml.train import tune_on_validation  # noqa: E402
-from ml.two_tower import TwoTowerConfig  # noqa: E402
-from ml.user_segments import encode as encode_segments  # noqa: E402
+from ml.data import from_split_frame
+from ml.evaluate import KS, category_ids, evaluate_scores
+from ml.item_attributes import encode
+from ml.metrics import ranking_metrics
+from ml.ranking import batched_top_k
+from ml.reranker import N_CANDIDATES, RankingFeatures, fit_on_validation
+from ml.train import tune_on_validation
+from ml.two_tower import TwoTowerConfig
+from ml.user_segments import encode as encode_segments
 
 COLUMNS = ("ndcg@10", "recall@10", "ndcg@20", "recall@20", "hit_rate@20", "map@20")
 
@@ -65,22 +62,30 @@ def run(folder: Path, epochs: int) -> dict:
     candidates, _ = batched_top_k(retrieval, users, n_candidates, exclude=data.train)
     return {
         "candidates": n_candidates,
-        "candidate_recall": float(ranking_metrics(candidates, data.test[users], data.n_items, ks=(n_candidates,))[f"recall@{n_candidates}"]),
+        "candidate_recall": float(
+            ranking_metrics(candidates, data.test[users], data.n_items, ks=(n_candidates,))[f"recall@{n_candidates}"]
+        ),
         "two_tower_config": {"user_profile": config.user_profile, "epochs": config.epochs},
         "ranking_stage": ranker.record,
         "test": {"two_tower (retrieval order)": evaluate_scores(retrieval, data), "two_tower + ranking MLP": reranked},
-        "seconds": {"training (two-tower tuning, refit, ranking MLP)": round(trained, 1),
-                    f"test ranking of {len(users)} users with the stage": round(rerank_seconds, 1)},
+        "seconds": {
+            "training (two-tower tuning, refit, ranking MLP)": round(trained, 1),
+            f"test ranking of {len(users)} users with the stage": round(rerank_seconds, 1),
+        },
     }
 
 
 def table(dataset: str, result: dict) -> str:
     stage = result["ranking_stage"]
-    lines = [f"### {dataset}: {result['candidates']} candidates per user (recall@{result['candidates']} "
-             f"{result['candidate_recall']:.4f}); held-out validation ndcg@20 retrieval "
-             f"{stage['held_out_ndcg@20']['retrieval_order']:.4f} -> reranked {stage['held_out_ndcg@20']['reranked']:.4f} "
-             f"(the pipeline would {'use' if stage['improves'] else 'not use'} the stage)",
-             "", "| order | " + " | ".join(COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    lines = [
+        f"### {dataset}: {result['candidates']} candidates per user (recall@{result['candidates']} "
+        f"{result['candidate_recall']:.4f}); held-out validation ndcg@20 retrieval "
+        f"{stage['held_out_ndcg@20']['retrieval_order']:.4f} -> reranked {stage['held_out_ndcg@20']['reranked']:.4f} "
+        f"(the pipeline would {'use' if stage['improves'] else 'not use'} the stage)",
+        "",
+        "| order | " + " | ".join(COLUMNS) + " |",
+        "|---" * (len(COLUMNS) + 1) + "|",
+    ]
     for name, values in result["test"].items():
         lines.append(f"| {name} | " + " | ".join(f"{values[c]:.4f}" for c in COLUMNS) + " |")
     return "\n".join(lines)
@@ -93,6 +98,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path(os.environ.get("RECSYS_WORK_DIR", ".work")))
     args = parser.parse_args()
     for_each_run(args.dataset, args.work, lambda folder: run(folder, args.epochs), table, "ranking_stage.json")
+
 
 if __name__ == "__main__":
     main()

@@ -38,7 +38,8 @@ for inspection, `load_recommendations` is skipped with the reasons. A failure na
 reason in the log (and in `RECSYS_ALERT_WEBHOOK_URL`'s channel when set).
 
 **Trigger with parameters** to choose the dataset (`online-retail`, `groceries`, or a folder of your own
-`events`/`items`/`users` files), the model family, epochs, K, to force publishing, to make a dry run or to add the backtest.
+`events`/`items`/`users` files), the model family, epochs, K, to force publishing, to make a dry run
+or to add the backtest.
 Re-running a run rewrites the same release; two runs never overlap (`max_active_runs=1`).
 Models and releases: the **Recsys models** page in the Airflow menu.
 """

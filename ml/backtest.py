@@ -27,7 +27,6 @@ import logging
 import time
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
@@ -97,21 +96,27 @@ def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segmen
     The objective is tuned here because the two answer different questions: "the next
     item from the items before it" (causal, the per-user holdout's favourite: a basket
     split by that holdout is completed from its own first half) against "any of the
-    user's items from their history", which carries better across a global cut (Online
-    Retail, validation NDCG@20: 0.049 causal, at its first epoch, against 0.080).
+    user's items from their history", which carries better across a global cut (the
+    figures are in bench/README.md).
     """
     from ml.train import tune_on_validation
 
-    choices = {"causal_history": (config.causal_history, not config.causal_history),
-               "user_profile": (config.user_profile, not config.user_profile)}  # the run chose the profile on its own holdout
+    choices = {
+        "causal_history": (config.causal_history, not config.causal_history),
+        "user_profile": (config.user_profile, not config.user_profile),
+    }  # the run chose the profile on its own holdout
     model, chosen, tuned, record = tune_on_validation(data, config, choices, item_attributes, user_segments)
-    return model, tuned, {
-        "epochs": chosen.epochs,
-        "causal_history": chosen.causal_history,
-        "user_profile": chosen.user_profile,
-        "popularity_prior": record["popularity_prior"],
-        "validation_ndcg@20_per_epoch": record["validation_ndcg@20_per_epoch"],
-    }
+    return (
+        model,
+        tuned,
+        {
+            "epochs": chosen.epochs,
+            "causal_history": chosen.causal_history,
+            "user_profile": chosen.user_profile,
+            "popularity_prior": record["popularity_prior"],
+            "validation_ndcg@20_per_epoch": record["validation_ndcg@20_per_epoch"],
+        },
+    )
 
 
 def _ranking_stage(data: InteractionData, tuned, model, price_band, item_category, record: dict):
@@ -125,7 +130,9 @@ def _ranking_stage(data: InteractionData, tuned, model, price_band, item_categor
     record["ranking_stage"] = ranker.record | {"used": ranker.record["improves"]}
     if not ranker.record["improves"]:
         return None
-    score = ranker.using(RankingFeatures(data.train, item_category, price_band)).score_fn(model.score, data.train, max(KS))
+    score = ranker.using(RankingFeatures(data.train, item_category, price_band)).score_fn(
+        model.score, data.train, max(KS)
+    )
     return SimpleNamespace(score=score)
 
 
@@ -161,9 +168,16 @@ def run_backtest(
         started = time.perf_counter()
         segments = encode_segments(data.user_ids, user_segments) if user_segments is not None else None
         models[TWO_TOWER], tuned, tuning[TWO_TOWER] = _tuned_two_tower(
-            data, two_tower_config, attributes if two_tower_config.item_attributes else None, segments)
-        ranked = _ranking_stage(data, tuned, models[TWO_TOWER], attributes.price_band if attributes else None,
-                                item_category, tuning[TWO_TOWER])
+            data, two_tower_config, attributes if two_tower_config.item_attributes else None, segments
+        )
+        ranked = _ranking_stage(
+            data,
+            tuned,
+            models[TWO_TOWER],
+            attributes.price_band if attributes else None,
+            item_category,
+            tuning[TWO_TOWER],
+        )
         if ranked is not None:
             models[TWO_TOWER_RANKED] = ranked
         seconds[TWO_TOWER] = round(time.perf_counter() - started, 2)
@@ -175,15 +189,17 @@ def run_backtest(
                 continue  # with bought items excluded it is most_popular
             if name == TWO_TOWER_RANKED and variant == WITH_REPEATS:
                 continue  # the stage re-orders unseen items only
-            scored[name] = evaluate_scores(model.score, variant_data, item_category=item_category,
-                                           exclude_seen=variant == NEW_ITEMS)
+            scored[name] = evaluate_scores(
+                model.score, variant_data, item_category=item_category, exclude_seen=variant == NEW_ITEMS
+            )
         results[variant] = {"evaluated_users": int(len(variant_data.evaluated_users())), "models": scored}
         log.info("backtest %s: %s", variant, {n: round(m[NDCG_20], 4) for n, m in scored.items()})
     cut = pd.Timestamp(pd.to_datetime(frame["cut_at"]).iloc[0])
     return {
-        "protocol": "global time cut: fitted on interactions first seen before cut_at, tested on the users' items after it; "
-                    "new_items excludes what a user already had, with_repeats counts repeat purchases and ranks every item; "
-                    "hyper-parameters chosen on the validation period before the cut",
+        "protocol": "global time cut: fitted on interactions first seen before cut_at, tested on the users' items "
+        "after it; "
+        "new_items excludes what a user already had, with_repeats counts repeat purchases and ranks every item; "
+        "hyper-parameters chosen on the validation period before the cut",
         "window": _window(cut, frame, validation_days),
         "users": data.n_users,
         "items": data.n_items,
@@ -192,4 +208,3 @@ def run_backtest(
         "tuning": tuning,
         "variants": results,
     }
-

@@ -36,7 +36,7 @@ __all__ = [
 class Recommender(Protocol):
     """Interface shared by all models."""
 
-    def fit(self, train: sp.spmatrix | sp.sparray) -> "Recommender": ...
+    def fit(self, train: sp.spmatrix | sp.sparray) -> Recommender: ...
 
     def score(self, user_idx: np.ndarray) -> np.ndarray: ...
 
@@ -77,9 +77,7 @@ def keep_top_n_per_row(mat: sp.csr_matrix, n: int) -> sp.csr_matrix:
     order = np.lexsort((mat.indices, -mat.data, rows))
     rank = np.arange(order.size) - mat.indptr[rows[order]]
     keep = np.sort(order[rank < n])
-    return sp.csr_matrix(
-        (mat.data[keep], (rows[keep], mat.indices[keep])), shape=mat.shape
-    )
+    return sp.csr_matrix((mat.data[keep], (rows[keep], mat.indices[keep])), shape=mat.shape)
 
 
 def _check_fitted(model: object, attr: str) -> None:
@@ -97,7 +95,7 @@ class MostPopular:
     def __init__(self) -> None:
         self.item_counts_: np.ndarray | None = None
 
-    def fit(self, train: sp.spmatrix | sp.sparray) -> "MostPopular":
+    def fit(self, train: sp.spmatrix | sp.sparray) -> MostPopular:
         """Counts users per item.
 
         Args:
@@ -142,7 +140,7 @@ class ItemKNN:
         self.similarity_: sp.csr_matrix | None = None
         self.train_: sp.csr_matrix | None = None
 
-    def fit(self, train: sp.spmatrix | sp.sparray) -> "ItemKNN":
+    def fit(self, train: sp.spmatrix | sp.sparray) -> ItemKNN:
         """Builds the (optionally pruned) item-item cosine matrix.
 
         Args:
@@ -194,7 +192,7 @@ class UserKNN:
         self.train_: sp.csr_matrix | None = None
         self.normalized_: sp.csr_matrix | None = None
 
-    def fit(self, train: sp.spmatrix | sp.sparray) -> "UserKNN":
+    def fit(self, train: sp.spmatrix | sp.sparray) -> UserKNN:
         """Stores the binary matrix and its row-normalised copy.
 
         Args:
@@ -226,9 +224,7 @@ class UserKNN:
         # Zero s(u, u): a user is not their own neighbour.
         sim = sim.tocoo()
         not_self = sim.col != user_idx[sim.row]
-        sim = sp.csr_matrix(
-            (sim.data[not_self], (sim.row[not_self], sim.col[not_self])), shape=sim.shape
-        )
+        sim = sp.csr_matrix((sim.data[not_self], (sim.row[not_self], sim.col[not_self])), shape=sim.shape)
         sim.eliminate_zeros()
         if self.neighbours is not None:
             sim = keep_top_n_per_row(sim, self.neighbours)
@@ -261,7 +257,7 @@ class EASE:
         self.weights_: np.ndarray | None = None
         self.train_: sp.csr_matrix | None = None
 
-    def fit(self, train: sp.spmatrix | sp.sparray) -> "EASE":
+    def fit(self, train: sp.spmatrix | sp.sparray) -> EASE:
         """Solves for the item-item weight matrix B.
 
         Args:
@@ -298,7 +294,7 @@ class BoughtBefore:
         self.train_: sp.csr_matrix | None = None
         self.popularity_: np.ndarray | None = None
 
-    def fit(self, train: sp.spmatrix | sp.sparray) -> "BoughtBefore":
+    def fit(self, train: sp.spmatrix | sp.sparray) -> BoughtBefore:
         self.train_ = binarize(train)
         counts = np.asarray(self.train_.sum(axis=0), dtype=np.float32).ravel()
         self.popularity_ = counts / (counts.max() + 1.0) if counts.size else counts  # in [0, 1): below any own item

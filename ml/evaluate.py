@@ -72,7 +72,7 @@ def evaluate_scores(
 def category_ids(item_ids: np.ndarray, catalogue) -> np.ndarray:
     """One integer per item (aligned with ``item_ids``) for its category, from the ``catalogue`` frame
     (item_id, category: the ``item_features`` mart); unknown items share one id."""
-    categories = dict(zip(catalogue["item_id"].astype(str), catalogue["category"]))
+    categories = dict(zip(catalogue["item_id"].astype(str), catalogue["category"], strict=True))
     names = np.array([categories.get(str(item), "") or "" for item in item_ids], dtype=object)
     _, ids = np.unique(names.astype(str), return_inverse=True)
     return ids.astype(np.int64)
@@ -87,10 +87,16 @@ def tuned_ease(data: InteractionData):
     """EASE with its L2 weight chosen on the validation split (fit on ``fit``), refitted on train."""
     from ml.baselines import EASE
 
-    scores = {l2: evaluate_scores(EASE(l2).fit(data.fit).score, data, holdout="validation")[PRIMARY_METRIC] for l2 in EASE_L2_GRID}
+    scores = {
+        l2: evaluate_scores(EASE(l2).fit(data.fit).score, data, holdout="validation")[PRIMARY_METRIC]
+        for l2 in EASE_L2_GRID
+    }
     best = max(scores, key=scores.get)
     log.info("EASE l2 on validation: %s -> %s", {k: round(v, 4) for k, v in scores.items()}, best)
-    return EASE(best).fit(data.train), {"l2": best, f"validation_{PRIMARY_METRIC}": {str(k): v for k, v in scores.items()}}
+    return EASE(best).fit(data.train), {
+        "l2": best,
+        f"validation_{PRIMARY_METRIC}": {str(k): v for k, v in scores.items()},
+    }
 
 
 def fit_baselines(data: InteractionData, names: Sequence[str] = BASELINE_NAMES) -> tuple[dict, dict, dict[str, float]]:
@@ -115,10 +121,13 @@ def fit_baselines(data: InteractionData, names: Sequence[str] = BASELINE_NAMES) 
     return models, tuning, seconds
 
 
-def evaluate_baselines(data: InteractionData, item_category: np.ndarray | None = None,
-                       names: Sequence[str] = BASELINE_NAMES) -> tuple[dict[str, dict], dict[str, dict]]:
+def evaluate_baselines(
+    data: InteractionData, item_category: np.ndarray | None = None, names: Sequence[str] = BASELINE_NAMES
+) -> tuple[dict[str, dict], dict[str, dict]]:
     """Test metrics of every baseline on ``data`` (EASE tuned on validation), and the tuning record."""
     models, tuning, seconds = fit_baselines(data, names)
-    metrics = {name: evaluate_scores(model.score, data, item_category=item_category) | {"seconds": seconds[name]}
-               for name, model in models.items()}
+    metrics = {
+        name: evaluate_scores(model.score, data, item_category=item_category) | {"seconds": seconds[name]}
+        for name, model in models.items()
+    }
     return metrics, tuning

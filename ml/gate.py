@@ -27,7 +27,7 @@ class GateConfig:
     must_beat_baselines: bool = True
 
     @classmethod
-    def from_env(cls) -> "GateConfig":
+    def from_env(cls) -> GateConfig:
         """Settings from RECSYS_GATE_*; the floor RECSYS_GATE_MIN_PRIMARY applies to the chosen primary metric."""
         base = cls()
         primary = os.environ.get("RECSYS_GATE_PRIMARY_METRIC", base.primary_metric)
@@ -65,7 +65,12 @@ class GateDecision:
         return [check.describe() for check in self.checks]
 
     def to_dict(self) -> dict:
-        return {"promote": self.promote, "challenger": self.challenger, "checks": [asdict(c) for c in self.checks], "reasons": self.reasons()}
+        return {
+            "promote": self.promote,
+            "challenger": self.challenger,
+            "checks": [asdict(c) for c in self.checks],
+            "reasons": self.reasons(),
+        }
 
 
 def decide(
@@ -86,10 +91,21 @@ def decide(
     """
     mine = metrics[challenger]
     primary = config.primary_metric
-    checks = [Check(f"minimum {metric}", metric, mine[metric], floor, mine[metric] >= floor) for metric, floor in config.minimum.items()]
+    checks = [
+        Check(f"minimum {metric}", metric, mine[metric], floor, mine[metric] >= floor)
+        for metric, floor in config.minimum.items()
+    ]
     if config.must_beat_baselines:
         for name in baselines:
-            checks.append(Check(f"beats baseline {name}", primary, mine[primary], metrics[name][primary], mine[primary] > metrics[name][primary]))
+            checks.append(
+                Check(
+                    f"beats baseline {name}",
+                    primary,
+                    mine[primary],
+                    metrics[name][primary],
+                    mine[primary] > metrics[name][primary],
+                )
+            )
     if champion_metrics is not None and primary in champion_metrics:
         threshold = champion_metrics[primary] * (1.0 - config.champion_tolerance)
         checks.append(

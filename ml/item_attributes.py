@@ -44,7 +44,11 @@ def encode(item_ids: np.ndarray, frame: pd.DataFrame) -> ItemAttributes:
     names = sorted({str(c) for c in categories.dropna() if str(c)})
     category_index = {name: i + 1 for i, name in enumerate(names)}
     category = np.array([category_index.get(str(c), 0) if pd.notna(c) else 0 for c in categories], dtype=np.int32)
-    bands = pd.to_numeric(frame["price_band"], errors="coerce") if "price_band" in frame else pd.Series(np.nan, index=frame.index)
+    bands = (
+        pd.to_numeric(frame["price_band"], errors="coerce")
+        if "price_band" in frame
+        else pd.Series(np.nan, index=frame.index)
+    )
     price_band = np.nan_to_num(bands.to_numpy(dtype=float), nan=0.0).clip(0, 5).astype(np.int32)
     titles = frame["title"] if "title" in frame else pd.Series(index=frame.index, dtype=object)
     words_per_item = [list(dict.fromkeys(title_words(t if isinstance(t, str) else None))) for t in titles]

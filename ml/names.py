@@ -33,15 +33,28 @@ PRIMARY_METRIC = NDCG_20  # what the gate, early stopping and every "best" choic
 
 # the table every summary shows (CLI, model card, report's backtest and ranking-stage tables)
 SUMMARY_METRICS = (
-    metric("recall", 10), metric("ndcg", 10), RECALL_20, NDCG_20, metric("hit_rate", 20), metric("map", 20),
+    metric("recall", 10),
+    metric("ndcg", 10),
+    RECALL_20,
+    NDCG_20,
+    metric("hit_rate", 20),
+    metric("map", 20),
     metric("coverage", 10),
 )
 # what the models page compares first, primary metric first
 KEY_METRICS = (NDCG_20, RECALL_20, metric("hit_rate", 20), metric("map", 20), metric("coverage", 10))
 # the report's full table: accuracy, beyond-accuracy and the cold-start slice
 REPORT_METRICS = (
-    metric("ndcg", 10), metric("recall", 10), NDCG_20, RECALL_20, metric("hit_rate", 20), metric("map", 20),
-    metric("coverage", 10), metric("novelty", 20), metric("diversity", 20), f"cold_start_{NDCG_20}",
+    metric("ndcg", 10),
+    metric("recall", 10),
+    NDCG_20,
+    RECALL_20,
+    metric("hit_rate", 20),
+    metric("map", 20),
+    metric("coverage", 10),
+    metric("novelty", 20),
+    metric("diversity", 20),
+    f"cold_start_{NDCG_20}",
     f"cold_start_{RECALL_20}",
 )
 

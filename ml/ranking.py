@@ -43,9 +43,7 @@ def _mask_excluded(scores: np.ndarray, exclude: sp.spmatrix | sp.sparray) -> Non
         an item to exclude for that row (explicitly stored zeros are ignored).
     """
     if exclude.shape != scores.shape:
-        raise ValueError(
-            f"exclude has shape {exclude.shape}, expected {scores.shape} (same as scores)"
-        )
+        raise ValueError(f"exclude has shape {exclude.shape}, expected {scores.shape} (same as scores)")
     excl = sp.csr_matrix(exclude)
     rows = np.repeat(np.arange(excl.shape[0]), np.diff(excl.indptr))
     keep = excl.data != 0
@@ -202,9 +200,7 @@ def batched_top_k(
         batch = users[start : start + batch_size]
         batch_scores = np.asarray(score_fn(batch))
         if batch_scores.shape[0] != len(batch):
-            raise ValueError(
-                f"score_fn returned {batch_scores.shape[0]} rows for {len(batch)} users"
-            )
+            raise ValueError(f"score_fn returned {batch_scores.shape[0]} rows for {len(batch)} users")
         batch_excl = excl[batch] if excl is not None else None
         items[start : start + len(batch)], item_scores[start : start + len(batch)] = top_k(
             batch_scores, k, batch_excl, overwrite=True

@@ -36,9 +36,18 @@ from ml.ranking import batched_top_k, top_k
 
 log = logging.getLogger(__name__)
 
-FEATURES = ("retrieval_score", "retrieval_rank", "item_log_popularity", "item_knn_score",
-            "category_share", "price_band_distance", "user_log_activity")
-N_CANDIDATES = 100  # candidates per shopper the stage re-orders, whatever K is asked (the rest follow in retrieval order)
+FEATURES = (
+    "retrieval_score",
+    "retrieval_rank",
+    "item_log_popularity",
+    "item_knn_score",
+    "category_share",
+    "price_band_distance",
+    "user_log_activity",
+)
+N_CANDIDATES = (
+    100  # candidates per shopper the stage re-orders, whatever K is asked (the rest follow in retrieval order)
+)
 MIN_USERS = 10  # validation users needed in each group (learning, choosing epochs, deciding) to train the stage at all
 NEIGHBOURS = 100  # co-occurrence neighbours kept per item: bounds the similarity table at n_items x 100
 
@@ -50,22 +59,30 @@ class RankingFeatures(tf.Module):
     describes candidates against the shoppers' own items, given as a dense multi-hot batch.
     """
 
-    def __init__(self, interactions: sp.csr_matrix, item_category: np.ndarray | None = None,
-                 item_price_band: np.ndarray | None = None):
+    def __init__(
+        self,
+        interactions: sp.csr_matrix,
+        item_category: np.ndarray | None = None,
+        item_price_band: np.ndarray | None = None,
+    ):
         super().__init__()
         n_items = interactions.shape[1]
         similarity = ItemKNN(NEIGHBOURS).fit(interactions).similarity_.tocoo()
         order = np.lexsort((similarity.col, similarity.row))
         self.similarity = tf.sparse.SparseTensor(
             np.stack([similarity.row[order], similarity.col[order]], axis=1).astype(np.int64),
-            similarity.data[order].astype(np.float32), (n_items, n_items))
+            similarity.data[order].astype(np.float32),
+            (n_items, n_items),
+        )
         counts = np.asarray(sp.csr_matrix(interactions).sum(axis=0)).ravel()
         self.log_popularity = tf.constant(np.log1p(counts).astype(np.float32))
         category = np.zeros(n_items, np.int64) if item_category is None else np.asarray(item_category, np.int64)
         self.category = tf.constant(category)
         self.category_one_hot = tf.sparse.SparseTensor(
-            np.stack([np.arange(n_items), category], axis=1).astype(np.int64), np.ones(n_items, np.float32),
-            (n_items, int(category.max(initial=0)) + 1))
+            np.stack([np.arange(n_items), category], axis=1).astype(np.int64),
+            np.ones(n_items, np.float32),
+            (n_items, int(category.max(initial=0)) + 1),
+        )
         band = np.zeros(n_items, np.float32) if item_price_band is None else np.asarray(item_price_band, np.float32)
         self.price_band = tf.constant(band)
 
@@ -77,7 +94,9 @@ class RankingFeatures(tf.Module):
         count = tf.reduce_sum(seen, axis=1, keepdims=True)  # [B, 1]
         per_item = tf.maximum(count, 1.0)
         knn = tf.transpose(tf.sparse.sparse_dense_matmul(self.similarity, seen, adjoint_a=True, adjoint_b=True))
-        categories = tf.transpose(tf.sparse.sparse_dense_matmul(self.category_one_hot, seen, adjoint_a=True, adjoint_b=True))
+        categories = tf.transpose(
+            tf.sparse.sparse_dense_matmul(self.category_one_hot, seen, adjoint_a=True, adjoint_b=True)
+        )
         user_price = tf.linalg.matvec(seen, self.price_band)[:, tf.newaxis] / per_item
         n = tf.shape(candidates)[1]
         features = [
@@ -108,18 +127,22 @@ def _listwise_loss(labels, logits):
     return -tf.reduce_sum(weights * tf.nn.log_softmax(logits, axis=1), axis=1)
 
 
-def _ndcg(order_scores: np.ndarray, users: np.ndarray, candidates: np.ndarray, truth: sp.csr_matrix, k: int = 20) -> float:
+def _ndcg(
+    order_scores: np.ndarray, users: np.ndarray, candidates: np.ndarray, truth: sp.csr_matrix, k: int = 20
+) -> float:
     k = min(k, candidates.shape[1])  # fewer candidates than K: NDCG over all of them
     top = np.take_along_axis(candidates, np.argsort(-order_scores, axis=1, kind="stable")[:, :k], axis=1)
     return float(ranking_metrics(top, truth[users], truth.shape[1], ks=(k,))[f"ndcg@{k}"])
 
 
-def fit_on_validation(data, tuned, item_category: np.ndarray | None = None,
-                      item_price_band: np.ndarray | None = None) -> "Ranker":
+def fit_on_validation(
+    data, tuned, item_category: np.ndarray | None = None, item_price_band: np.ndarray | None = None
+) -> Ranker:
     """The stage as the pipeline trains it: on the candidates of ``tuned`` (the two-tower model fitted on
     ``data.fit``, read from the fit histories) against the validation items."""
     return Ranker(RankingFeatures(data.fit, item_category, item_price_band)).fit(
-        tuned.use_histories(data.fit_histories).score, data.fit, data.validation)
+        tuned.use_histories(data.fit_histories).score, data.fit, data.validation
+    )
 
 
 class Ranker(tf.Module):
@@ -129,15 +152,22 @@ class Ranker(tf.Module):
     score function into one that ranks by the stage (for evaluation and batch tables).
     """
 
-    def __init__(self, features: RankingFeatures, epochs: int = 30, patience: int = 3, held_out_share: float = 0.5,
-                 seed: int = 42, n_candidates: int = N_CANDIDATES):
+    def __init__(
+        self,
+        features: RankingFeatures,
+        epochs: int = 30,
+        patience: int = 3,
+        held_out_share: float = 0.5,
+        seed: int = 42,
+        n_candidates: int = N_CANDIDATES,
+    ):
         super().__init__()
         self.features, self.n_candidates = features, n_candidates
         self.epochs, self.patience, self.held_out_share, self.seed = epochs, patience, held_out_share, seed
         self.mlp: keras.Model | None = None
         self.record: dict = {}
 
-    def using(self, features: RankingFeatures) -> "Ranker":
+    def using(self, features: RankingFeatures) -> Ranker:
         """The same trained MLP over features learned from other interactions (train, or everything known)."""
         ranker = Ranker(features, self.epochs, self.patience, self.held_out_share, self.seed, self.n_candidates)
         ranker.mlp, ranker.record = self.mlp, self.record
@@ -147,7 +177,7 @@ class Ranker(tf.Module):
         self.mlp.save(path)
 
     @classmethod
-    def load(cls, path, features: RankingFeatures, n_candidates: int = N_CANDIDATES) -> "Ranker":
+    def load(cls, path, features: RankingFeatures, n_candidates: int = N_CANDIDATES) -> Ranker:
         ranker = cls(features, n_candidates=n_candidates)
         ranker.mlp = keras.models.load_model(path, compile=False)
         return ranker
@@ -156,15 +186,23 @@ class Ranker(tf.Module):
         """The MLP's score of each candidate [B, N] (higher first)."""
         return self.mlp(self.features(seen, candidates, retrieval_scores))
 
-    def _values(self, seen: sp.csr_matrix, users: np.ndarray, candidates: np.ndarray, scores: np.ndarray,
-                batch_size: int = 512) -> np.ndarray:
-        return np.concatenate([
-            np.asarray(self.features(seen[users[i : i + batch_size]].toarray(), candidates[i : i + batch_size],
-                                     scores[i : i + batch_size]))
-            for i in range(0, len(users), batch_size)
-        ])
+    def _values(
+        self, seen: sp.csr_matrix, users: np.ndarray, candidates: np.ndarray, scores: np.ndarray, batch_size: int = 512
+    ) -> np.ndarray:
+        return np.concatenate(
+            [
+                np.asarray(
+                    self.features(
+                        seen[users[i : i + batch_size]].toarray(),
+                        candidates[i : i + batch_size],
+                        scores[i : i + batch_size],
+                    )
+                )
+                for i in range(0, len(users), batch_size)
+            ]
+        )
 
-    def fit(self, retrieval_score_fn, seen: sp.csr_matrix, truth: sp.csr_matrix) -> "Ranker":
+    def fit(self, retrieval_score_fn, seen: sp.csr_matrix, truth: sp.csr_matrix) -> Ranker:
         """Learn the order of ``retrieval_score_fn``'s candidates (unseen items) against ``truth``'s items.
 
         ``seen`` is what the retrieval model and the features know of each user (the fit
@@ -182,14 +220,18 @@ class Ranker(tf.Module):
         n_candidates = min(self.n_candidates, seen.shape[1])
         self.record = {"features": list(FEATURES), "candidates": n_candidates, "improves": False}
         if min(learn.sum(), tune.sum(), check.sum()) < MIN_USERS:
-            return self._skip(f"{len(users)} validation users: fewer than {MIN_USERS} to learn from, to choose epochs on "
-                              f"or to check on")
+            return self._skip(
+                f"{len(users)} validation users: fewer than {MIN_USERS} to learn from, to choose epochs on "
+                f"or to check on"
+            )
         candidates, scores = batched_top_k(retrieval_score_fn, users, n_candidates, exclude=seen)
         values = self._values(seen, users, candidates, scores)
         labels = np.take_along_axis(np.asarray(truth[users].todense()), candidates, axis=1).astype(np.float32)
         learn_rows = np.flatnonzero(learn & (labels.sum(axis=1) > 0))  # users with no positive teach nothing
         if len(learn_rows) < MIN_USERS:
-            return self._skip(f"{len(learn_rows)} validation users with a positive candidate to learn from: fewer than {MIN_USERS}")
+            return self._skip(
+                f"{len(learn_rows)} validation users with a positive candidate to learn from: fewer than {MIN_USERS}"
+            )
         normalizer = keras.layers.Normalization(axis=-1)
         normalizer.adapt(values[learn_rows].reshape(-1, values.shape[-1]))
         self.mlp = _mlp(values.shape[-1], normalizer, self.seed)
@@ -213,16 +255,26 @@ class Ranker(tf.Module):
         retrieval = ndcg(check)
         reranked = ndcg(check, np.asarray(self.mlp.predict(values[check], batch_size=512, verbose=0)))
         self.record = dict(self.record) | {  # a new dict: tf.Module tracks attributes, and in-place edits break saving
-            "trained_users": int(len(learn_rows)), "tuning_users": int(tune.sum()), "held_out_users": int(check.sum()),
-            "best_epoch": best_epoch, "tuning_ndcg@20_per_epoch": history,
+            "trained_users": int(len(learn_rows)),
+            "tuning_users": int(tune.sum()),
+            "held_out_users": int(check.sum()),
+            "best_epoch": best_epoch,
+            "tuning_ndcg@20_per_epoch": history,
             "held_out_ndcg@20": {"retrieval_order": round(retrieval, 5), "reranked": round(reranked, 5)},
             "improves": bool(reranked > retrieval),
         }
-        log.info("ranking stage, %d held-out validation users: ndcg@20 %.4f in retrieval order, %.4f reranked (epoch %d): %s",
-                 check.sum(), retrieval, reranked, best_epoch, "used" if reranked > retrieval else "not used")
+        log.info(
+            "ranking stage, %d held-out validation users: ndcg@20 %.4f in retrieval order, %.4f reranked "
+            "(epoch %d): %s",
+            check.sum(),
+            retrieval,
+            reranked,
+            best_epoch,
+            "used" if reranked > retrieval else "not used",
+        )
         return self
 
-    def _skip(self, reason: str) -> "Ranker":
+    def _skip(self, reason: str) -> Ranker:
         self.record = dict(self.record) | {"skipped": reason}
         log.info("ranking stage not trained: %s", reason)
         return self
@@ -245,6 +297,7 @@ class Ranker(tf.Module):
     def score_fn(self, retrieval_score_fn, seen: sp.csr_matrix, k: int):
         """A score function (users -> [b, n_items]) ranking by the stage: the best ``max(k, n_candidates)``
         unseen items by retrieval get ``rerank``'s scores, every other item -inf."""
+
         def score(users: np.ndarray) -> np.ndarray:
             retrieval = np.asarray(retrieval_score_fn(users), dtype=np.float32)
             wanted = min(max(k, self.n_candidates), retrieval.shape[1])

@@ -11,8 +11,9 @@ tower itself. Two signatures:
 * ``recommend_in_context(user_id, k, recent_item_ids, segment)``: the shopper's latest
   items (oldest first, "" as padding) are read by the user tower -- after the history
   the model knows, for a known shopper -- so a shopper who signed up an hour ago, or a
-  known one whose basket just changed, gets recommendations from what they did; a shopper with no known item falls back to the
-  best-sellers of their ``segment`` (country), or everyone's when that is unknown too.
+  known one whose basket just changed, gets recommendations from what they did; a shopper
+  with no known item falls back to the best-sellers of their ``segment`` (country), or
+  everyone's when that is unknown too.
 
 Items a shopper already has (known history and the recent items given) are never
 recommended back. When the run chose the ranking stage (``ml.reranker``), a personal
@@ -63,17 +64,24 @@ class RecommenderModule(tf.Module):
         super().__init__()
         popularity = np.atleast_2d(np.asarray(popularity, np.float32))
         if popularity.shape[0] != len(segment_names) + 1:
-            raise ValueError(f"popularity has {popularity.shape[0]} rows for {len(segment_names)} segments (+1 for everyone)")
+            raise ValueError(
+                f"popularity has {popularity.shape[0]} rows for {len(segment_names)} segments (+1 for everyone)"
+            )
         self.user_table = _string_table(user_ids, np.arange(len(user_ids)), -1)
         self.item_table = _string_table(item_ids, np.arange(1, len(item_ids) + 1), 0)  # item index + 1, 0 = unknown
-        self.segment_table = _string_table(np.array(segment_names, dtype=object), np.arange(1, len(segment_names) + 1), 0) \
-            if segment_names else None
+        self.segment_table = (
+            _string_table(np.array(segment_names, dtype=object), np.arange(1, len(segment_names) + 1), 0)
+            if segment_names
+            else None
+        )
         self.item_ids = tf.Variable(np.asarray(item_ids).astype(str), trainable=False, name="item_ids")
         self.user_embeddings = tf.Variable(user_embeddings.astype(np.float32), trainable=False, name="user_embeddings")
         self.item_embeddings = tf.Variable(item_embeddings.astype(np.float32), trainable=False, name="item_embeddings")
         self.item_bias = tf.Variable(
             np.zeros(len(item_ids), np.float32) if item_bias is None else np.asarray(item_bias, np.float32),
-            trainable=False, name="item_bias")
+            trainable=False,
+            name="item_bias",
+        )
         self.seen_values = tf.Variable(seen.indices.astype(np.int64), trainable=False, name="seen_items")
         self.seen_splits = tf.Variable(seen.indptr.astype(np.int64), trainable=False, name="seen_row_splits")
         self.popularity = tf.Variable(popularity, trainable=False, name="popularity")
@@ -81,28 +89,40 @@ class RecommenderModule(tf.Module):
         self.user_tower = user_tower
         self.history_length = history_length
         self.ranker = ranker
-        self.histories = None if histories is None else tf.Variable(histories.astype(np.int32), trainable=False, name="histories")
+        self.histories = (
+            None if histories is None else tf.Variable(histories.astype(np.int32), trainable=False, name="histories")
+        )
 
     def _top_k(self, scores, seen_indices, k, known, personal_rows, extra=None):
         """Top-K of ``scores`` [B, n_items] with ``seen_indices`` ([n, 2] row, item) set to -inf; the
         ``personal_rows`` re-ordered by the ranking stage when there is one."""
         if extra is not None:
             seen_indices = tf.concat([seen_indices, extra], axis=0)
-        scores = tf.tensor_scatter_nd_update(scores, seen_indices, tf.fill([tf.shape(seen_indices)[0]], tf.constant(-np.inf, tf.float32)))
+        scores = tf.tensor_scatter_nd_update(
+            scores, seen_indices, tf.fill([tf.shape(seen_indices)[0]], tf.constant(-np.inf, tf.float32))
+        )
         n_items = tf.shape(scores)[1]
         if self.ranker is None:
             top = tf.math.top_k(scores, k=tf.minimum(k, n_items))
             items, values = top.indices, top.values
         else:
             candidates = tf.math.top_k(scores, k=tf.minimum(tf.maximum(k, self.ranker.n_candidates), n_items))
-            seen = tf.minimum(tf.scatter_nd(seen_indices, tf.ones([tf.shape(seen_indices)[0]]), tf.shape(scores, out_type=tf.int64)), 1.0)
+            seen = tf.minimum(
+                tf.scatter_nd(seen_indices, tf.ones([tf.shape(seen_indices)[0]]), tf.shape(scores, out_type=tf.int64)),
+                1.0,
+            )
             ranked = self.ranker.rerank(seen, candidates.indices, candidates.values)
-            ranked = tf.where(personal_rows[:, tf.newaxis], ranked, candidates.values)  # best-seller answers keep their order
+            ranked = tf.where(
+                personal_rows[:, tf.newaxis], ranked, candidates.values
+            )  # best-seller answers keep their order
             # candidates in item order, so equal scores go to the lower item index, as in the batch tables
             by_item = tf.argsort(candidates.indices, axis=1, stable=True)
             ranked = tf.gather(ranked, by_item, batch_dims=1)
             top = tf.math.top_k(ranked, k=tf.minimum(k, tf.shape(ranked)[1]))
-            items, values = tf.gather(tf.gather(candidates.indices, by_item, batch_dims=1), top.indices, batch_dims=1), top.values
+            items, values = (
+                tf.gather(tf.gather(candidates.indices, by_item, batch_dims=1), top.indices, batch_dims=1),
+                top.values,
+            )
         return {
             "item_ids": tf.gather(self.item_ids, items),
             "scores": values,
@@ -129,10 +149,14 @@ class RecommenderModule(tf.Module):
         scores = tf.where(known[:, tf.newaxis], personal, popular)
         return self._top_k(scores, self._known_seen(rows, known), k, known, known)
 
-    @tf.function(input_signature=[
-        tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32),
-        tf.TensorSpec([None, None], tf.string), tf.TensorSpec([None], tf.string),
-    ])
+    @tf.function(
+        input_signature=[
+            tf.TensorSpec([None], tf.string),
+            tf.TensorSpec([], tf.int32),
+            tf.TensorSpec([None, None], tf.string),
+            tf.TensorSpec([None], tf.string),
+        ]
+    )
     def recommend_in_context(self, user_id, k, recent_item_ids, segment):
         rows = self.user_table.lookup(user_id)
         known = rows >= 0
@@ -150,7 +174,9 @@ class RecommenderModule(tf.Module):
             order = tf.argsort(tf.cast(context_tokens > 0, tf.int32), axis=1, stable=True)
             tokens_right = tf.gather(context_tokens, order, batch_dims=1)
             width = tf.shape(tokens_right)[1]
-            padded = tf.pad(tokens_right, [[0, 0], [tf.maximum(self.history_length - width, 0), 0]])[:, -self.history_length:]
+            padded = tf.pad(tokens_right, [[0, 0], [tf.maximum(self.history_length - width, 0), 0]])[
+                :, -self.history_length :
+            ]
             user_tokens = tf.cast(tf.where(known, rows + 1, 0), tf.int32)
             context = self.user_tower(user_tokens, padded, segment=tf.cast(segments, tf.int32))
             embeddings = tf.where(has_recent[:, tf.newaxis], context, stored)
@@ -162,16 +188,26 @@ class RecommenderModule(tf.Module):
         scores = tf.where(personal_rows[:, tf.newaxis], personal, popular)
         recent = tf.where(tokens > 0)  # [n, 2] (row, column) of the recent items given
         recent_items = tf.cast(tf.gather_nd(tokens, recent), tf.int64) - 1
-        return self._top_k(scores, self._known_seen(rows, known), k, known, personal_rows,
-                           tf.stack([recent[:, 0], recent_items], axis=1))
+        return self._top_k(
+            scores,
+            self._known_seen(rows, known),
+            k,
+            known,
+            personal_rows,
+            tf.stack([recent[:, 0], recent_items], axis=1),
+        )
 
 
 def export_saved_model(module: RecommenderModule, path: Path) -> Path:
-    tf.saved_model.save(module, str(path), signatures={
-        "serving_default": module.recommend,
-        "recommend": module.recommend,
-        "recommend_in_context": module.recommend_in_context,
-    })
+    tf.saved_model.save(
+        module,
+        str(path),
+        signatures={
+            "serving_default": module.recommend,
+            "recommend": module.recommend,
+            "recommend_in_context": module.recommend_in_context,
+        },
+    )
     return path
 
 

@@ -198,10 +198,18 @@ def _row_top_k(row, k, s, out_items, out_scores):
 def _top_k_rows(work, k, n_blocks, out_items, out_scores, done):
     n_items = work.shape[1]
     s = _Scratch(
-        np.empty(n_blocks, np.float32), np.empty(2 * k, np.float32), np.empty(n_blocks, np.int64),
-        np.empty(n_items, np.float32), np.empty(n_items, np.int64), np.empty(n_items, np.float32),
-        np.empty(n_items, np.int64), np.empty(n_items, np.int64), np.empty(n_items, np.int64),
-        np.empty(n_items, np.int64), np.empty(256, np.int64), np.empty(k, np.int64),
+        np.empty(n_blocks, np.float32),
+        np.empty(2 * k, np.float32),
+        np.empty(n_blocks, np.int64),
+        np.empty(n_items, np.float32),
+        np.empty(n_items, np.int64),
+        np.empty(n_items, np.float32),
+        np.empty(n_items, np.int64),
+        np.empty(n_items, np.int64),
+        np.empty(n_items, np.int64),
+        np.empty(n_items, np.int64),
+        np.empty(256, np.int64),
+        np.empty(k, np.int64),
     )
     for r in range(work.shape[0]):
         done[r] = _row_top_k(work[r], k, s, out_items[r], out_scores[r])
@@ -216,7 +224,9 @@ def top_k_rows(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.nda
     """
     n_rows, n_items = work.shape
     if work.dtype != np.float32 or not work.flags.c_contiguous or n_items < 2 * k:
-        raise ValueError(f"need C-contiguous float32 scores with at least 2k={2 * k} items, got {work.dtype} {work.shape}")
+        raise ValueError(
+            f"need C-contiguous float32 scores with at least 2k={2 * k} items, got {work.dtype} {work.shape}"
+        )
     items = np.empty((n_rows, k), np.int32)
     scores = np.empty((n_rows, k), np.float32)
     done = np.empty(n_rows, np.bool_)

@@ -19,8 +19,8 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
-from ml.two_tower import TwoTowerConfig, TwoTowerModel, causal_training_dataset, pad_histories, training_dataset
 from ml.names import NDCG_20
+from ml.two_tower import TwoTowerConfig, TwoTowerModel, causal_training_dataset, pad_histories, training_dataset
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +54,22 @@ class ValidationRanking(keras.callbacks.Callback):
     without improvement; the best weights are restored when training ends.
     """
 
-    def __init__(self, recommender: "TwoTowerRecommender", histories, seen: sp.csr_matrix, truth: sp.csr_matrix, patience: int = 2):
+    def __init__(
+        self,
+        recommender: TwoTowerRecommender,
+        histories,
+        seen: sp.csr_matrix,
+        truth: sp.csr_matrix,
+        patience: int = 2,
+    ):
         super().__init__()
-        self.recommender, self.histories, self.seen, self.truth, self.patience = recommender, histories, seen, truth, patience
+        self.recommender, self.histories, self.seen, self.truth, self.patience = (
+            recommender,
+            histories,
+            seen,
+            truth,
+            patience,
+        )
         self.best, self.best_epoch, self.best_weights, self.scores = -1.0, -1, None, []
 
     def on_epoch_end(self, epoch, logs=None):
@@ -82,8 +95,13 @@ class TwoTowerRecommender:
     histories ``h`` (train items for the test evaluation, everything for serving).
     """
 
-    def __init__(self, config: TwoTowerConfig | None = None, strategy: tf.distribute.Strategy | None = None,
-                 item_attributes=None, user_segments=None):
+    def __init__(
+        self,
+        config: TwoTowerConfig | None = None,
+        strategy: tf.distribute.Strategy | None = None,
+        item_attributes=None,
+        user_segments=None,
+    ):
         self.config = config or TwoTowerConfig()
         self.item_attributes = item_attributes  # ml.item_attributes.ItemAttributes aligned with the item index, or None
         self.user_segments = user_segments  # ml.user_segments.UserSegments aligned with the user index, or None
@@ -96,7 +114,7 @@ class TwoTowerRecommender:
 
     def fit(
         self, interactions: sp.csr_matrix, histories: list[np.ndarray], validation: sp.csr_matrix | None = None
-    ) -> "TwoTowerRecommender":
+    ) -> TwoTowerRecommender:
         """Train on ``interactions`` (users x items, binary); early-stop on ``validation`` when given."""
         config = self.config
         set_seeds(config.seed)
@@ -108,24 +126,35 @@ class TwoTowerRecommender:
         if config.causal_history:
             dataset = causal_training_dataset(histories, config.history_length, config.batch_size, config.seed)
         else:
-            dataset = training_dataset(users, items, pad_histories(histories, config.history_length), config.batch_size, config.seed)
+            dataset = training_dataset(
+                users, items, pad_histories(histories, config.history_length), config.batch_size, config.seed
+            )
         with self.strategy.scope():
             self.model = TwoTowerModel(
-                interactions.shape[0], interactions.shape[1], log_frequency, config, self.item_attributes, self.user_segments
+                interactions.shape[0],
+                interactions.shape[1],
+                log_frequency,
+                config,
+                self.item_attributes,
+                self.user_segments,
             )
             self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
         callbacks = []
         if validation is not None:
             callbacks.append(ValidationRanking(self, histories, interactions, validation, config.patience))
         started = time.perf_counter()
-        history = self.model.fit(dataset, epochs=config.epochs, verbose=2, callbacks=callbacks, shuffle=False)  # tf.data shuffles
+        history = self.model.fit(
+            dataset, epochs=config.epochs, verbose=2, callbacks=callbacks, shuffle=False
+        )  # tf.data shuffles
         seconds = time.perf_counter() - started
         self.loss_history = [float(v) for v in history.history["loss"]]
         self.examples_per_second = len(users) * len(self.loss_history) / seconds
         if callbacks:
             self.validation_history = callbacks[0].scores
             self.best_epoch = callbacks[0].best_epoch + 1
-        self.item_embeddings = np.asarray(self.model.item_tower(np.arange(1, interactions.shape[1] + 1, dtype=np.int32)))
+        self.item_embeddings = np.asarray(
+            self.model.item_tower(np.arange(1, interactions.shape[1] + 1, dtype=np.int32))
+        )
         self.use_histories(histories)
         return self
 
@@ -140,10 +169,12 @@ class TwoTowerRecommender:
         ]
         return np.concatenate(parts) if parts else np.zeros((0, self.config.embedding_dim), np.float32)
 
-    def use_histories(self, histories: list[np.ndarray]) -> "TwoTowerRecommender":
+    def use_histories(self, histories: list[np.ndarray]) -> TwoTowerRecommender:
         """Score from now on with user embeddings computed from ``histories``."""
         assert self.model is not None, "fit first"
-        self.item_embeddings = np.asarray(self.model.item_tower(np.arange(1, self.model.item_tower.item_embedding.input_dim, dtype=np.int32)))
+        self.item_embeddings = np.asarray(
+            self.model.item_tower(np.arange(1, self.model.item_tower.item_embedding.input_dim, dtype=np.int32))
+        )
         self.user_embeddings = self.embed_users(histories)
         return self
 
@@ -152,7 +183,7 @@ class TwoTowerRecommender:
         """What ranking adds to each item's score: the popularity prior (zeros when its weight is 0)."""
         return (self.config.popularity_prior * self.item_log_frequency).astype(np.float32)
 
-    def with_popularity_prior(self, weight: float) -> "TwoTowerRecommender":
+    def with_popularity_prior(self, weight: float) -> TwoTowerRecommender:
         """Rank from now on with ``weight`` times the items' training log-frequency added to the scores."""
         self.config = dataclasses.replace(self.config, popularity_prior=float(weight))
         return self
@@ -181,7 +212,7 @@ def validation_ndcg(score_fn, seen: sp.csr_matrix, truth: sp.csr_matrix) -> floa
     return float(ranking_metrics(top, truth[users], truth.shape[1], ks=(20,))[NDCG_20])
 
 
-def choose_popularity_prior(tuned: "TwoTowerRecommender", data, weights=POPULARITY_PRIOR_CHOICES) -> tuple[float, dict]:
+def choose_popularity_prior(tuned: TwoTowerRecommender, data, weights=POPULARITY_PRIOR_CHOICES) -> tuple[float, dict]:
     """The prior weight with the best validation NDCG@20 for ``tuned`` (fitted on ``data.fit``), which is left using it.
 
     No refit is needed: the prior only shifts scores. Returns ``(weight, {weight: validation ndcg@20})``.
@@ -196,33 +227,47 @@ def choose_popularity_prior(tuned: "TwoTowerRecommender", data, weights=POPULARI
     return best, scores
 
 
-def tune_on_validation(data, config: TwoTowerConfig, choices: dict[str, tuple], item_attributes=None, user_segments=None):
+def tune_on_validation(
+    data, config: TwoTowerConfig, choices: dict[str, tuple], item_attributes=None, user_segments=None
+):
     """The two-tower model refitted on train with the setting and epochs that scored best on validation.
 
     Every combination of ``choices`` (config field -> values to try) is fitted on
     ``data.fit`` with early stopping on ``data.validation`` -- never on test; the best
     validation NDCG@20 picks the setting, its best epoch the number of epochs, and then
-    the popularity prior's weight (``choose_popularity_prior``); the model is refitted on all of train (the most recent interactions, which validation
-    holds out, matter most). Returns ``(model, chosen config, tuned fit model, record)``:
-    the record has each candidate's validation curve under its label.
+    the popularity prior's weight (``choose_popularity_prior``); the model is refitted on
+    all of train (the most recent interactions, which validation holds out, matter most).
+    Returns ``(model, chosen config, tuned fit model, record)``: the record has each
+    candidate's validation curve under its label.
     """
     import itertools
 
     names = sorted(choices)
-    candidates = [dataclasses.replace(config, **dict(zip(names, values)))
-                  for values in itertools.product(*(choices[name] for name in names))] or [config]
+    candidates = [
+        dataclasses.replace(config, **dict(zip(names, values, strict=True)))
+        for values in itertools.product(*(choices[name] for name in names))
+    ] or [config]
     tried = []
     for candidate in dict.fromkeys(candidates):  # the same setting once, in the order given
         tuned = TwoTowerRecommender(candidate, item_attributes=item_attributes, user_segments=user_segments).fit(
-            data.fit, data.fit_histories, validation=data.validation)
+            data.fit, data.fit_histories, validation=data.validation
+        )
         label = ",".join(f"{name}={getattr(candidate, name)}" for name in names) or "default"
         tried.append((max(tuned.validation_history, default=0.0), label, candidate, tuned))
         log.info("validation ndcg@20 %.4f with %s", tried[-1][0], label)
     best_score, label, candidate, tuned = max(tried, key=lambda entry: entry[0])  # first best on ties
     prior, prior_scores = choose_popularity_prior(tuned, data, (config.popularity_prior, *POPULARITY_PRIOR_CHOICES))
     chosen = dataclasses.replace(candidate, epochs=tuned.best_epoch or candidate.epochs, popularity_prior=prior)
-    model = TwoTowerRecommender(chosen, item_attributes=item_attributes, user_segments=user_segments).fit(data.train, data.histories)
-    record = {"chosen": label, "validation_ndcg@20": {entry[1]: round(entry[0], 5) for entry in tried},
-              "validation_ndcg@20_per_epoch": {entry[1]: entry[3].validation_history for entry in tried},
-              "popularity_prior": {"chosen": prior, "validation_ndcg@20": {str(w): round(v, 5) for w, v in prior_scores.items()}}}
+    model = TwoTowerRecommender(chosen, item_attributes=item_attributes, user_segments=user_segments).fit(
+        data.train, data.histories
+    )
+    record = {
+        "chosen": label,
+        "validation_ndcg@20": {entry[1]: round(entry[0], 5) for entry in tried},
+        "validation_ndcg@20_per_epoch": {entry[1]: entry[3].validation_history for entry in tried},
+        "popularity_prior": {
+            "chosen": prior,
+            "validation_ndcg@20": {str(w): round(v, 5) for w, v in prior_scores.items()},
+        },
+    }
     return model, chosen, tuned, record

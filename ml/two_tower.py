@@ -12,17 +12,15 @@ The user tower reads the user's recent items -- a learned weight per position, m
 recent first, over their embeddings, or a GRU over them in time order -- optionally the
 user id, and a profile (``UserProfile``: activity, price level and preferred categories of
 those same items, and the shopper's segment; whether it is used is chosen on validation
-in every run, Online Retail 0.1493 without against 0.1472 with it); the item tower reads the item id and, from the catalogue, its category,
-price band and title words (``ml.item_attributes``), so a rarely bought item is placed
-near items like it (Online Retail validation NDCG@20 0.1467 -> 0.1497 with them; test
-0.1522 -> 0.1542; groceries, 167 items, 0.2993 -> 0.2986, within noise). Training is causal by default: each purchase is predicted from the
-items the user had *before* it, which is what the temporal holdout asks of the model
-(measured on Online Retail's validation split: NDCG@20 0.0956 for "any other item of
-the user" -> 0.1034 causal -> 0.1469 causal with recency weights). Index 0 of every
-embedding table is reserved for "unknown"/padding, so a user unseen in training still
-gets an embedding from their history. The log-frequency correction is over-weighted
-(1.5; 0, 0.5, 1.0 and 2.0 were worse on validation), and 30% of history items are
-hidden at random in each step, which kept the model from over-fitting.
+in every run, since it helps on some shops and not others). The item tower reads the item
+id and, from the catalogue, its category, price band and title words
+(``ml.item_attributes``), so a rarely bought item is placed near items like it. Training
+is causal by default: each purchase is predicted from the items the user had *before* it,
+which is what the temporal holdout asks of the model. Index 0 of every embedding table is
+reserved for "unknown"/padding, so a user unseen in training still gets an embedding from
+their history. The log-frequency correction is over-weighted and 30% of history items are
+hidden at random in each step, which kept the model from over-fitting (the measurements
+behind these choices are in bench/README.md).
 """
 
 from __future__ import annotations
@@ -50,7 +48,9 @@ class TwoTowerConfig:
     causal_history: bool = True  # train on "next item from the items before it" (matches a temporal holdout)
     recency_weights: bool = True  # learn a weight per history position (most recent first) instead of a plain mean
     item_attributes: bool = True  # the item tower also embeds category, price band and title words (when known)
-    sequence_encoder: str = "pooling"  # "pooling" (weighted mean of recent items) or "gru" (a GRU over them, in time order)
+    sequence_encoder: str = (
+        "pooling"  # "pooling" (weighted mean of recent items) or "gru" (a GRU over them, in time order)
+    )
     user_profile: bool = True  # the user tower also reads a profile: activity, price level, categories, segment
     # Weight of the items' training log-frequency added to every score when ranking: the logQ
     # correction takes popularity out of what the towers learn; this sets how much of it the
@@ -89,7 +89,9 @@ class UserProfile(keras.layers.Layer):
             self.category_table = _lookup_table(item_attributes.category, "history_item_category")
             self.price_table = _lookup_table(item_attributes.price_band, "history_item_price_band")
             self.n_price_bands = item_attributes.n_price_bands
-            self.category_embedding = layers.Embedding(item_attributes.n_categories, dim // 2, name="preferred_category_embedding")
+            self.category_embedding = layers.Embedding(
+                item_attributes.n_categories, dim // 2, name="preferred_category_embedding"
+            )
         if user_segments is not None and user_segments.n_segments > 1:
             self.segment_table = _lookup_table(user_segments.segment, "user_segment")
             self.segment_embedding = layers.Embedding(user_segments.n_segments, dim // 4, name="segment_embedding")
@@ -134,7 +136,9 @@ class UserTower(keras.layers.Layer):
         self.history_dropout = history_dropout
         # one logit per history position (histories are left-padded, most recent last)
         self.position_logits = (
-            self.add_weight(shape=(history_length,), initializer="zeros", name="position_logits") if history_length else None
+            self.add_weight(shape=(history_length,), initializer="zeros", name="position_logits")
+            if history_length
+            else None
         )
         self.user_embedding = layers.Embedding(n_users + 1, dim, name="user_id_embedding") if use_user_id else None
         self.history_embedding = layers.Embedding(n_items + 1, dim, name="history_item_embedding")
@@ -198,26 +202,43 @@ class ItemTower(keras.Model):
         if self.attributes is not None:
             words = tf.gather(self.title_table, item)
             word_mask = ops.cast(words > 0, "float32")[..., None]
-            title = ops.sum(self.word_embedding(words) * word_mask, axis=1) / ops.maximum(ops.sum(word_mask, axis=1), 1.0)
-            x = ops.concatenate([
-                x,
-                self.category_embedding(tf.gather(self.category_table, item)),
-                self.price_embedding(tf.gather(self.price_table, item)),
-                title,
-            ], axis=-1)
+            title = ops.sum(self.word_embedding(words) * word_mask, axis=1) / ops.maximum(
+                ops.sum(word_mask, axis=1), 1.0
+            )
+            x = ops.concatenate(
+                [
+                    x,
+                    self.category_embedding(tf.gather(self.category_table, item)),
+                    self.price_embedding(tf.gather(self.price_table, item)),
+                    title,
+                ],
+                axis=-1,
+            )
         return ops.normalize(self.project(x), axis=-1)
 
 
 class TwoTowerModel(keras.Model):
     """Both towers and the in-batch softmax retrieval loss."""
 
-    def __init__(self, n_users: int, n_items: int, item_log_frequency: np.ndarray, config: TwoTowerConfig,
-                 item_attributes=None, user_segments=None, **kwargs):
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        item_log_frequency: np.ndarray,
+        config: TwoTowerConfig,
+        item_attributes=None,
+        user_segments=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.config = config
-        profile = UserProfile(
-            config.embedding_dim, config.history_length, item_attributes, user_segments, name="user_profile"
-        ) if config.user_profile else None
+        profile = (
+            UserProfile(
+                config.embedding_dim, config.history_length, item_attributes, user_segments, name="user_profile"
+            )
+            if config.user_profile
+            else None
+        )
         self.user_tower = UserTower(
             n_users,
             n_items,
@@ -256,7 +277,7 @@ class TwoTowerModel(keras.Model):
         with tf.GradientTape() as tape:
             loss = self.retrieval_loss(data)
         gradients = tape.gradient(loss, self.trainable_variables)
-        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables))
+        self.optimizer.apply_gradients(zip(gradients, self.trainable_variables, strict=True))
         self.loss_tracker.update_state(loss)
         return {"loss": self.loss_tracker.result()}
 
@@ -300,7 +321,7 @@ def causal_training_dataset(histories: list[np.ndarray], length: int, batch_size
     """
     lengths = np.array([len(h) for h in histories], dtype=np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
-    flat_tokens = tf.constant(np.concatenate([h for h in histories] + [np.zeros(0, np.int32)]).astype(np.int32) + 1)
+    flat_tokens = tf.constant(np.concatenate(list(histories) + [np.zeros(0, np.int32)]).astype(np.int32) + 1)
     users = np.repeat(np.arange(len(histories), dtype=np.int32), lengths)
     positions = np.arange(int(lengths.sum()), dtype=np.int64)
     user_starts = tf.constant(starts)

@@ -33,7 +33,9 @@ class UserSegments:
     def index_of(self, names) -> np.ndarray:
         """Segment indices of ``names`` (unknown or missing -> 0)."""
         lookup = {name: i + 1 for i, name in enumerate(self.names)}
-        return np.array([lookup.get(str(n), 0) if n is not None and not pd.isna(n) else 0 for n in names], dtype=np.int32)
+        return np.array(
+            [lookup.get(str(n), 0) if n is not None and not pd.isna(n) else 0 for n in names], dtype=np.int32
+        )
 
 
 def encode(user_ids: np.ndarray, frame: pd.DataFrame, min_users: int = MIN_SEGMENT_USERS) -> UserSegments:

@@ -12,6 +12,7 @@ leaves the group's id in ``$AIRFLOW_HOME/standalone.pgid`` (what the tests use).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -81,10 +82,8 @@ def stop_group(pgid: int, grace: float = 20.0) -> None:
         except ProcessLookupError:
             return
         time.sleep(0.5)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def main() -> None:
@@ -108,8 +107,12 @@ def main() -> None:
     url = f"http://localhost:{args.port}"
     log = log_path.open("w")
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "airflow"), "standalone"], env=env, cwd=PROJECT_ROOT,
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # its own process group: stopped as one
+        [str(Path(sys.executable).parent / "airflow"), "standalone"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group: stopped as one
     )
     pgid_file.write_text(str(process.pid))
     started = time.monotonic()

@@ -14,9 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))
-
-from recsys_pipeline.ingest.adapters import read_dataset  # noqa: E402
+from recsys_pipeline.ingest.adapters import read_dataset
 
 
 def main() -> int:
@@ -33,7 +31,10 @@ def main() -> int:
     events.to_csv(args.out / "events.csv", index=False)
     raw.items.to_csv(args.out / "items.csv", index=False)
     raw.users.to_csv(args.out / "users.csv", index=False)
-    print(f"wrote {args.out}: {len(events):,} events ({args.rows} of them '{args.event_type}'), {len(raw.items):,} items, {len(raw.users):,} users")
+    print(
+        f"wrote {args.out}: {len(events):,} events ({args.rows} of them '{args.event_type}'), "
+        f"{len(raw.items):,} items, {len(raw.users):,} users"
+    )
     return 0
 
 

@@ -135,7 +135,9 @@ def airflow_home():
     stamp = TEST_AIRFLOW_HOME / ".migrated"
     airflow_version = version("apache-airflow")
     if not stamp.exists() or stamp.read_text() != airflow_version:  # migrate again after an upgrade
-        subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True, capture_output=True)
+        subprocess.run(
+            [str(Path(sys.executable).with_name("airflow")), "db", "migrate"], check=True, capture_output=True
+        )
         stamp.write_text(airflow_version)
     return TEST_AIRFLOW_HOME
 

@@ -1,12 +1,12 @@
 """``recsys``: the command line around the pipeline (services, the demo summary).
 
-    recsys services          make sure MariaDB, the pipeline's databases and user, and object storage are up
-    recsys summary           print what the last run of a dataset loaded, checked, measured and published
-    recsys quarantine        list what the gates refused for a load: rule, reason, rows
-    recsys verify            download the champion, check every checksum, load its SavedModel, recommend
-    recsys rollback          point the champion back to an earlier complete release (and reload MySQL)
-    recsys unlock            show who holds the warehouse for a feature build (--force: free it)
-    recsys stop              stop the local S3 API server
+recsys services          make sure MariaDB, the pipeline's databases and user, and object storage are up
+recsys summary           print what the last run of a dataset loaded, checked, measured and published
+recsys quarantine        list what the gates refused for a load: rule, reason, rows
+recsys verify            download the champion, check every checksum, load its SavedModel, recommend
+recsys rollback          point the champion back to an earlier complete release (and reload MySQL)
+recsys unlock            show who holds the warehouse for a feature build (--force: free it)
+recsys stop              stop the local S3 API server
 """
 
 from __future__ import annotations
@@ -37,7 +37,9 @@ def cmd_services(args: argparse.Namespace) -> int:
     s3 = s3_settings()
     if s3.endpoint_url and urlparse(s3.endpoint_url).hostname in services.LOCAL_HOSTS:
         pid = services.start_local_s3(s3.endpoint_url)
-        print(f"S3 API   {s3.endpoint_url} ({f'started a local moto server, pid {pid}' if pid else 'already answering'})")
+        print(
+            f"S3 API   {s3.endpoint_url} ({f'started a local moto server, pid {pid}' if pid else 'already answering'})"
+        )
     else:
         print(f"S3 API   {s3.endpoint_url or 'AWS S3'}")
     client = storage.client(s3)
@@ -92,7 +94,9 @@ def _print_feature_build(conn, app, run: RunContext, summary: RunSummary) -> boo
     q = summary.quality_raw
     if q is not None:
         if not q.get("passed"):
-            print(f"Raw gate    REFUSED the load (live raw tables unchanged; kept as {', '.join(q.get('kept_as', []))}):")
+            print(
+                f"Raw gate    REFUSED the load (live raw tables unchanged; kept as {', '.join(q.get('kept_as', []))}):"
+            )
             print("  " + q.get("error", "").replace("\n", "\n  "))
             print(f"  Data Docs: file://{(run.artifacts.data_docs('raw') / 'index.html').resolve()}")
             print(f"  Quarantine: recsys quarantine --load-id '{run.load_id}'")
@@ -102,20 +106,29 @@ def _print_feature_build(conn, app, run: RunContext, summary: RunSummary) -> boo
     audit = pd.DataFrame()
     if warehouse.table_exists(conn, app.raw_database, "load_audit"):
         audit = warehouse.read_frame(
-            conn, f"SELECT events, items, users, seconds FROM {warehouse.quote_identifier(app.raw_database)}.load_audit "
-            "WHERE load_id = %s", (run.load_id,))
+            conn,
+            f"SELECT events, items, users, seconds FROM {warehouse.quote_identifier(app.raw_database)}.load_audit "
+            "WHERE load_id = %s",
+            (run.load_id,),
+        )
     if not audit.empty:
         row = audit.iloc[0]
-        print(f"Loaded      {int(row.events):,} events, {int(row['items']):,} items, {int(row.users):,} users "
-              f"into {app.raw_database} in {row.seconds:.1f} s")
+        print(
+            f"Loaded      {int(row.events):,} events, {int(row['items']):,} items, {int(row.users):,} users "
+            f"into {app.raw_database} in {row.seconds:.1f} s"
+        )
     counts = {m: warehouse.scalar(conn, f"SELECT COUNT(*) FROM {warehouse.quote_identifier(m)}") for m in MARTS}
-    print("Features    " + ", ".join(f"{m}: {int(n):,} rows" for m, n in counts.items()) + f" (database {app.database})")
+    print(
+        "Features    " + ", ".join(f"{m}: {int(n):,} rows" for m, n in counts.items()) + f" (database {app.database})"
+    )
     q = summary.quality_features
     if q is not None:
         if q.get("passed"):
             total = sum(s["expectations"] for s in q["suites"].values())
-            print(f"Data checks passed: {len(q['suites'])} Great Expectations suites, {total} expectations; "
-                  f"Data Docs file://{run.artifacts.path(RunArtifacts.DATA_DOCS).resolve()}/{{raw,features}}/index.html")
+            print(
+                f"Data checks passed: {len(q['suites'])} Great Expectations suites, {total} expectations; "
+                f"Data Docs file://{run.artifacts.path(RunArtifacts.DATA_DOCS).resolve()}/{{raw,features}}/index.html"
+            )
         else:
             print(f"Data checks FAILED: {q.get('error')}")
     return True
@@ -128,16 +141,20 @@ def _print_metrics(summary: RunSummary) -> None:
     stage = summary.ranking_stage
     if summary.ranking_stage_orders() and stage.get("held_out_ndcg@20"):
         held = stage["held_out_ndcg@20"]
-        print(f"\nRanking stage {'USED' if stage.get('used') else 'not used'} (held-out validation ndcg@20 "
-              f"{held['retrieval_order']:.4f} retrieval order -> {held['reranked']:.4f} re-ordered); two_tower on test:")
+        print(
+            f"\nRanking stage {'USED' if stage.get('used') else 'not used'} (held-out validation ndcg@20 "
+            f"{held['retrieval_order']:.4f} retrieval order -> {held['reranked']:.4f} re-ordered); two_tower on test:"
+        )
         orders = {order.replace("_", " "): values for order, values in summary.ranking_stage_orders().items()}
         rows = summary.metric_rows(SUMMARY_METRICS, orders)
         rows[0][0] = "order"
         print(_fmt_table(rows))
     for view in summary.backtest_views():
         models = dict(sorted(view.models.items(), key=lambda kv: -kv[1][NDCG_20]))
-        print(f"\nBacktest, global cut at {summary.backtest_window.get('cut_at')}, {view.label} "
-              f"({view.evaluated_users:,} users):\n" + _fmt_table(summary.metric_rows(SUMMARY_METRICS, models)))
+        print(
+            f"\nBacktest, global cut at {summary.backtest_window.get('cut_at')}, {view.label} "
+            f"({view.evaluated_users:,} users):\n" + _fmt_table(summary.metric_rows(SUMMARY_METRICS, models))
+        )
 
 
 def _print_release(prefix: str, run: RunContext) -> None:
@@ -147,15 +164,21 @@ def _print_release(prefix: str, run: RunContext) -> None:
     print(f"\nRelease     s3://{s3.bucket}/{prefix} ({len(keys)} objects, endpoint {s3.endpoint_url or 'AWS'})")
     sites: dict[str, int] = {}
     for key in keys:
-        relative = key[len(prefix):]
-        site = relative.split("/")[0] if relative.startswith((RunArtifacts.DATA_DOCS + "/", RunArtifacts.DBT_DOCS + "/")) \
+        relative = key[len(prefix) :]
+        site = (
+            relative.split("/")[0]
+            if relative.startswith((RunArtifacts.DATA_DOCS + "/", RunArtifacts.DBT_DOCS + "/"))
             else None
+        )
         if site:  # a docs site is many files: one line each
             sites[site] = sites.get(site, 0) + 1
         else:
             print(f"              {relative}")
     for site, n in sites.items():
-        print(f"              {site}/ ({n} files; open {site}/{'raw/' if site == RunArtifacts.DATA_DOCS else ''}index.html)")
+        print(
+            f"              {site}/ ({n} files; "
+            f"open {site}/{'raw/' if site == RunArtifacts.DATA_DOCS else ''}index.html)"
+        )
     champion = layout.champion_key(s3, run.dataset_key)
     pointer = storage.get_json(client, s3.bucket, champion)
     if pointer:
@@ -189,7 +212,11 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             if not warehouse.table_exists(conn, app.raw_database, quarantine.QUARANTINE_TABLE):
                 print("the quarantine is empty: no load has been refused")
                 return 0
-            load_id = warehouse.scalar(conn, f"SELECT load_id FROM `{app.raw_database}`.quarantine ORDER BY quarantined_at DESC, load_id DESC LIMIT 1")
+            load_id = warehouse.scalar(
+                conn,
+                f"SELECT load_id FROM `{app.raw_database}`.quarantine "
+                "ORDER BY quarantined_at DESC, load_id DESC LIMIT 1",
+            )
     rows = quarantine.rows_for_load(app, load_id)
     if not rows:
         print(f"nothing quarantined for load {load_id}")
@@ -214,14 +241,22 @@ def cmd_verify(args: argparse.Namespace) -> int:
     except ReleaseError as error:
         print(f"verify FAILED: {error}")
         return 1
-    print(f"release {result['release_id']}: {result['objects']} objects, {result['bytes']:,} bytes, every sha256 matches the manifest")
+    print(
+        f"release {result['release_id']}: {result['objects']} objects, {result['bytes']:,} bytes, "
+        "every sha256 matches the manifest"
+    )
     print(f"SavedModel loaded; top {len(result['items'])} for user {result['user_id']}: {', '.join(result['items'])}")
-    print(f"  same as the published recommendations table: {'yes' if result['matches_published'] else 'NO (published: ' + ', '.join(result['published_items']) + ')'}")
+    print(
+        "  same as the published recommendations table: "
+        + ("yes" if result["matches_published"] else f"NO (published: {', '.join(result['published_items'])})")
+    )
     print(f"an unknown user gets the popularity fallback: {', '.join(result['unknown_user_items'])}")
     if result.get("new_shopper_in_context"):
         context = result["new_shopper_in_context"]
-        print(f"a new shopper whose recent items are {', '.join(context['recent_items'])} "
-              f"(recommend_in_context): {', '.join(context['items'])}")
+        print(
+            f"a new shopper whose recent items are {', '.join(context['recent_items'])} "
+            f"(recommend_in_context): {', '.join(context['items'])}"
+        )
     return 0 if result["matches_published"] else 1
 
 
@@ -235,8 +270,11 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         print(f"rollback refused, nothing changed: {error}")
         return 1
     print(f"champion of {dataset_key(args.dataset)}: {result['rolled_back_from']} -> {result['champion']}")
-    print(f"MySQL {result['recommendations']['table']}: {result['recommendations']['rows']:,} rows of model "
-          f"{', '.join(result['recommendations']['model_versions'])} (the replaced table is kept as recommendations__previous)")
+    print(
+        f"MySQL {result['recommendations']['table']}: {result['recommendations']['rows']:,} rows of model "
+        f"{', '.join(result['recommendations']['model_versions'])} "
+        "(the replaced table is kept as recommendations__previous)"
+    )
     return 0
 
 
@@ -258,19 +296,29 @@ def cmd_unlock(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    print("stopped the local S3 API server" if services.stop_local_s3() else "no local S3 API server was started by this project")
+    print(
+        "stopped the local S3 API server"
+        if services.stop_local_s3()
+        else "no local S3 API server was started by this project"
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="recsys", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("services", help="start/check MariaDB and object storage; create databases, user and bucket").set_defaults(func=cmd_services)
+    sub.add_parser(
+        "services", help="start/check MariaDB and object storage; create databases, user and bucket"
+    ).set_defaults(func=cmd_services)
     summary = sub.add_parser("summary", help="print the summary of a dataset's last run")
     summary.add_argument("--dataset", default="online-retail")
     summary.add_argument("--run-folder", help="a run's folder under the work dir (default: the latest)")
     summary.set_defaults(func=cmd_summary)
-    refused = sub.add_parser("quarantine", help="list what the gates refused for a load (default: the latest refused load)")
+    refused = sub.add_parser(
+        "quarantine", help="list what the gates refused for a load (default: the latest refused load)"
+    )
     refused.add_argument("--load-id", help="the load id (<dataset>:<run>); default: the most recent in the quarantine")
     refused.add_argument("--show", type=int, default=3, help="rows to print per rule (default 3)")
     refused.set_defaults(func=cmd_quarantine)
@@ -280,7 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("--user", help="a user id (default: the first in the published recommendations)")
     verify.add_argument("-k", type=int, default=10)
     verify.set_defaults(func=cmd_verify)
-    rollback = sub.add_parser("rollback", help="point the champion back to an earlier release (checked complete) and reload MySQL")
+    rollback = sub.add_parser(
+        "rollback", help="point the champion back to an earlier release (checked complete) and reload MySQL"
+    )
     rollback.add_argument("--dataset", default="online-retail")
     rollback.add_argument("--release", required=True, help="the release id to make champion again")
     rollback.set_defaults(func=cmd_rollback)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys_pipeline.settings import work_dir
@@ -36,7 +36,7 @@ def release_id_for(logical_date: datetime | None, run_id: str) -> str:
     logical date) gives the same id, so it rewrites the same release.
     """
     if logical_date is not None:
-        return logical_date.astimezone(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        return logical_date.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return re.sub(r"[^A-Za-z0-9_]+", "-", run_id).strip("-")
 
 
@@ -156,5 +156,10 @@ class RunContext:
         return artifacts
 
     def to_dict(self) -> dict:
-        return {"dataset": self.dataset, "dataset_key": self.dataset_key, "release_id": self.release_id,
-                "load_id": self.load_id, "folder": str(self.folder)}
+        return {
+            "dataset": self.dataset,
+            "dataset_key": self.dataset_key,
+            "release_id": self.release_id,
+            "load_id": self.load_id,
+            "folder": str(self.folder),
+        }

@@ -8,6 +8,7 @@ with boto3 exactly as it would to MinIO or AWS S3. It keeps running after the de
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -93,9 +94,7 @@ def stop_local_s3(name: str = "moto") -> bool:
     if not pid_file.exists():
         return False
     pid = int(pid_file.read_text())
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
     pid_file.unlink(missing_ok=True)
     return True

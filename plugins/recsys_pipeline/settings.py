@@ -53,7 +53,7 @@ class MySQLSettings:
     database: str  # dbt models, recommendations: what analysts query
     raw_database: str  # raw tables filled by the loader
 
-    def with_database(self, database: str) -> "MySQLSettings":
+    def with_database(self, database: str) -> MySQLSettings:
         return replace(self, database=database)
 
 
@@ -134,7 +134,7 @@ def _airflow_connection(conn_id: str):
         return None
     try:
         return BaseHook.get_connection(conn_id)
-    except Exception:  # noqa: BLE001 - an undefined connection raises a provider-specific error
+    except Exception:  # an undefined connection raises a provider-specific error
         return None
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import mimetypes
 import logging
+import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
 

@@ -64,9 +64,7 @@ def bootstrap(admin: MySQLSettings, app: MySQLSettings, databases: Sequence[str]
     privileges, no FILE: ``LOAD DATA LOCAL`` reads files on the client side).
     """
     if not app.password:
-        raise ValueError(
-            "RECSYS_MYSQL_PASSWORD is empty: `make setup` writes a generated one into .env"
-        )
+        raise ValueError("RECSYS_MYSQL_PASSWORD is empty: `make setup` writes a generated one into .env")
     hosts = sorted({"localhost", "127.0.0.1", app.host})
     with connect(admin, database="") as conn:
         cur = conn.cursor()
@@ -183,11 +181,14 @@ def table_exists(conn: MySQLdb.Connection, database: str, table: str) -> bool:
 
 
 def column_exists(conn: MySQLdb.Connection, database: str, table: str, column: str) -> bool:
-    return bool(scalar(
-        conn,
-        "SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = %s AND table_name = %s AND column_name = %s",
-        (database, table, column),
-    ))
+    return bool(
+        scalar(
+            conn,
+            "SELECT COUNT(*) FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s AND column_name = %s",
+            (database, table, column),
+        )
+    )
 
 
 def read_frame(conn: MySQLdb.Connection, sql: str, params: Sequence | None = None) -> pd.DataFrame:

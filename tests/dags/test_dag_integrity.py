@@ -33,10 +33,13 @@ def test_every_task_alerts_on_failure_with_its_stage(dag_bag):
 
     for dag_id, dag in dag_bag.dags.items():
         for task in dag.tasks:
-            assert notify_failure in (task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]), (
-                f"{dag_id}.{task.task_id} has no failure alert")
+            assert notify_failure in (
+                task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+            ), f"{dag_id}.{task.task_id} has no failure alert"
             if not task.task_id.startswith("features."):
-                assert stage_of(task.task_id) != task.task_id, f"{dag_id}.{task.task_id} has no stage name for its alerts"
+                assert stage_of(task.task_id) != task.task_id, (
+                    f"{dag_id}.{task.task_id} has no stage name for its alerts"
+                )
 
 
 def test_features_update_the_asset_that_schedules_training(dag_bag):
@@ -73,12 +76,24 @@ def test_every_dag_is_documented_owned_tagged_and_retried(dag_bag):
 
 def test_training_dag_wires_the_stages_in_order(dag_bag):
     dag = dag_bag.dags["recsys_training"]
-    order = ["plan_features", "load_raw", "validate_raw", "features.dbt_producer_watcher", "features.models.marts.interactions_split.test", "document_features", "check_quality",
-             "features_ready", "train_two_tower", "evaluate_models", "promotion_gate", "publish_release", "load_recommendations"]
-    for upstream, downstream in zip(order, order[1:]):
-        assert upstream in dag.get_task(downstream).upstream_task_ids or upstream in {
-            t for t in dag.get_task(downstream).get_flat_relative_ids(upstream=True)
-        }, f"{upstream} must run before {downstream}"
+    order = [
+        "plan_features",
+        "load_raw",
+        "validate_raw",
+        "features.dbt_producer_watcher",
+        "features.models.marts.interactions_split.test",
+        "document_features",
+        "check_quality",
+        "features_ready",
+        "train_two_tower",
+        "evaluate_models",
+        "promotion_gate",
+        "publish_release",
+        "load_recommendations",
+    ]
+    for upstream, downstream in zip(order, order[1:], strict=True):
+        before = dag.get_task(downstream).get_flat_relative_ids(upstream=True)
+        assert upstream in before, f"{upstream} must run before {downstream}"
     assert "score_users" in dag.get_task("promotion_gate").upstream_task_ids
     # the optional backtest runs before the gate (its figures go into the report), and skipping it skips nothing else
     assert dag.get_task("backtest").upstream_task_ids == {"evaluate_models"}
@@ -93,19 +108,35 @@ def test_every_param_has_a_description(dag_bag):
             assert param.schema.get("type"), f"{dag_id} param {name} has no type"
 
 
-@pytest.mark.parametrize("name, bad_value", [
-    ("top_k", 0), ("epochs", 1000), ("dataset", ""), ("force_publish", "yes"), ("model_family", "gpt"), ("dry_run", "no"),
-    ("backtest", "yes"),
-])
+@pytest.mark.parametrize(
+    "name, bad_value",
+    [
+        ("top_k", 0),
+        ("epochs", 1000),
+        ("dataset", ""),
+        ("force_publish", "yes"),
+        ("model_family", "gpt"),
+        ("dry_run", "no"),
+        ("backtest", "yes"),
+    ],
+)
 def test_params_have_defaults_and_reject_bad_values(dag_bag, name, bad_value):
     import copy
 
     from airflow.sdk.definitions.param import ParamValidationError
 
     params = copy.deepcopy(dag_bag.dags["recsys_training"].params)
-    assert params.validate() == {"dataset": "online-retail", "model_family": "two_tower", "epochs": 20, "top_k": 20,
-                                 "force_publish": False, "dry_run": False, "backtest": False, "build_features": True,
-                                 "full_refresh": False}
+    assert params.validate() == {
+        "dataset": "online-retail",
+        "model_family": "two_tower",
+        "epochs": 20,
+        "top_k": 20,
+        "force_publish": False,
+        "dry_run": False,
+        "backtest": False,
+        "build_features": True,
+        "full_refresh": False,
+    }
     with pytest.raises(ParamValidationError):
         params[name] = bad_value
 
@@ -120,7 +151,9 @@ def test_every_dbt_model_is_its_own_task_with_its_tests(dag_bag):
     for model in models:
         for kind in ("run", "test"):
             matches = [t for t in task_ids if t.startswith("features.models.") and t.endswith(f".{model}.{kind}")]
-            assert len(matches) == 1, f"dbt model {model} has no {kind} task: {sorted(t for t in task_ids if model in t)}"
+            assert len(matches) == 1, (
+                f"dbt model {model} has no {kind} task: {sorted(t for t in task_ids if model in t)}"
+            )
     producer = dag.get_task("features.dbt_producer_watcher")
     assert producer.upstream_task_ids == {"validate_raw"}
     user_features = dag.get_task("features.models.marts.user_features.run")
@@ -131,4 +164,6 @@ def test_every_dbt_model_is_its_own_task_with_its_tests(dag_bag):
     assert seed.upstream_task_ids == {"features.dbt_producer_watcher"}
     assert seed.trigger_rule == "all_done" and seed.mode == "reschedule" and not seed.deferrable
     assert seed.pre_execute.__name__ == "_skip_unless_loaded"
-    assert "features.models.marts.interactions_split.test" in dag.get_task("document_features").get_flat_relative_ids(upstream=True)
+    assert "features.models.marts.interactions_split.test" in dag.get_task("document_features").get_flat_relative_ids(
+        upstream=True
+    )

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import pytest
 
+from browser import CHROMIUM, Browser
 from conftest import pipeline_environment
 
 pytestmark = pytest.mark.integration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from browser import CHROMIUM, Browser  # noqa: E402
 
 
 def _free_port() -> int:
@@ -48,7 +47,9 @@ class Api:
 
     def call(self, method: str, path: str, body: dict | None = None) -> dict:
         request = urllib.request.Request(
-            self.base + path, method=method, data=None if body is None else json.dumps(body).encode(),
+            self.base + path,
+            method=method,
+            data=None if body is None else json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=60) as response:
@@ -73,15 +74,24 @@ def airflow(tmp_path_factory, mysql_test_settings, s3_test_settings, groceries_p
     home = tmp_path_factory.mktemp("airflow-standalone")
     port = _free_port()
     env = pipeline_environment(
-        mysql_test_settings, replace(s3_test_settings, prefix=s3_test_settings.prefix + "-standalone"),
-        tmp_path_factory.mktemp("standalone-work"), groceries_path.parents[1],
+        mysql_test_settings,
+        replace(s3_test_settings, prefix=s3_test_settings.prefix + "-standalone"),
+        tmp_path_factory.mktemp("standalone-work"),
+        groceries_path.parents[1],
         AIRFLOW__API_AUTH__JWT_SECRET=secrets.token_hex(64),
         RECSYS_DATASET="groceries",
         # no time-based runs while the test drives it: only what it triggers (and the asset) runs
         RECSYS_FEATURES_SCHEDULE="none",
         RECSYS_TRAINING_SCHEDULE="none",
     )
-    script = [sys.executable, str(PROJECT_ROOT / "scripts" / "airflow_local.py"), "--home", str(home), "--port", str(port)]
+    script = [
+        sys.executable,
+        str(PROJECT_ROOT / "scripts" / "airflow_local.py"),
+        "--home",
+        str(home),
+        "--port",
+        str(port),
+    ]
     started = subprocess.run(script + ["--background"], env=env, capture_output=True, text=True, timeout=300)
     try:
         assert started.returncode == 0, started.stdout + started.stderr + (home / "standalone.log").read_text()[-5000:]
@@ -96,7 +106,9 @@ def airflow(tmp_path_factory, mysql_test_settings, s3_test_settings, groceries_p
 @pytest.fixture(scope="module")
 def api(airflow) -> Api:
     request = urllib.request.Request(
-        airflow["base"] + "/auth/token", method="POST", headers={"Content-Type": "application/json"},
+        airflow["base"] + "/auth/token",
+        method="POST",
+        headers={"Content-Type": "application/json"},
         data=json.dumps({"username": "admin", "password": airflow["password"]}).encode(),
     )
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -108,8 +120,12 @@ def test_authentication_is_on(airflow):
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(airflow["base"] + "/api/v2/dags", timeout=30)
     assert refused.value.code == 401
-    bad = urllib.request.Request(airflow["base"] + "/auth/token", method="POST", headers={"Content-Type": "application/json"},
-                                 data=json.dumps({"username": "admin", "password": "admin"}).encode())
+    bad = urllib.request.Request(
+        airflow["base"] + "/auth/token",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        data=json.dumps({"username": "admin", "password": "admin"}).encode(),
+    )
     with pytest.raises(urllib.error.HTTPError) as wrong:
         urllib.request.urlopen(bad, timeout=30)
     assert wrong.value.code in (401, 403)
@@ -139,13 +155,19 @@ def test_a_feature_refresh_retrains_by_itself_then_training_from_the_api(api, ai
         api.call("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False})
 
     # a feature refresh updates the asset; the scheduler starts a training run on that build by itself
-    features = api.call("POST", "/api/v2/dags/recsys_features/dagRuns", {"logical_date": None, "conf": {"dataset": "groceries"}})
+    features = api.call(
+        "POST", "/api/v2/dags/recsys_features/dagRuns", {"logical_date": None, "conf": {"dataset": "groceries"}}
+    )
     refreshed = api.wait_for_run("recsys_features", features["dag_run_id"], timeout=600)
     assert refreshed["state"] == "success", api.task_states("recsys_features", features["dag_run_id"])
     deadline = time.monotonic() + 120
     triggered = []
     while not triggered and time.monotonic() < deadline:
-        triggered = [r for r in api.call("GET", "/api/v2/dags/recsys_training/dagRuns")["dag_runs"] if r["run_type"] == "asset_triggered"]
+        triggered = [
+            r
+            for r in api.call("GET", "/api/v2/dags/recsys_training/dagRuns")["dag_runs"]
+            if r["run_type"] == "asset_triggered"
+        ]
         time.sleep(3)
     assert triggered, "the features asset update did not start a training run"
     retrained = api.wait_for_run("recsys_training", triggered[0]["dag_run_id"], timeout=600)
@@ -157,14 +179,28 @@ def test_a_feature_refresh_retrains_by_itself_then_training_from_the_api(api, ai
     assert states["publish_release"] == "success"
     # read only now: Airflow 3.3's events endpoint answers 500 while a run it created has not started
     events = api.call("GET", "/api/v2/assets/events?source_dag_id=recsys_features")["asset_events"]
-    assert events and events[-1]["extra"]["dataset"] == "groceries" and events[-1]["extra"]["load_id"].startswith("groceries:")
+    assert (
+        events
+        and events[-1]["extra"]["dataset"] == "groceries"
+        and events[-1]["extra"]["load_id"].startswith("groceries:")
+    )
     # then the training DAG from its form's parameters, on the warehouse's current features (no reload):
     # the GRU family, and (a dry run) it decides but publishes nothing
-    run = api.call("POST", "/api/v2/dags/recsys_training/dagRuns", {
-        "logical_date": None,
-        "conf": {"dataset": "groceries", "epochs": 2, "top_k": 10, "model_family": "two_tower_gru", "dry_run": True,
-                 "build_features": False},
-    })
+    run = api.call(
+        "POST",
+        "/api/v2/dags/recsys_training/dagRuns",
+        {
+            "logical_date": None,
+            "conf": {
+                "dataset": "groceries",
+                "epochs": 2,
+                "top_k": 10,
+                "model_family": "two_tower_gru",
+                "dry_run": True,
+                "build_features": False,
+            },
+        },
+    )
     done = api.wait_for_run("recsys_training", run["dag_run_id"], timeout=600)
     states = api.task_states("recsys_training", run["dag_run_id"])
     assert done["state"] == "success", states
@@ -173,8 +209,11 @@ def test_a_feature_refresh_retrains_by_itself_then_training_from_the_api(api, ai
     assert states["publish_release"] == "skipped" and states["load_recommendations"] == "skipped"
     releases = api.call("GET", "/recsys/api/releases")
     assert [len(d["releases"]) for d in releases if d["dataset"] == "groceries"] == [1]  # only the asset run's
-    folder = next(p for p in Path(airflow["env"]["RECSYS_WORK_DIR"], "groceries").glob("*/two_tower/training.json")
-                  if json.loads(p.read_text())["config"]["sequence_encoder"] == "gru").parents[1]
+    folder = next(
+        p
+        for p in Path(airflow["env"]["RECSYS_WORK_DIR"], "groceries").glob("*/two_tower/training.json")
+        if json.loads(p.read_text())["config"]["sequence_encoder"] == "gru"
+    ).parents[1]
     assert (folder / "report.html").exists() and (folder / "decision.json").exists()
     assert (folder / "data_docs" / "features" / "index.html").exists()  # the build's Data Docs came along
 
@@ -206,9 +245,18 @@ def test_the_models_page_renders_in_a_browser(api, airflow):
         # the reasons are in the page (inside the decision's <details>)
         assert browser.evaluate("document.body.innerHTML").count("<li class=") >= len(release["reasons"]) > 0
         links = browser.evaluate("Array.from(document.querySelectorAll('a')).map(a => a.textContent)")
-        assert {"report", "model card", "metrics", "Data Docs (raw gate)", "Data Docs (features gate)", "dbt docs"} <= set(links)
-        report, card = (browser.evaluate(f"Array.from(document.querySelectorAll('a')).find(a => a.textContent == '{label}').href")
-                        for label in ("report", "model card"))
+        assert {
+            "report",
+            "model card",
+            "metrics",
+            "Data Docs (raw gate)",
+            "Data Docs (features gate)",
+            "dbt docs",
+        } <= set(links)
+        report, card = (
+            browser.evaluate(f"Array.from(document.querySelectorAll('a')).find(a => a.textContent == '{label}').href")
+            for label in ("report", "model card")
+        )
         browser.goto(report)
         assert browser.evaluate("document.querySelectorAll('svg').length") >= 4
         assert "Promotion gate" in browser.evaluate("document.body.innerText")
@@ -218,8 +266,10 @@ def test_the_models_page_renders_in_a_browser(api, airflow):
         browser.screenshot(shots / "recsys-models-page.png")
         # inside the Airflow UI: the menu entry opens the same page in the UI's frame
         browser.goto(base + "/plugin/recsys-models", settle=2)
-        assert browser.wait_for("document.querySelector('iframe') && document.querySelector('iframe').contentDocument"
-                                " && document.querySelector('iframe').contentDocument.body.innerText.includes('Recsys models')")
+        assert browser.wait_for(
+            "document.querySelector('iframe') && document.querySelector('iframe').contentDocument"
+            " && document.querySelector('iframe').contentDocument.body.innerText.includes('Recsys models')"
+        )
         browser.screenshot(shots / "recsys-models-in-airflow.png")
         browser.goto(base + "/dags/recsys_training", settle=3)
         assert browser.wait_for("document.body.innerText.includes('recsys_training')")

@@ -27,16 +27,17 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline_steps import build_features
 from recsys_pipeline import warehouse
+from recsys_pipeline.ingest import loader
+from recsys_pipeline.ingest.adapters import online_retail
+from recsys_pipeline.ingest.contract import ContractError
 from recsys_pipeline.ingest.staging import stage
 from recsys_pipeline.quality import quarantine, suites
 from recsys_pipeline.quality.features_gate import check_quality
 from recsys_pipeline.quality.raw_gate import validate_raw
 from recsys_pipeline.run import RunContext
-from recsys_pipeline.ingest import loader
-from recsys_pipeline.ingest.adapters import online_retail
-from recsys_pipeline.ingest.contract import ContractError
+
+from pipeline_steps import build_features
 
 pytestmark = pytest.mark.integration
 
@@ -55,7 +56,9 @@ def retail(online_retail_path):
     return {"events": events, "items": items, "users": users, "more_events": rest, "all_items": raw.items}
 
 
-def write_shop(root: Path, events: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, events_as_csv: bool = False) -> Path:
+def write_shop(
+    root: Path, events: pd.DataFrame, items: pd.DataFrame, users: pd.DataFrame, events_as_csv: bool = False
+) -> Path:
     folder = root / "shop"
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
@@ -76,7 +79,10 @@ def raw_state(settings) -> dict:
             if warehouse.table_exists(conn, settings.raw_database, table):
                 cur = conn.cursor()
                 cur.execute(f"CHECKSUM TABLE `{settings.raw_database}`.`{table}`")
-                state[table] = (warehouse.scalar(conn, f"SELECT COUNT(*) FROM `{settings.raw_database}`.`{table}`"), cur.fetchone()[1])
+                state[table] = (
+                    warehouse.scalar(conn, f"SELECT COUNT(*) FROM `{settings.raw_database}`.`{table}`"),
+                    cur.fetchone()[1],
+                )
         return state
 
 
@@ -95,7 +101,7 @@ def baseline(mysql_test_settings, retail, tmp_path_factory):
 
 
 def refuse(settings, root: Path, frames: dict, load_id: str) -> tuple[suites.DataQualityError, Path]:
-    """Stage a bad load; assert the raw gate refuses it and changes nothing live. Returns the error and the run folder."""
+    """Stage a bad load; assert the raw gate refuses it and changes nothing live. The error and the run folder."""
     before = raw_state(settings)
     folder = write_shop(root / "input", frames["events"], frames["items"], frames["users"])
     staged = stage(settings, str(folder), load_id)
@@ -106,9 +112,11 @@ def refuse(settings, root: Path, frames: dict, load_id: str) -> tuple[suites.Dat
     assert raw_state(settings) == before, "a refused load must leave the live raw tables as they were"
     with warehouse.connect(settings, database=settings.raw_database) as conn:
         assert warehouse.table_exists(conn, settings.raw_database, "raw_events__rejected")
-        assert warehouse.scalar(conn, f"SELECT COUNT(*) FROM `{settings.raw_database}`.`raw_events__rejected`") == len(frames["events"])
+        assert warehouse.scalar(conn, f"SELECT COUNT(*) FROM `{settings.raw_database}`.`raw_events__rejected`") == len(
+            frames["events"]
+        )
         assert not warehouse.table_exists(conn, settings.raw_database, "raw_events__new")
-    docs = (run_folder / "data_docs" / "raw" / "index.html")
+    docs = run_folder / "data_docs" / "raw" / "index.html"
     assert docs.exists(), "Data Docs are built for a refused load too"
     return refused.value, run_folder
 
@@ -139,7 +147,9 @@ def test_text_in_a_number_column_is_refused_by_the_contract(mysql_test_settings,
     events.loc[7, "quantity"] = "a dozen"
     folder = write_shop(tmp_path, events, retail["items"], retail["users"], events_as_csv=True)
     error = contract_refusal(mysql_test_settings, folder, "shop:wrong-type")
-    assert "column 'quantity' must be numeric" in str(error) and "'a dozen'" in str(error) and "data row 8" in str(error)
+    assert (
+        "column 'quantity' must be numeric" in str(error) and "'a dozen'" in str(error) and "data row 8" in str(error)
+    )
 
 
 def test_an_empty_file_is_refused_by_the_contract(mysql_test_settings, baseline, tmp_path):
@@ -167,7 +177,9 @@ def _quarantined(settings, load_id: str) -> list[dict]:
     return quarantine.rows_for_load(settings, load_id)
 
 
-def test_an_event_type_never_seen_before_is_refused_and_its_rows_quarantined(mysql_test_settings, baseline, retail, tmp_path):
+def test_an_event_type_never_seen_before_is_refused_and_its_rows_quarantined(
+    mysql_test_settings, baseline, retail, tmp_path
+):
     events = retail["events"].copy()
     teleports = events.index[:25]
     events.loc[teleports, "event_type"] = "teleport"
@@ -175,7 +187,11 @@ def test_an_event_type_never_seen_before_is_refused_and_its_rows_quarantined(mys
     message = str(error)
     assert "suite raw_events: expect_column_values_to_be_in_set failed on table" in message
     assert "raw_events__new, column event_type" in message and "25 unexpected rows" in message and "teleport" in message
-    rows = [r for r in _quarantined(mysql_test_settings, "shop:teleport") if r["rule"].endswith("expect_column_values_to_be_in_set(event_type)")]
+    rows = [
+        r
+        for r in _quarantined(mysql_test_settings, "shop:teleport")
+        if r["rule"].endswith("expect_column_values_to_be_in_set(event_type)")
+    ]
     assert sorted(int(r["row_key"]) for r in rows) == sorted(events.loc[teleports, "source_row_id"].astype(int))
     assert all(r["row"]["event_type"] == "teleport" and r["source_table"] == "raw_events" for r in rows)
 
@@ -205,10 +221,16 @@ def test_an_extreme_outlier_volume_is_refused_as_a_whole(mysql_test_settings, ba
     events = pd.concat([retail["events"], retail["more_events"].head(11 * SAMPLE_EVENTS)], ignore_index=True)
     items = retail["all_items"][retail["all_items"]["item_id"].isin(events["item_id"].dropna())]
     users = pd.DataFrame({"user_id": events["user_id"].dropna().drop_duplicates().sort_values().to_numpy()})
-    error, _ = refuse(mysql_test_settings, tmp_path, {"events": events, "items": items, "users": users}, "shop:outlier-volume")
-    assert "expect_table_row_count_to_be_between failed on table" in str(error) and f"observed {len(events)}" in str(error)
+    error, _ = refuse(
+        mysql_test_settings, tmp_path, {"events": events, "items": items, "users": users}, "shop:outlier-volume"
+    )
+    assert "expect_table_row_count_to_be_between failed on table" in str(error) and f"observed {len(events)}" in str(
+        error
+    )
     assert f"'max_value': {10 * SAMPLE_EVENTS}" in str(error)
-    (row,) = [r for r in _quarantined(mysql_test_settings, "shop:outlier-volume") if r["row_key"] == quarantine.LOAD_ROW_KEY]
+    (row,) = [
+        r for r in _quarantined(mysql_test_settings, "shop:outlier-volume") if r["row_key"] == quarantine.LOAD_ROW_KEY
+    ]
     assert row["row"]["rows"]["events"] == len(events) and "raw_events__rejected" in row["row"]["kept_as"][0]
 
 
@@ -226,7 +248,10 @@ def test_a_drifted_event_type_mix_is_refused(mysql_test_settings, baseline, reta
     events.loc[purchases[::3], "event_type"] = "cart"
     error, _ = refuse(mysql_test_settings, tmp_path, retail | {"events": events}, "shop:drift")
     message = str(error)
-    assert "suite raw_events_drift: expect_column_max_to_be_between failed" in message and "column event_type_mix_linf" in message
+    assert (
+        "suite raw_events_drift: expect_column_max_to_be_between failed" in message
+        and "column event_type_mix_linf" in message
+    )
     observed = float(message.split("column event_type_mix_linf: observed ")[1].split(";")[0])
     assert 0.25 < observed < 0.40  # about a third of the events changed type
     (row,) = [r for r in _quarantined(mysql_test_settings, "shop:drift") if r["row_key"] == quarantine.LOAD_ROW_KEY]
@@ -256,7 +281,9 @@ def dirty_but_usable(mysql_test_settings, baseline, retail, tmp_path_factory):
     events = pd.concat([events, copies], ignore_index=True)
     items = retail["items"].copy()
     items.loc[0, "title"] = SQL_TITLE
-    admitted = admit(mysql_test_settings, root, {"events": events, "items": items, "users": retail["users"]}, "shop:dirty")
+    admitted = admit(
+        mysql_test_settings, root, {"events": events, "items": items, "users": retail["users"]}, "shop:dirty"
+    )
     run = RunContext("shop", "run", work_root=root)
     build_features(mysql_test_settings, run, admitted["dbt_vars"], full_refresh=True)
     checked = check_quality(mysql_test_settings, run)
@@ -267,7 +294,9 @@ def dirty_but_usable(mysql_test_settings, baseline, retail, tmp_path_factory):
 
 def _rejected(settings, reason: str) -> set[int]:
     with warehouse.connect(settings) as conn:
-        frame = warehouse.read_frame(conn, "SELECT source_row_id FROM stg_raw__rejected_events WHERE reject_reason = %s", (reason,))
+        frame = warehouse.read_frame(
+            conn, "SELECT source_row_id FROM stg_raw__rejected_events WHERE reject_reason = %s", (reason,)
+        )
     return set(frame["source_row_id"].astype(int))
 
 
@@ -284,7 +313,12 @@ def test_dirty_but_usable_load_passes_both_gates(dirty_but_usable):
 
 @pytest.mark.parametrize(
     ("case", "reason"),
-    [("null_user", "missing_user_id"), ("future", "implausible_event_time"), ("ancient", "implausible_event_time"), ("duplicate", "duplicate_event")],
+    [
+        ("null_user", "missing_user_id"),
+        ("future", "implausible_event_time"),
+        ("ancient", "implausible_event_time"),
+        ("duplicate", "duplicate_event"),
+    ],
 )
 def test_staging_quarantines_rows_with_the_reason(mysql_test_settings, dirty_but_usable, case, reason):
     ids = dirty_but_usable["ids"][case]
@@ -300,7 +334,9 @@ def test_a_negative_quantity_is_a_return_not_a_purchase(mysql_test_settings, dir
 
 def test_a_title_with_sql_metacharacters_is_kept_verbatim(mysql_test_settings, dirty_but_usable):
     with warehouse.connect(mysql_test_settings) as conn:
-        title = warehouse.query_one(conn, "SELECT title FROM stg_raw__items WHERE item_id = %s", (dirty_but_usable["item"],))[0]
+        title = warehouse.query_one(
+            conn, "SELECT title FROM stg_raw__items WHERE item_id = %s", (dirty_but_usable["item"],)
+        )[0]
         assert warehouse.table_exists(conn, mysql_test_settings.raw_database, "raw_items")
     assert title == SQL_TITLE
 
@@ -320,8 +356,11 @@ def test_a_retried_gate_after_the_swap_goes_on_and_a_cleared_gate_after_a_refusa
 
     events = retail["events"].copy()
     events.loc[:2, "event_type"] = "teleport"
-    refused = stage(mysql_test_settings, str(write_shop(tmp_path / "bad", events, retail["items"], retail["users"])),
-                    "shop:retry-bad")
+    refused = stage(
+        mysql_test_settings,
+        str(write_shop(tmp_path / "bad", events, retail["items"], retail["users"])),
+        "shop:retry-bad",
+    )
     bad_run = RunContext("shop", "run-bad", work_root=tmp_path)
     with pytest.raises(suites.DataQualityError):
         validate_raw(mysql_test_settings, bad_run, refused)

@@ -14,10 +14,10 @@ import pytest
 
 from recsys_pipeline import warehouse
 from recsys_pipeline.features import dbt
-from recsys_pipeline.release.recommendations_table import ensure_recommendations_table
 from recsys_pipeline.ingest.adapters import RawDataset
 from recsys_pipeline.ingest.contract import check_frame
 from recsys_pipeline.ingest.loader import load_raw
+from recsys_pipeline.release.recommendations_table import ensure_recommendations_table
 from recsys_pipeline.settings import dbt_project_dir
 
 pytestmark = pytest.mark.integration
@@ -35,16 +35,20 @@ COMPARED = {
 def _events(n_rows: int = 400, seed: int = 7) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     days = np.sort(rng.integers(0, 120, n_rows))
-    frame = pd.DataFrame({
-        "source_row_id": np.arange(1, n_rows + 1),
-        "user_id": [f"u{u}" for u in rng.integers(0, 25, n_rows)],
-        "item_id": [f"i{i}" for i in (rng.zipf(1.6, n_rows) % 60)],
-        "event_type": rng.choice(["view", "cart", "purchase"], n_rows, p=[0.5, 0.2, 0.3]),
-        "quantity": rng.integers(1, 4, n_rows).astype(float),
-        "price": rng.choice([1.25, 2.5, 9.99], n_rows),
-        "event_time": [(pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(d), minutes=int(m))).strftime("%Y-%m-%d %H:%M:%S")
-                       for d, m in zip(days, rng.integers(0, 1440, n_rows))],
-    })
+    frame = pd.DataFrame(
+        {
+            "source_row_id": np.arange(1, n_rows + 1),
+            "user_id": [f"u{u}" for u in rng.integers(0, 25, n_rows)],
+            "item_id": [f"i{i}" for i in (rng.zipf(1.6, n_rows) % 60)],
+            "event_type": rng.choice(["view", "cart", "purchase"], n_rows, p=[0.5, 0.2, 0.3]),
+            "quantity": rng.integers(1, 4, n_rows).astype(float),
+            "price": rng.choice([1.25, 2.5, 9.99], n_rows),
+            "event_time": [
+                (pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(d), minutes=int(m))).strftime("%Y-%m-%d %H:%M:%S")
+                for d, m in zip(days, rng.integers(0, 1440, n_rows), strict=True)
+            ],
+        }
+    )
     return frame
 
 
@@ -59,7 +63,10 @@ def _load(settings, events: pd.DataFrame, load_id: str) -> dict:
 
 def _tables(settings) -> dict[str, pd.DataFrame]:
     with warehouse.connect(settings) as conn:
-        return {table: warehouse.read_frame(conn, f"SELECT * FROM {table} ORDER BY {order}") for table, order in COMPARED.items()}
+        return {
+            table: warehouse.read_frame(conn, f"SELECT * FROM {table} ORDER BY {order}")
+            for table, order in COMPARED.items()
+        }
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +87,7 @@ def test_an_append_only_load_builds_incrementally(grown):
     assert second["append_only"] and second["new_events"] == 101 and second["changed_or_removed_events"] == 0
     assert not plan.full_refresh, plan.reason
     log = (dbt_project_dir() / "logs" / "dbt.log").read_text()
-    last_build = log[log.rindex("Running with dbt="):]
+    last_build = log[log.rindex("Running with dbt=") :]
     # the project's join-based delete replaced dbt-mysql's `where key in (select ...)`
     assert "delete `" in last_build and "stg_raw__events__dbt_tmp`\n        on `" in last_build
     assert "in (\n        select source_row_id" not in last_build
@@ -90,7 +97,7 @@ def test_incremental_tables_equal_a_full_rebuild(grown):
     settings, _, _ = grown
     incremental = _tables(settings)
     rejected = incremental["stg_raw__rejected_events"]
-    assert dict(zip(rejected["source_row_id"], rejected["reject_reason"])) == {401: "duplicate_event"}
+    assert dict(zip(rejected["source_row_id"], rejected["reject_reason"], strict=True)) == {401: "duplicate_event"}
     dbt.build(settings, {}, full_refresh=True)
     rebuilt = _tables(settings)
     for table in COMPARED:
@@ -114,7 +121,9 @@ def test_changed_rows_or_rules_force_a_full_refresh(grown):
     changed = events.copy()
     changed.loc[3, "quantity"] = 99.0  # an old row edited upstream
     summary = _load(settings, changed, "incremental-test:3")
-    assert not summary["append_only"] and summary["changed_or_removed_events"] == 2  # the edit and the dropped late copy
+    assert (
+        not summary["append_only"] and summary["changed_or_removed_events"] == 2
+    )  # the edit and the dropped late copy
     plan = dbt.plan_build(settings, {})
     assert plan.full_refresh and "changed or were removed" in plan.reason
     dbt.build(settings, {})

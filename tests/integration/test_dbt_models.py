@@ -12,10 +12,10 @@ import pytest
 
 from recsys_pipeline import warehouse
 from recsys_pipeline.features import dbt
-from recsys_pipeline.release.recommendations_table import ensure_recommendations_table
 from recsys_pipeline.ingest.adapters import RawDataset
 from recsys_pipeline.ingest.contract import check_frame
 from recsys_pipeline.ingest.loader import load_raw
+from recsys_pipeline.release.recommendations_table import ensure_recommendations_table
 
 pytestmark = pytest.mark.integration
 
@@ -55,14 +55,24 @@ TITLES = {
 
 def _items(events: pd.DataFrame) -> pd.DataFrame:
     ids = sorted(set(events["item_id"].dropna()))
-    return pd.DataFrame({"item_id": ids, "title": [TITLES.get(i) for i in ids], "price": [1.5 if i.startswith("p") else None for i in ids]})
+    return pd.DataFrame(
+        {
+            "item_id": ids,
+            "title": [TITLES.get(i) for i in ids],
+            "price": [1.5 if i.startswith("p") else None for i in ids],
+        }
+    )
 
 
 @pytest.fixture(scope="module")
 def built(mysql_test_settings):
     events = check_frame(_events(), "events", "synthetic")
     items = check_frame(_items(events), "items", "synthetic")
-    users = check_frame(pd.DataFrame({"user_id": ["u1", "u2", "u3"], "country": ["France", " United  Kingdom ", None]}), "users", "synthetic")
+    users = check_frame(
+        pd.DataFrame({"user_id": ["u1", "u2", "u3"], "country": ["France", " United  Kingdom ", None]}),
+        "users",
+        "synthetic",
+    )
     load_raw(RawDataset("synthetic", events, items, users, []), mysql_test_settings, "dbt-test")
     ensure_recommendations_table(mysql_test_settings)
     # the backtest's test period: the last 15 days before the newest event's day (20 March)
@@ -78,34 +88,41 @@ def _frame(settings, sql: str) -> pd.DataFrame:
 
 def test_rejected_events_are_kept_with_their_reason(built):
     rejected = _frame(built, "SELECT source_row_id, reject_reason FROM stg_raw__rejected_events ORDER BY source_row_id")
-    assert dict(zip(rejected["source_row_id"], rejected["reject_reason"])) == {
+    assert dict(zip(rejected["source_row_id"], rejected["reject_reason"], strict=True)) == {
         11: "duplicate_event",
         18: "missing_user_id",
         19: "unparseable_event_time",
         20: "implausible_event_time",
         21: "implausible_event_time",
     }
-    total = _frame(built, "SELECT (SELECT COUNT(*) FROM stg_raw__events) + (SELECT COUNT(*) FROM stg_raw__rejected_events) AS n")
+    total = _frame(
+        built, "SELECT (SELECT COUNT(*) FROM stg_raw__events) + (SELECT COUNT(*) FROM stg_raw__rejected_events) AS n"
+    )
     assert int(total["n"].iloc[0]) == len(_events())
 
 
 def test_both_date_formats_parse_day_first(built):
-    staged = _frame(built, "SELECT item_id, event_at FROM stg_raw__events WHERE user_id = 'u1' AND item_id IN ('p01', 'p02')")
+    staged = _frame(
+        built, "SELECT item_id, event_at FROM stg_raw__events WHERE user_id = 'u1' AND item_id IN ('p01', 'p02')"
+    )
     assert sorted(pd.to_datetime(staged["event_at"]).dt.strftime("%Y-%m-%d")) == ["2024-03-01", "2024-03-02"]
 
 
 def test_fees_and_returns_are_not_interactions(built):
     interactions = _frame(built, "SELECT user_id, item_id FROM int_interactions")
-    pairs = set(zip(interactions["user_id"], interactions["item_id"]))
+    pairs = set(zip(interactions["user_id"], interactions["item_id"], strict=True))
     assert ("u1", "POST") not in pairs
     assert ("u2", "p03") not in pairs  # only a return
     assert {("u2", "p01"), ("u2", "p02")} <= pairs  # a view and a cart are positives
     flags = _frame(built, "SELECT DISTINCT item_id, is_product FROM stg_raw__events WHERE item_id IN ('POST', 'p01')")
-    assert dict(zip(flags["item_id"], flags["is_product"].astype(int))) == {"POST": 0, "p01": 1}
+    assert dict(zip(flags["item_id"], flags["is_product"].astype(int), strict=True)) == {"POST": 0, "p01": 1}
 
 
 def test_split_follows_the_protocol(built):
-    split = _frame(built, "SELECT user_id, item_id, split, is_validation, item_rank FROM interactions_split ORDER BY user_id, item_rank")
+    split = _frame(
+        built,
+        "SELECT user_id, item_id, split, is_validation, item_rank FROM interactions_split ORDER BY user_id, item_rank",
+    )
     u1 = split[split["user_id"] == "u1"]
     # ten distinct items (the repeat of p03 collapses): floor(0.8 * 10) = 8 train, 2 test;
     # inside train floor(0.8 * 8) = 6 fit, 2 validation; order = first purchase time
@@ -117,7 +134,9 @@ def test_split_follows_the_protocol(built):
 
 
 def test_user_features(built):
-    features = _frame(built, "SELECT user_id, n_purchases, n_returns, n_views, n_carts, n_distinct_items, monetary FROM user_features").set_index("user_id")
+    features = _frame(
+        built, "SELECT user_id, n_purchases, n_returns, n_views, n_carts, n_distinct_items, monetary FROM user_features"
+    ).set_index("user_id")
     assert features.loc["u2", ["n_purchases", "n_returns", "n_views", "n_carts"]].astype(int).tolist() == [1, 1, 1, 1]
     assert int(features.loc["u1", "n_distinct_items"]) == 10
     assert float(features.loc["u1", "monetary"]) == pytest.approx(10 * 2 * 1.5 + 1.5)
@@ -125,7 +144,12 @@ def test_user_features(built):
 
 def test_categories_are_derived_from_titles_by_the_seed_rules(built):
     categories = _frame(built, "SELECT item_id, category, category_source FROM int_item_categories")
-    by_item = dict(zip(categories["item_id"], zip(categories["category"], categories["category_source"])))
+    by_item = {
+        item: (category, source)
+        for item, category, source in zip(
+            categories["item_id"], categories["category"], categories["category_source"], strict=True
+        )
+    }
     assert by_item["p01"] == ("candles & lighting", "title_keywords")
     assert by_item["p02"] == ("candles & lighting", "title_keywords")
     assert by_item["p03"] == ("bags", "title_keywords")
@@ -140,7 +164,9 @@ def test_user_profile_has_categories_price_level_and_recent_items(built):
     import json
 
     profile = _frame(
-        built, "SELECT user_id, favourite_category, top_categories, n_categories, price_level, recent_items, country FROM user_features"
+        built,
+        "SELECT user_id, favourite_category, top_categories, n_categories, price_level, recent_items, country "
+        "FROM user_features",
     ).set_index("user_id")
     u1 = profile.loc["u1"]
     # u1's items: p01, p02 (candles & lighting), p03 (bags), p04 (dairy & eggs), p05..p10 (other)
@@ -152,14 +178,20 @@ def test_user_profile_has_categories_price_level_and_recent_items(built):
     recent = json.loads(u1["recent_items"])
     assert recent[-1] == "p03" and len(recent) == 10
     assert profile.loc["u2", "country"] == "United Kingdom"
-    top = _frame(built, "SELECT category, category_rank, weight_share FROM user_top_categories WHERE user_id = 'u1' ORDER BY category_rank")
+    top = _frame(
+        built,
+        "SELECT category, category_rank, weight_share FROM user_top_categories "
+        "WHERE user_id = 'u1' ORDER BY category_rank",
+    )
     assert top["category"].iloc[0] == "other"
     assert float(top["weight_share"].astype(float).sum()) == pytest.approx(1.0)
 
 
 def test_item_features_windows_and_rates(built):
     items = _frame(
-        built, "SELECT item_id, n_users, n_users_7d, n_users_90d, n_buyers, repeat_rate, n_views, conversion_rate, return_rate FROM item_features"
+        built,
+        "SELECT item_id, n_users, n_users_7d, n_users_90d, n_buyers, repeat_rate, n_views, conversion_rate, "
+        "return_rate FROM item_features",
     ).set_index("item_id")
     # p03: u1 bought it on 3 and 20 March (two baskets), u2 returned it; newest event 20 March
     assert int(items.loc["p03", "n_buyers"]) == 1
@@ -173,8 +205,11 @@ def test_item_features_windows_and_rates(built):
 
 
 def test_time_split_cuts_all_users_at_one_time(built):
-    split = _frame(built, "SELECT user_id, item_id, split, is_evaluated, is_repeat_after_cut, first_event_at, cut_at "
-                          "FROM interactions_time_split").set_index(["user_id", "item_id"])
+    split = _frame(
+        built,
+        "SELECT user_id, item_id, split, is_evaluated, is_repeat_after_cut, first_event_at, cut_at "
+        "FROM interactions_time_split",
+    ).set_index(["user_id", "item_id"])
     assert set(pd.to_datetime(split["cut_at"])) == {pd.Timestamp("2024-03-05")}  # 20 March - 15 days
     train = split[split["split"] == "train"]
     assert (pd.to_datetime(train["first_event_at"]) < pd.Timestamp("2024-03-05")).all()
@@ -195,7 +230,11 @@ def test_recommendations_view_explains_each_row(built):
             [("u2", 1, "p04", 0.9), ("u2", 2, "p06", 0.5)],
         )
         conn.commit()
-    explained = _frame(built, "SELECT `rank`, item_id, title, category, reason FROM recommendations_explained WHERE user_id = 'u2' ORDER BY `rank`")
+    explained = _frame(
+        built,
+        "SELECT `rank`, item_id, title, category, reason FROM recommendations_explained "
+        "WHERE user_id = 'u2' ORDER BY `rank`",
+    )
     assert list(explained["item_id"]) == ["p04", "p06"]
     assert explained["title"].iloc[0] == "whole milk" and explained["category"].iloc[0] == "dairy & eggs"
     assert explained["reason"].iloc[0].startswith("popular item")  # u2 never bought dairy
@@ -225,7 +264,8 @@ def test_every_model_and_column_is_described_and_every_key_tested(built, tmp_pat
         if node["resource_type"] == "test" and node.get("test_metadata") and node.get("attached_node") in models:
             tests_by_model[node["attached_node"]].add(node["test_metadata"]["name"])
     without_key_test = [
-        models[uid]["name"] for uid, names in tests_by_model.items()
+        models[uid]["name"]
+        for uid, names in tests_by_model.items()
         if not names & {"unique", "unique_combination"} or "not_null" not in names
     ]
     assert without_key_test == []

@@ -20,7 +20,14 @@ pytestmark = pytest.mark.integration
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = PROJECT_ROOT / ".venv-compose" / "bin" / "docker-compose"
-AIRFLOW_SERVICES = {"airflow-init", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-worker"}
+AIRFLOW_SERVICES = {
+    "airflow-init",
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+}
 BACKING_SERVICES = {"postgres", "redis", "mariadb", "minio"}
 
 
@@ -30,8 +37,21 @@ def compose_config(env_file: Path) -> subprocess.CompletedProcess:
         pytest.skip(f"{COMPOSE} not installed (make test builds it)")
     clean = {name: os.environ[name] for name in ("PATH", "HOME", "LANG") if name in os.environ}
     return subprocess.run(
-        [str(COMPOSE), "--project-directory", str(PROJECT_ROOT), "--env-file", str(env_file), "-f", str(PROJECT_ROOT / "docker-compose.yaml"), "config"],
-        capture_output=True, text=True, timeout=120, cwd=PROJECT_ROOT, env=clean,
+        [
+            str(COMPOSE),
+            "--project-directory",
+            str(PROJECT_ROOT),
+            "--env-file",
+            str(env_file),
+            "-f",
+            str(PROJECT_ROOT / "docker-compose.yaml"),
+            "config",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=PROJECT_ROOT,
+        env=clean,
     )
 
 
@@ -44,7 +64,9 @@ def generated_env(tmp_path_factory) -> Path:
 
 
 def _env_values(path: Path) -> dict[str, str]:
-    lines = [line.removeprefix("export ") for line in path.read_text().splitlines() if line and not line.startswith("#")]
+    lines = [
+        line.removeprefix("export ") for line in path.read_text().splitlines() if line and not line.startswith("#")
+    ]
     return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
@@ -77,7 +99,9 @@ def test_without_secrets_the_compose_file_refuses_to_start(tmp_path):
     empty.write_text("# nothing set\n")
     result = compose_config(empty)
     assert result.returncode != 0
-    assert re.search(r"set (POSTGRES|REDIS|MARIADB_ROOT|RECSYS_MYSQL|MINIO_ROOT)_?\w* in \.env", result.stderr), result.stderr
+    assert re.search(r"set (POSTGRES|REDIS|MARIADB_ROOT|RECSYS_MYSQL|MINIO_ROOT)_?\w* in \.env", result.stderr), (
+        result.stderr
+    )
 
 
 def test_no_password_is_written_into_the_compose_file():
@@ -85,18 +109,35 @@ def test_no_password_is_written_into_the_compose_file():
     for line in text.splitlines():
         match = re.match(r"\s*(\w*(PASSWORD|SECRET|FERNET_KEY)\w*):\s*(.+)", line)
         if match:
-            assert match.group(3).startswith("${") and ":?" in match.group(3), f"a secret with a value or a default: {line.strip()}"
+            assert match.group(3).startswith("${") and ":?" in match.group(3), (
+                f"a secret with a value or a default: {line.strip()}"
+            )
 
 
 def test_the_compose_settings_are_ones_the_pipeline_reads():
     """The containers configure the pipeline through the same variables as the native setup."""
     compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yaml").read_text())
     names = {n for n in compose["x-airflow-common"]["environment"] if n.startswith("RECSYS_")}
-    code = "".join(path.read_text() for folder in ("plugins/recsys_pipeline", "dags") for path in (PROJECT_ROOT / folder).glob("*.py"))
+    code = "".join(
+        path.read_text()
+        for folder in ("plugins/recsys_pipeline", "dags")
+        for path in (PROJECT_ROOT / folder).glob("*.py")
+    )
     example = (PROJECT_ROOT / ".env.example").read_text()
-    assert {"RECSYS_DATASET", "RECSYS_FEATURES_SCHEDULE", "RECSYS_TRAINING_SCHEDULE", "RECSYS_ALERT_WEBHOOK_URL"} <= names
+    assert {
+        "RECSYS_DATASET",
+        "RECSYS_FEATURES_SCHEDULE",
+        "RECSYS_TRAINING_SCHEDULE",
+        "RECSYS_ALERT_WEBHOOK_URL",
+    } <= names
     for name in names:
         assert f'"{name}"' in code, f"{name} is set in docker-compose.yaml but the pipeline never reads it"
         assert re.search(rf"^#?\s*(export )?{name}=", example, re.M), f".env.example does not explain {name}"
-    for name in ("RECSYS_MYSQL_PASSWORD", "POSTGRES_PASSWORD", "REDIS_PASSWORD", "MARIADB_ROOT_PASSWORD", "MINIO_ROOT_PASSWORD"):
+    for name in (
+        "RECSYS_MYSQL_PASSWORD",
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "MARIADB_ROOT_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+    ):
         assert re.search(rf"^#?\s*(export )?{name}=", example, re.M), f".env.example does not explain {name}"

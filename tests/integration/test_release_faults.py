@@ -14,6 +14,7 @@ input; ``publish`` itself is the pipeline's own, unchanged.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -63,10 +64,8 @@ class TcpProxy:
             self._listener.close()
             self._listener = None
         for sock in self._sockets:
-            try:
+            with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             sock.close()
         self._sockets.clear()
 
@@ -90,10 +89,8 @@ class TcpProxy:
             pass
         finally:
             for sock in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 def run_folder(root: Path, release_id: str, model_bytes: int) -> RunContext:
@@ -101,17 +98,43 @@ def run_folder(root: Path, release_id: str, model_bytes: int) -> RunContext:
     run = RunContext(DATASET, release_id, work_root=root)
     folder = run.artifacts.folder
     (folder / "two_tower" / "saved_model" / "variables").mkdir(parents=True)
-    metrics = {"recall@10": 0.2, "ndcg@10": 0.1, "recall@20": 0.3, "ndcg@20": 0.15, "hit_rate@20": 0.5, "map@20": 0.1, "coverage@10": 0.2}
-    (folder / "two_tower" / "training.json").write_text(json.dumps({
-        "release_id": release_id, "model_version": f"two_tower-{release_id}", "config": {"epochs": 1},
-        "code_version": {"git": "test"}, "trained_at": "2026-01-05T00:00:00+00:00", "examples": 100, "best_epoch": 1,
-    }))
+    metrics = {
+        "recall@10": 0.2,
+        "ndcg@10": 0.1,
+        "recall@20": 0.3,
+        "ndcg@20": 0.15,
+        "hit_rate@20": 0.5,
+        "map@20": 0.1,
+        "coverage@10": 0.2,
+    }
+    (folder / "two_tower" / "training.json").write_text(
+        json.dumps(
+            {
+                "release_id": release_id,
+                "model_version": f"two_tower-{release_id}",
+                "config": {"epochs": 1},
+                "code_version": {"git": "test"},
+                "trained_at": "2026-01-05T00:00:00+00:00",
+                "examples": 100,
+                "best_epoch": 1,
+            }
+        )
+    )
     (folder / "metrics.json").write_text(json.dumps({"models": {"two_tower": metrics}, "protocol": "test"}))
     (folder / "decision.json").write_text(json.dumps({"promote": True, "reasons": ["pass: test"]}))
-    (folder / "two_tower" / "saved_model" / "variables" / "variables.data-00000-of-00001").write_bytes(os.urandom(model_bytes))
-    pd.DataFrame({"user_id": ["u1", "u1"], "rank": [1, 2], "item_id": ["a", "b"], "score": [0.9, 0.8],
-                  "model_version": f"two_tower-{release_id}", "generated_at": pd.Timestamp("2026-01-05")}).to_parquet(
-        folder / RunArtifacts.RECOMMENDATIONS, index=False)
+    (folder / "two_tower" / "saved_model" / "variables" / "variables.data-00000-of-00001").write_bytes(
+        os.urandom(model_bytes)
+    )
+    pd.DataFrame(
+        {
+            "user_id": ["u1", "u1"],
+            "rank": [1, 2],
+            "item_id": ["a", "b"],
+            "score": [0.9, 0.8],
+            "model_version": f"two_tower-{release_id}",
+            "generated_at": pd.Timestamp("2026-01-05"),
+        }
+    ).to_parquet(folder / RunArtifacts.RECOMMENDATIONS, index=False)
     return run
 
 
@@ -165,29 +188,46 @@ def test_the_s3_server_stopping_mid_publish_leaves_the_previous_champion_and_the
     pointer = storage.get_json(s3, bucket, champion_key(s3_test_settings, DATASET))
     assert pointer["release_id"] == second["release_id"] == "20260112T000000Z-bbbb"
     manifest, _ = check_complete(s3, s3_test_settings, DATASET, second["release_id"])
-    assert sorted(storage.list_keys(s3, bucket, second_prefix)) == sorted([o["key"] for o in manifest["objects"]] + [second_prefix + "manifest.json"])
-    history = s3.get_object(Bucket=bucket, Key=f"{s3_test_settings.prefix}/{DATASET}/champion_history.jsonl")["Body"].read().decode()
-    assert [json.loads(line)["release_id"] for line in history.splitlines()] == [first["release_id"], second["release_id"]]
+    assert sorted(storage.list_keys(s3, bucket, second_prefix)) == sorted(
+        [o["key"] for o in manifest["objects"]] + [second_prefix + "manifest.json"]
+    )
+    history = (
+        s3.get_object(Bucket=bucket, Key=f"{s3_test_settings.prefix}/{DATASET}/champion_history.jsonl")["Body"]
+        .read()
+        .decode()
+    )
+    assert [json.loads(line)["release_id"] for line in history.splitlines()] == [
+        first["release_id"],
+        second["release_id"],
+    ]
 
 
 def _recommendations(model: str, users: int) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    return pd.DataFrame({
-        "user_id": np.repeat([f"u{u}" for u in range(users)], 20),
-        "rank": np.tile(np.arange(1, 21, dtype=np.int16), users),
-        "item_id": [f"i{i}" for i in rng.integers(0, 5000, users * 20)],
-        "score": rng.random(users * 20).astype(np.float32),
-        "model_version": model,
-        "generated_at": pd.Timestamp("2026-01-05"),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": np.repeat([f"u{u}" for u in range(users)], 20),
+            "rank": np.tile(np.arange(1, 21, dtype=np.int16), users),
+            "item_id": [f"i{i}" for i in rng.integers(0, 5000, users * 20)],
+            "score": rng.random(users * 20).astype(np.float32),
+            "model_version": model,
+            "generated_at": pd.Timestamp("2026-01-05"),
+        }
+    )
 
 
 def _table_state(settings) -> tuple:
     with warehouse.connect(settings) as conn:
-        return tuple(warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version").itertuples(index=False))
+        return tuple(
+            warehouse.read_frame(
+                conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version"
+            ).itertuples(index=False)
+        )
 
 
-def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_and_the_retry_completes(mysql_test_settings):
+def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_and_the_retry_completes(
+    mysql_test_settings,
+):
     replace_recommendations(mysql_test_settings, _recommendations("old-model", 1000))
     before = _table_state(mysql_test_settings)
     assert before == (("old-model", 20_000),)
@@ -199,7 +239,8 @@ def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_a
         with warehouse.connect(admin, database="") as conn:
             while time.monotonic() < deadline and not killed:
                 frame = warehouse.read_frame(
-                    conn, "SELECT id FROM information_schema.processlist WHERE user = %s AND info LIKE %s",
+                    conn,
+                    "SELECT id FROM information_schema.processlist WHERE user = %s AND info LIKE %s",
                     (mysql_test_settings.user, "LOAD DATA%recommendations__new%"),
                 )
                 if not frame.empty:
@@ -209,7 +250,9 @@ def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_a
 
     killer = threading.Thread(target=kill_the_load)
     killer.start()
-    with pytest.raises(Exception, match="Lost connection|server has gone away|Query execution was interrupted|2013|2006|1927"):
+    with pytest.raises(
+        Exception, match="Lost connection|server has gone away|Query execution was interrupted|2013|2006|1927"
+    ):
         replace_recommendations(mysql_test_settings, _recommendations("new-model", 40_000))
     killer.join()
     assert killed, "the load finished before it could be interrupted"
@@ -218,5 +261,7 @@ def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_a
     loaded = replace_recommendations(mysql_test_settings, _recommendations("new-model", 40_000))  # the retry
     assert loaded["rows"] == 800_000 and _table_state(mysql_test_settings) == (("new-model", 800_000),)
     with warehouse.connect(mysql_test_settings) as conn:
-        previous = warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations__previous GROUP BY model_version")
+        previous = warehouse.read_frame(
+            conn, "SELECT model_version, COUNT(*) AS n FROM recommendations__previous GROUP BY model_version"
+        )
     assert tuple(previous.itertuples(index=False)) == before  # kept for one release, to roll back

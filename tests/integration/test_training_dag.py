@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import pipeline_environment
 from recsys_pipeline import storage, warehouse
 from recsys_pipeline.release.layout import champion_key, release_prefix
 from recsys_pipeline.run import RunArtifacts
+
+from conftest import pipeline_environment
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 LOGICAL_DATE = "2026-01-05"
 
 
-def run_dag(env: dict, conf: dict, logical_date: str = LOGICAL_DATE, dag_id: str = "recsys_training") -> subprocess.CompletedProcess:
+def run_dag(
+    env: dict, conf: dict, logical_date: str = LOGICAL_DATE, dag_id: str = "recsys_training"
+) -> subprocess.CompletedProcess:
     """``airflow dags test`` of a DAG (the training DAG by default); its output goes to a log file as it
     runs (``$RECSYS_WORK_DIR/dag-<date>-<n>.log``, readable while a run hangs) and is returned."""
     airflow = Path(sys.executable).with_name("airflow")
@@ -49,8 +52,13 @@ def run_dag(env: dict, conf: dict, logical_date: str = LOGICAL_DATE, dag_id: str
 
 @pytest.fixture(scope="module")
 def pipeline_env(mysql_test_settings, s3_test_settings, airflow_home, tmp_path_factory, groceries_path):
-    return pipeline_environment(mysql_test_settings, s3_test_settings, tmp_path_factory.mktemp("work"),
-                                groceries_path.parents[1], AIRFLOW_HOME=str(airflow_home))
+    return pipeline_environment(
+        mysql_test_settings,
+        s3_test_settings,
+        tmp_path_factory.mktemp("work"),
+        groceries_path.parents[1],
+        AIRFLOW_HOME=str(airflow_home),
+    )
 
 
 def _table_counts(settings) -> dict:
@@ -87,22 +95,37 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
     prefix = release_prefix(s3_test_settings, "groceries", pointer["release_id"])
     assert set(storage.list_keys(s3, s3_test_settings.bucket, prefix)) == keys | {pointer["manifest"]}
     assert any(k.endswith("saved_model/saved_model.pb") for k in keys)
-    assert not {k[len(prefix):] for k in keys} & set(RunArtifacts.RUN_ONLY)  # working copies and personal data stay behind
+    assert not {k[len(prefix) :] for k in keys} & set(
+        RunArtifacts.RUN_ONLY
+    )  # working copies and personal data stay behind
     assert {prefix + f"dbt_docs/{name}" for name in ("index.html", "manifest.json", "catalog.json")} <= keys
     # one dbt build; every dbt model and its tests reported by a task of its own (cosmos watchers)
     log = first.stdout
     dbt_commands = [line for line in log.splitlines() if "Running command: [" in line and "/bin/dbt'" in line]
     assert len(dbt_commands) == 1 and "'build'" in dbt_commands[0], dbt_commands
-    for model in ("stg_raw__events", "int_interactions", "user_features", "interactions_split", "recommendations_explained"):
+    for model in (
+        "stg_raw__events",
+        "int_interactions",
+        "user_features",
+        "interactions_split",
+        "recommendations_explained",
+    ):
+        layer = {"int": "intermediate", "stg": "staging", "recommendations": "published"}.get(
+            model.split("_")[0], "marts"
+        )
         for kind in ("run", "test"):
-            assert f"end task task_id=features.models.{'intermediate' if model.startswith('int_') else 'staging' if model.startswith('stg_') else 'published' if model.startswith('recommendations') else 'marts'}.{model}.{kind}" in log, (model, kind)
+            assert f"end task task_id=features.models.{layer}.{model}.{kind}" in log, (model, kind)
     for obj in manifest["objects"]:
         assert storage.download_sha256(s3, s3_test_settings.bucket, obj["key"]) == (obj["size"], obj["sha256"])
-    assert {"most_popular", "item_knn", "two_tower"} <= set(json.loads(
-        s3.get_object(Bucket=s3_test_settings.bucket, Key=prefix + "metrics.json")["Body"].read())["models"])
+    assert {"most_popular", "item_knn", "two_tower"} <= set(
+        json.loads(s3.get_object(Bucket=s3_test_settings.bucket, Key=prefix + "metrics.json")["Body"].read())["models"]
+    )
     training = storage.get_json(s3, s3_test_settings.bucket, prefix + "two_tower/training.json")
     prior = training["tuning"]["popularity_prior"]  # its weight chosen on validation; the trained model ranks with it
-    assert training["config"]["popularity_prior"] == prior["chosen"] and str(prior["chosen"]) in prior["validation_ndcg@20"]
+    assert (
+        training["config"]["popularity_prior"] == prior["chosen"]
+        and str(prior["chosen"]) in prior["validation_ndcg@20"]
+    )
 
     # the same DAG run again: same tables, same release, no duplicates
     second = run_dag(pipeline_env, conf)
@@ -110,7 +133,10 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
     assert "dbt build will be incremental" in second.stdout + second.stderr  # same raw rows: nothing to rebuild
     assert _table_counts(mysql_test_settings) == counts
     assert sorted(storage.list_keys(s3, s3_test_settings.bucket, prefix)) == sorted(keys | {pointer["manifest"]})
-    releases = {k.split("/releases/")[1].split("/")[0] for k in storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/")}
+    releases = {
+        k.split("/releases/")[1].split("/")[0]
+        for k in storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/")
+    }
     assert releases == {pointer["release_id"]}
 
 
@@ -121,7 +147,9 @@ def test_a_file_that_breaks_the_contract_stops_the_run_before_anything_is_publis
     pointer_before = storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "bad_shop"))
     bad = tmp_path / "bad_shop"
     bad.mkdir()
-    pd.DataFrame({"user_id": ["u1"], "event_type": ["purchase"], "event_time": ["2024-01-01"]}).to_csv(bad / "events.csv", index=False)
+    pd.DataFrame({"user_id": ["u1"], "event_type": ["purchase"], "event_time": ["2024-01-01"]}).to_csv(
+        bad / "events.csv", index=False
+    )
     result = run_dag(pipeline_env, {"dataset": str(bad), "epochs": 1}, logical_date="2026-01-12")
     assert result.returncode != 0
     log = result.stdout + result.stderr
@@ -138,8 +166,8 @@ def test_a_refused_raw_load_stops_before_dbt_keeps_the_champion_and_links_its_da
     pipeline_env, mysql_test_settings, s3_test_settings, tmp_path, groceries_path
 ):
     """Groceries as the user's own files, with an event type the pipeline has never seen."""
-    from recsys_pipeline.quality import quarantine
     from recsys_pipeline.ingest.adapters import groceries
+    from recsys_pipeline.quality import quarantine
 
     raw = groceries(groceries_path)
     shop = tmp_path / "groceries"  # the same dataset key: its champion and last good load are the real groceries'
@@ -163,15 +191,25 @@ def test_a_refused_raw_load_stops_before_dbt_keeps_the_champion_and_links_its_da
     assert "Data Docs (raw gate): s3://" in log
     assert "Running command:" not in log and "validate_raw did not succeed: dbt did not run" in log
     assert storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "groceries")) == pointer_before
-    docs = storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/data-docs/20260119T000000Z")
+    docs = storage.list_keys(
+        s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/data-docs/20260119T000000Z"
+    )
     assert any(k.endswith("/raw/index.html") for k in docs)
-    assert not storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/20260119T000000Z")
+    assert not storage.list_keys(
+        s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/20260119T000000Z"
+    )
     with warehouse.connect(mysql_test_settings, database=mysql_test_settings.raw_database) as conn:
         cur = conn.cursor()
         cur.execute("CHECKSUM TABLE raw_events")
         assert cur.fetchone()[1] == raw_before, "the live raw events are the last good load's"
-        load_id = warehouse.scalar(conn, "SELECT DISTINCT load_id FROM quarantine WHERE load_id LIKE 'groceries:20260119%'")
-    teleports = [r for r in quarantine.rows_for_load(mysql_test_settings, load_id) if r["row"] and r["row"].get("event_type") == "teleport"]
+        load_id = warehouse.scalar(
+            conn, "SELECT DISTINCT load_id FROM quarantine WHERE load_id LIKE 'groceries:20260119%'"
+        )
+    teleports = [
+        r
+        for r in quarantine.rows_for_load(mysql_test_settings, load_id)
+        if r["row"] and r["row"].get("event_type") == "teleport"
+    ]
     assert len(teleports) == 50
 
 
@@ -180,7 +218,9 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
     pointer_before = storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "groceries"))
     with warehouse.connect(mysql_test_settings) as conn:
         table_before = (
-            warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version")
+            warehouse.read_frame(
+                conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version"
+            )
             if warehouse.table_exists(conn, mysql_test_settings.database, "recommendations")
             else None
         )
@@ -188,7 +228,9 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
     # the same logical date as the promoted run above: a weaker rerun must not touch the champion's release
     # on the features the first run built and checked (build_features off: no reload, no dbt build),
     # with the time-cut backtest beside the metrics
-    result = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "top_k": 10, "build_features": False, "backtest": True})
+    result = run_dag(
+        pipeline_env, {"dataset": "groceries", "epochs": 1, "top_k": 10, "build_features": False, "backtest": True}
+    )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]  # a refusal is an outcome, not a crash
     assert "the promotion gate kept the current champion" in log
@@ -200,23 +242,46 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
         manifest_key = pointer_after["manifest"]
         assert storage.download_sha256(s3, s3_test_settings.bucket, manifest_key)[1] == pointer_after["manifest_sha256"]
     champion_release = pointer_after["release_id"] if pointer_after else None
-    releases = storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/20260105T000000Z-")
+    releases = storage.list_keys(
+        s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/20260105T000000Z-"
+    )
     decision_key = next(k for k in releases if k.endswith("/decision.json") and f"/{champion_release}/" not in k)
     decision = storage.get_json(s3, s3_test_settings.bucket, decision_key)
     assert decision["promote"] is False and any(r.startswith("FAIL") for r in decision["reasons"])
     # the backtest's figures are in the release's metrics, both variants, every model; the gate ignored them
-    backtest = storage.get_json(s3, s3_test_settings.bucket, decision_key.replace("/decision.json", "/metrics.json"))["backtest"]
+    backtest = storage.get_json(s3, s3_test_settings.bucket, decision_key.replace("/decision.json", "/metrics.json"))[
+        "backtest"
+    ]
     assert backtest["window"]["cut_at"] < backtest["window"]["test_until"]
-    stage = backtest["tuning"]["two_tower"]["ranking_stage"]  # replayed on the cut; reported when it beat retrieval there
-    assert str(backtest["tuning"]["two_tower"]["popularity_prior"]["chosen"]) in backtest["tuning"]["two_tower"]["popularity_prior"]["validation_ndcg@20"]
-    assert set(backtest["variants"]["new_items"]["models"]) == {"two_tower", "most_popular", "item_knn", "user_knn", "ease"} | (
-        {"two_tower+ranking"} if stage["used"] else set())
-    assert set(backtest["variants"]["with_repeats"]["models"]) == {"two_tower", "most_popular", "item_knn", "user_knn", "ease", "bought_before"}
+    stage = backtest["tuning"]["two_tower"][
+        "ranking_stage"
+    ]  # replayed on the cut; reported when it beat retrieval there
+    assert (
+        str(backtest["tuning"]["two_tower"]["popularity_prior"]["chosen"])
+        in backtest["tuning"]["two_tower"]["popularity_prior"]["validation_ndcg@20"]
+    )
+    assert set(backtest["variants"]["new_items"]["models"]) == {
+        "two_tower",
+        "most_popular",
+        "item_knn",
+        "user_knn",
+        "ease",
+    } | ({"two_tower+ranking"} if stage["used"] else set())
+    assert set(backtest["variants"]["with_repeats"]["models"]) == {
+        "two_tower",
+        "most_popular",
+        "item_knn",
+        "user_knn",
+        "ease",
+        "bought_before",
+    }
     assert all(0 < m["ndcg@20"] < 1 for v in backtest["variants"].values() for m in v["models"].values())
     assert "backtest with_repeats" in log and "backtest new_items" in log
     if table_before is not None:
         with warehouse.connect(mysql_test_settings) as conn:
-            table_after = warehouse.read_frame(conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version")
+            table_after = warehouse.read_frame(
+                conn, "SELECT model_version, COUNT(*) AS n FROM recommendations GROUP BY model_version"
+            )
         assert table_after.equals(table_before)
 
 
@@ -227,22 +292,32 @@ def test_a_failed_data_check_stops_the_feature_refresh_before_the_asset_and_name
     feature-refresh DAG: the features gate stops it, so the asset that would start training is not updated."""
     shop = tmp_path / "ancient_shop"
     shop.mkdir()
-    rows = [(f"u{u}", f"i{(u + k) % 8}", "purchase", f"2024-01-{k + 1:02d} 10:00:00") for u in range(6) for k in range(6)]
+    rows = [
+        (f"u{u}", f"i{(u + k) % 8}", "purchase", f"2024-01-{k + 1:02d} 10:00:00") for u in range(6) for k in range(6)
+    ]
     rows[0] = ("u0", "i0", "purchase", "1990-01-01 10:00:00")
-    pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_time"]).to_csv(shop / "events.csv", index=False)
+    pd.DataFrame(rows, columns=["user_id", "item_id", "event_type", "event_time"]).to_csv(
+        shop / "events.csv", index=False
+    )
     result = run_dag(pipeline_env, {"dataset": str(shop)}, logical_date="2026-01-26", dag_id="recsys_features")
     log = result.stdout + result.stderr
     assert result.returncode != 0
-    assert f"suite staged_events: expect_column_values_to_be_between failed on table {mysql_test_settings.database}.stg_raw__events, column event_at" in log
+    assert (
+        "suite staged_events: expect_column_values_to_be_between failed on table "
+        f"{mysql_test_settings.database}.stg_raw__events, column event_at" in log
+    )
     assert "1990-01-01" in log
     finished = {
-        line.split("task_id=")[1].split(",")[0].strip("'\"") for line in log.splitlines() if "Pushing xcom" in line and "task_id=" in line
+        line.split("task_id=")[1].split(",")[0].strip("'\"")
+        for line in log.splitlines()
+        if "Pushing xcom" in line and "task_id=" in line
     }
     assert {"load_raw", "validate_raw", "document_features"} <= finished  # the stages before the gate ran
     assert not finished & {"check_quality", "announce_features"}
     # the failure alert names the stage; the warehouse lease went back with it
-    assert ("[recsys] recsys_features: stage 'features data gate (Great Expectations)' failed at task check_quality"
-            in log)
+    assert (
+        "[recsys] recsys_features: stage 'features data gate (Great Expectations)' failed at task check_quality" in log
+    )
     from recsys_pipeline.orchestration import warehouse_lock
 
     assert warehouse_lock.current(mysql_test_settings) is None
@@ -258,11 +333,17 @@ def run_rollback_dag(env: dict, conf: dict) -> subprocess.CompletedProcess:
     airflow = Path(sys.executable).with_name("airflow")
     return subprocess.run(
         [str(airflow), "dags", "test", "recsys_rollback", "2026-03-02", "--conf", json.dumps(conf)],
-        env=env, cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 
-def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(pipeline_env, mysql_test_settings, s3_test_settings):
+def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(
+    pipeline_env, mysql_test_settings, s3_test_settings
+):
     from recsys_pipeline.release.layout import ReleaseError, manifest_key
     from recsys_pipeline.release.rollback import rollback
     from recsys_pipeline.release.verify import list_releases, verify
@@ -278,7 +359,9 @@ def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(pipelin
     assert len(context["items"]) == 10 and not set(context["items"]) & set(context["recent_items"])
 
     # a forced release replaces the champion; then the rollback DAG brings the first one back
-    forced = run_dag(pipeline_env, {"dataset": "groceries", "epochs": 1, "force_publish": True}, logical_date="2026-02-02")
+    forced = run_dag(
+        pipeline_env, {"dataset": "groceries", "epochs": 1, "force_publish": True}, logical_date="2026-02-02"
+    )
     assert forced.returncode == 0, forced.stdout[-3000:]
     newer = storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries"))
     assert newer["release_id"] != champion["release_id"]
@@ -287,18 +370,27 @@ def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(pipelin
     pointer = storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries"))
     assert pointer["release_id"] == champion["release_id"] and pointer["rolled_back_from"] == newer["release_id"]
     with warehouse.connect(mysql_test_settings) as conn:
-        assert set(warehouse.read_frame(conn, "SELECT DISTINCT model_version FROM recommendations")["model_version"]) == {champion["model_version"]}
-        assert set(warehouse.read_frame(conn, "SELECT DISTINCT model_version FROM recommendations__previous")["model_version"]) == {newer["model_version"]}
+        assert set(
+            warehouse.read_frame(conn, "SELECT DISTINCT model_version FROM recommendations")["model_version"]
+        ) == {champion["model_version"]}
+        assert set(
+            warehouse.read_frame(conn, "SELECT DISTINCT model_version FROM recommendations__previous")["model_version"]
+        ) == {newer["model_version"]}
 
     # refused, and nothing moves: a release the gate did not promote, and an incomplete one
     unpromoted = next(
-        r for r in list_releases(s3, s3_test_settings, "groceries")
-        if not (storage.get_json(s3, bucket, manifest_key(s3_test_settings, "groceries", r)) or {}).get("gate", {}).get("promote", True)
+        r
+        for r in list_releases(s3, s3_test_settings, "groceries")
+        if not (storage.get_json(s3, bucket, manifest_key(s3_test_settings, "groceries", r)) or {})
+        .get("gate", {})
+        .get("promote", True)
     )
     with pytest.raises(ReleaseError, match="was not promoted"):
         rollback(s3_test_settings, mysql_test_settings, "groceries", unpromoted)
     manifest = storage.get_json(s3, bucket, newer["manifest"])
-    s3.delete_object(Bucket=bucket, Key=next(o["key"] for o in manifest["objects"] if o["key"].endswith("recommendations.parquet")))
+    s3.delete_object(
+        Bucket=bucket, Key=next(o["key"] for o in manifest["objects"] if o["key"].endswith("recommendations.parquet"))
+    )
     refused = run_rollback_dag(pipeline_env, {"dataset": "groceries", "release_id": newer["release_id"]})
     assert refused.returncode != 0 and "is not complete" in refused.stdout + refused.stderr
     assert storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries")) == pointer

@@ -23,24 +23,29 @@ TRICKY_TITLES = [
 
 
 def _dataset(n_events: int = 6, name: str = "tiny") -> RawDataset:
-    events = pd.DataFrame({
-        "source_row_id": range(1, n_events + 1),
-        "user_id": [f"u{i % 3}" for i in range(n_events)],
-        "item_id": [f"i{i}" for i in range(n_events)],
-        "event_type": "purchase",
-        "quantity": 1.5,
-        "price": 0.1,
-        "event_time": "2024-01-02 03:04:05",
-    })
+    events = pd.DataFrame(
+        {
+            "source_row_id": range(1, n_events + 1),
+            "user_id": [f"u{i % 3}" for i in range(n_events)],
+            "item_id": [f"i{i}" for i in range(n_events)],
+            "event_type": "purchase",
+            "quantity": 1.5,
+            "price": 0.1,
+            "event_time": "2024-01-02 03:04:05",
+        }
+    )
     items = pd.DataFrame({"item_id": [f"i{i}" for i in range(len(TRICKY_TITLES))], "title": TRICKY_TITLES})
     users = pd.DataFrame({"user_id": ["u0", "u1", "u2"], "country": ["DE", None, "FR"]})
-    return RawDataset(name, check_frame(events, "events", "t"), check_frame(items, "items", "t"), check_frame(users, "users", "t"), [])
+    return RawDataset(
+        name, check_frame(events, "events", "t"), check_frame(items, "items", "t"), check_frame(users, "users", "t"), []
+    )
 
 
 def _titles(settings):
     with warehouse.connect(settings, database=settings.raw_database) as conn:
         frame = warehouse.read_frame(conn, "SELECT item_id, title FROM raw_items ORDER BY item_id")
-    return {item: (None if pd.isna(title) else title) for item, title in zip(frame["item_id"], frame["title"])}
+    titles = zip(frame["item_id"], frame["title"], strict=True)
+    return {item: (None if pd.isna(title) else title) for item, title in titles}
 
 
 def test_load_round_trips_text_exactly_and_is_idempotent(mysql_test_settings, tmp_path):
@@ -105,7 +110,9 @@ def test_training_on_current_features_needs_a_checked_build_of_that_dataset(mysq
         conn.cursor().execute("DROP TABLE IF EXISTS `checked_feature_builds`")
         conn.commit()
     load_raw(_dataset(), mysql_test_settings, "tiny:checked-build")
-    with pytest.raises(warehouse.LoadError, match="no feature build that passed the features gate .live load tiny:checked-build"):
+    with pytest.raises(
+        warehouse.LoadError, match="no feature build that passed the features gate .live load tiny:checked-build"
+    ):
         current_build(mysql_test_settings, "tiny")
 
     run = RunContext("tiny", "checked-build", work_root=tmp_path)

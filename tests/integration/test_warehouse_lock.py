@@ -17,11 +17,16 @@ def test_a_second_build_waits_for_the_first_and_a_retry_of_the_holder_gets_it_ba
     first, second = "recsys_features/scheduled__1", "recsys_training/manual__2"
     warehouse_lock.acquire(mysql_test_settings, first, wait=0)
     warehouse_lock.acquire(mysql_test_settings, first, wait=0)  # the holder's retry
-    with pytest.raises(warehouse_lock.WarehouseBusy, match=r"warehouse_lock: another feature build holds the warehouse: recsys_features/scheduled__1"):
+    with pytest.raises(
+        warehouse_lock.WarehouseBusy,
+        match=r"warehouse_lock: another feature build holds the warehouse: recsys_features/scheduled__1",
+    ):
         warehouse_lock.acquire(mysql_test_settings, second, wait=0.5, poll=0.1)
     assert not warehouse_lock.release(mysql_test_settings, second)  # only the holder can give it back
     got_it = threading.Event()
-    waiter = threading.Thread(target=lambda: (warehouse_lock.acquire(mysql_test_settings, second, wait=30, poll=0.2), got_it.set()))
+    waiter = threading.Thread(
+        target=lambda: (warehouse_lock.acquire(mysql_test_settings, second, wait=30, poll=0.2), got_it.set())
+    )
     waiter.start()
     time.sleep(1.0)
     assert not got_it.is_set()

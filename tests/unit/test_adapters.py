@@ -61,10 +61,18 @@ def _write(folder: Path, name: str, frame: pd.DataFrame) -> None:
 
 
 def test_contract_files_derive_missing_items_and_users(tmp_path):
-    _write(tmp_path, "events.csv", pd.DataFrame({
-        "user_id": ["u1", "u1", "u2"], "item_id": ["a", "b", "a"],
-        "event_type": ["view", "cart", "purchase"], "event_time": ["2024-01-01 10:00:00"] * 3,
-    }))
+    _write(
+        tmp_path,
+        "events.csv",
+        pd.DataFrame(
+            {
+                "user_id": ["u1", "u1", "u2"],
+                "item_id": ["a", "b", "a"],
+                "event_type": ["view", "cart", "purchase"],
+                "event_time": ["2024-01-01 10:00:00"] * 3,
+            }
+        ),
+    )
     data = contract_files(tmp_path)
     assert list(data.events["source_row_id"]) == [1, 2, 3]
     assert set(data.items["item_id"]) == {"a", "b"}
@@ -74,11 +82,22 @@ def test_contract_files_derive_missing_items_and_users(tmp_path):
 @pytest.mark.parametrize(
     "events, message",
     [
-        (pd.DataFrame({"user_id": ["u"], "event_type": ["view"], "event_time": ["2024-01-01"]}), "required column 'item_id'"),
-        (pd.DataFrame({"user_id": ["u"], "item_id": ["i"], "event_type": ["view"], "event_time": ["x"], "quantity": ["two"]}),
-         "column 'quantity' must be numeric; 1 rows, first at data row 1: 'two'"),
-        (pd.DataFrame({"user_id": ["u" * 65], "item_id": ["i"], "event_type": ["view"], "event_time": ["2024-01-01"]}),
-         "column 'user_id' holds ids longer than 64"),
+        (
+            pd.DataFrame({"user_id": ["u"], "event_type": ["view"], "event_time": ["2024-01-01"]}),
+            "required column 'item_id'",
+        ),
+        (
+            pd.DataFrame(
+                {"user_id": ["u"], "item_id": ["i"], "event_type": ["view"], "event_time": ["x"], "quantity": ["two"]}
+            ),
+            "column 'quantity' must be numeric; 1 rows, first at data row 1: 'two'",
+        ),
+        (
+            pd.DataFrame(
+                {"user_id": ["u" * 65], "item_id": ["i"], "event_type": ["view"], "event_time": ["2024-01-01"]}
+            ),
+            "column 'user_id' holds ids longer than 64",
+        ),
     ],
 )
 def test_contract_refuses_bad_files_naming_file_column_and_problem(tmp_path, events, message):
@@ -93,7 +112,9 @@ def test_contract_refuses_empty_and_non_utf8_files(tmp_path):
     (tmp_path / "events.csv").write_bytes(b"")
     with pytest.raises(ContractError, match="empty"):
         contract_files(tmp_path)
-    (tmp_path / "events.csv").write_bytes("user_id,item_id,event_type,event_time\nu,caf\xe9,view,2024-01-01\n".encode("latin-1"))
+    (tmp_path / "events.csv").write_bytes(
+        "user_id,item_id,event_type,event_time\nu,caf\xe9,view,2024-01-01\n".encode("latin-1")
+    )
     with pytest.raises(ContractError, match="not valid UTF-8"):
         contract_files(tmp_path)
 

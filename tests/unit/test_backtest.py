@@ -43,8 +43,16 @@ def test_only_users_known_before_the_cut_are_scored_and_repeats_are_test_items()
 def _with_shopper_z(frame: pd.DataFrame) -> pd.DataFrame:
     """z bought i2, i3 and 20 other items before the cut (top-20 lists need 20 items), nothing after."""
     items = ["i2", "i3", *(f"x{n:02d}" for n in range(20))]
-    rows = pd.DataFrame({"user_id": "z", "item_id": items, "split": "train", "is_repeat_after_cut": 0,
-                         "first_event_at": pd.Timestamp("2023-11-01"), "cut_at": pd.Timestamp(CUT)})
+    rows = pd.DataFrame(
+        {
+            "user_id": "z",
+            "item_id": items,
+            "split": "train",
+            "is_repeat_after_cut": 0,
+            "first_event_at": pd.Timestamp("2023-11-01"),
+            "cut_at": pd.Timestamp(CUT),
+        }
+    )
     return pd.concat([frame, rows], ignore_index=True)
 
 

@@ -80,9 +80,7 @@ def test_item_knn_similarity_equals_brute_force_cosine():
     dense = random_binary(0)
     model = ItemKNN().fit(sp.csr_matrix(dense))
     n_items = dense.shape[1]
-    ref = np.array(
-        [[cosine_similarity(dense[:, a], dense[:, b]) for b in range(n_items)] for a in range(n_items)]
-    )
+    ref = np.array([[cosine_similarity(dense[:, a], dense[:, b]) for b in range(n_items)] for a in range(n_items)])
     np.fill_diagonal(ref, 0.0)
     np.testing.assert_allclose(model.similarity_.toarray(), ref, atol=1e-6)
     users = np.arange(dense.shape[0])
@@ -108,9 +106,7 @@ def test_item_knn_hand_ranking():
 def test_user_knn_matches_brute_force():
     dense = random_binary(2)
     n_users = dense.shape[0]
-    sim = np.array(
-        [[cosine_similarity(dense[a], dense[b]) for b in range(n_users)] for a in range(n_users)]
-    )
+    sim = np.array([[cosine_similarity(dense[a], dense[b]) for b in range(n_users)] for a in range(n_users)])
     np.fill_diagonal(sim, 0.0)
     for n in (None, 1, 4):
         model = UserKNN(neighbours=n).fit(sp.csr_matrix(dense))
@@ -148,9 +144,7 @@ def test_ease_hand_ranking():
 
 def test_keep_top_n_per_row_ties_keep_lower_column():
     mat = sp.csr_matrix(np.array([[0.5, 0.5, 0.5, 0.0], [0.1, 0.0, 0.9, 0.3]]))
-    np.testing.assert_array_equal(
-        keep_top_n_per_row(mat, 2).toarray(), [[0.5, 0.5, 0, 0], [0, 0, 0.9, 0.3]]
-    )
+    np.testing.assert_array_equal(keep_top_n_per_row(mat, 2).toarray(), [[0.5, 0.5, 0, 0], [0, 0, 0.9, 0.3]])
 
 
 @pytest.mark.parametrize("name", sorted(BASELINES))

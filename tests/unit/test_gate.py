@@ -45,7 +45,9 @@ def test_champion_on_other_data_is_reported_but_does_not_block():
 
 
 def test_absolute_floor():
-    decision = decide("two_tower", _metrics(0.005, popular=0.001, knn=0.002), ["most_popular", "item_knn"], None, False, CONFIG)
+    decision = decide(
+        "two_tower", _metrics(0.005, popular=0.001, knn=0.002), ["most_popular", "item_knn"], None, False, CONFIG
+    )
     assert not decision.promote
     assert decision.checks[0].name == "minimum ndcg@20" and not decision.checks[0].passed
 

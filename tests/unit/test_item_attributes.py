@@ -12,12 +12,14 @@ pytestmark = pytest.mark.unit
 
 
 def test_attributes_align_with_the_item_index_and_unknowns_are_zero():
-    frame = pd.DataFrame({
-        "item_id": ["b", "a", "c", "a"],  # out of order, a duplicate
-        "category": ["kitchen", "garden", None, "garden"],
-        "price_band": [5, 1, None, 1],
-        "title": ["RED Heart Mug", "red garden heart", "", "red garden heart"],
-    })
+    frame = pd.DataFrame(
+        {
+            "item_id": ["b", "a", "c", "a"],  # out of order, a duplicate
+            "category": ["kitchen", "garden", None, "garden"],
+            "price_band": [5, 1, None, 1],
+            "title": ["RED Heart Mug", "red garden heart", "", "red garden heart"],
+        }
+    )
     attributes = encode(np.array(["a", "b", "c", "d"], dtype=object), frame)
     assert attributes.category.tolist() == [1, 2, 0, 0]  # garden, kitchen, unknown, not in the frame
     assert attributes.price_band.tolist() == [1, 5, 0, 0]
@@ -33,8 +35,14 @@ def test_a_tower_with_attributes_embeds_an_item_it_never_trained_on_like_its_nei
     from ml.item_attributes import ItemAttributes
     from ml.two_tower import ItemTower
 
-    attributes = ItemAttributes(np.array([1, 1, 2], np.int32), np.array([1, 1, 5], np.int32),
-                                np.array([[1, 0], [1, 0], [2, 0]], np.int32), 3, 6, 3)
+    attributes = ItemAttributes(
+        np.array([1, 1, 2], np.int32),
+        np.array([1, 1, 5], np.int32),
+        np.array([[1, 0], [1, 0], [2, 0]], np.int32),
+        3,
+        6,
+        3,
+    )
     tower = ItemTower(3, 8, attributes)
     embeddings = np.asarray(tower(np.array([1, 2, 3], np.int32)))
     assert embeddings.shape == (3, 8)

@@ -31,7 +31,7 @@ def reference_metrics(top_items, test_lists, n_items, ks):
         rec = ndcg = hr = ap = 0.0
         covered = set()
         for u in evaluated:
-            truth = set(int(i) for i in test_lists[u])
+            truth = {int(i) for i in test_lists[u]}
             ranked = [int(i) for i in top_items[u][:k]]
             covered.update(i for i in ranked if i >= 0)
             denom = min(k, len(truth))
@@ -41,9 +41,7 @@ def reference_metrics(top_items, test_lists, n_items, ks):
             idcg = sum(1 / math.log2(r + 1) for r in range(1, denom + 1))
             ndcg += dcg / idcg
             hr += 1.0 if hit_ranks else 0.0
-            ap += sum(
-                sum(1 for i in ranked[:r] if i in truth) / r for r in hit_ranks
-            ) / denom
+            ap += sum(sum(1 for i in ranked[:r] if i in truth) / r for r in hit_ranks) / denom
         n = len(evaluated)
         out[f"recall@{k}"] = rec / n
         out[f"ndcg@{k}"] = ndcg / n
@@ -56,9 +54,7 @@ def reference_metrics(top_items, test_lists, n_items, ks):
 def to_csr(test_lists, n_items):
     rows = [u for u, t in enumerate(test_lists) for _ in t]
     cols = [i for t in test_lists for i in t]
-    return sp.csr_matrix(
-        (np.ones(len(rows), np.float32), (rows, cols)), shape=(len(test_lists), n_items)
-    )
+    return sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(len(test_lists), n_items))
 
 
 # --- hand-written cases ------------------------------------------------------
@@ -123,9 +119,7 @@ def test_users_without_test_items_are_not_evaluated():
 def test_default_keys_and_errors():
     top = np.tile(np.arange(20), (2, 1))
     m = ranking_metrics(top, [np.array([0]), np.array([19])], n_items=20)
-    assert set(m) == {
-        f"{name}@{k}" for name in ("recall", "ndcg", "hit_rate", "map", "coverage") for k in (10, 20)
-    }
+    assert set(m) == {f"{name}@{k}" for name in ("recall", "ndcg", "hit_rate", "map", "coverage") for k in (10, 20)}
     with pytest.raises(ValueError):
         ranking_metrics(top[:, :5], [np.array([0]), np.array([1])], n_items=20)
     with pytest.raises(ValueError):
@@ -146,9 +140,7 @@ def test_ranking_metrics_match_reference(seed):
     rng = np.random.default_rng(seed)
     n_users, n_items, width = 40, 30, 8
     top = np.array([rng.permutation(n_items)[:width] for _ in range(n_users)])
-    test_lists = [
-        rng.choice(n_items, size=rng.integers(0, 12), replace=False) for _ in range(n_users)
-    ]
+    test_lists = [rng.choice(n_items, size=rng.integers(0, 12), replace=False) for _ in range(n_users)]
     ks = (1, 3, 8)
     expected = reference_metrics(top, test_lists, n_items, ks)
     for test in (test_lists, to_csr(test_lists, n_items)):
@@ -176,9 +168,7 @@ def test_large_input_is_fast_enough():
 
 def test_popularity_share_and_novelty_by_hand():
     # 4 train users (plus one empty row); item 0 seen by 2, item 1 by 1, item 2 by 4.
-    train = sp.csr_matrix(
-        np.array([[1, 1, 1], [1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, 0]], dtype=np.float32)
-    )
+    train = sp.csr_matrix(np.array([[1, 1, 1], [1, 0, 1], [0, 0, 1], [0, 0, 1], [0, 0, 0]], dtype=np.float32))
     share = popularity_share(train)
     np.testing.assert_allclose(share, [0.5, 0.25, 1.0])
     top = np.array([[0, 1], [2, 0]])
@@ -193,9 +183,7 @@ def test_novelty_matches_reference_on_random_data():
     share = popularity_share(train)
     top = np.array([rng.permutation(25)[:6] for _ in range(10)])
     floor = min(s for s in share if s > 0)
-    ref = np.mean(
-        [np.mean([-math.log2(share[i] if share[i] > 0 else floor) for i in row[:4]]) for row in top]
-    )
+    ref = np.mean([np.mean([-math.log2(share[i] if share[i] > 0 else floor) for i in row[:4]]) for row in top])
     assert novelty(top, share, k=4) == pytest.approx(ref)
 
 
@@ -215,10 +203,5 @@ def test_intra_list_diversity_matches_reference():
     category = rng.integers(0, 4, size=30)
     top = np.array([rng.permutation(30)[:7] for _ in range(25)])
     for k in (2, 5, 7):
-        ref = np.mean(
-            [
-                np.mean([category[a] != category[b] for a, b in combinations(row[:k], 2)])
-                for row in top
-            ]
-        )
+        ref = np.mean([np.mean([category[a] != category[b] for a, b in combinations(row[:k], 2)]) for row in top])
         assert intra_list_diversity(top, category, k) == pytest.approx(ref)

@@ -14,8 +14,15 @@ def _split(baskets: list[list[int]]) -> pd.DataFrame:
     rows = []
     for user, items in enumerate(baskets):
         for rank, item in enumerate(items):
-            rows.append({"user_id": f"u{user:03d}", "item_id": f"i{item:02d}", "split": "test" if rank == len(items) - 1 else "train",
-                         "is_validation": int(rank == len(items) - 2), "item_rank": rank + 1})
+            rows.append(
+                {
+                    "user_id": f"u{user:03d}",
+                    "item_id": f"i{item:02d}",
+                    "split": "test" if rank == len(items) - 1 else "train",
+                    "is_validation": int(rank == len(items) - 2),
+                    "item_rank": rank + 1,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -25,7 +32,9 @@ def _fit(baskets):
     from ml.two_tower import TwoTowerConfig
 
     data = from_split_frame(_split(baskets))
-    config = TwoTowerConfig(embedding_dim=8, history_length=8, epochs=8, batch_size=64, item_attributes=False, user_profile=False)
+    config = TwoTowerConfig(
+        embedding_dim=8, history_length=8, epochs=8, batch_size=64, item_attributes=False, user_profile=False
+    )
     return data, TwoTowerRecommender(config).fit(data.fit, data.fit_histories)
 
 

@@ -6,13 +6,21 @@ import math
 
 import pytest
 
-from recsys_pipeline.quality.profiles import OTHER_ITEMS, LoadProfile, event_type_mix_linf, item_popularity_jsd, jensen_shannon
+from recsys_pipeline.quality.profiles import (
+    OTHER_ITEMS,
+    LoadProfile,
+    event_type_mix_linf,
+    item_popularity_jsd,
+    jensen_shannon,
+)
 
 pytestmark = pytest.mark.unit
 
 
 def profile(event_types: dict, item_shares: dict | None = None, events: int = 100) -> LoadProfile:
-    return LoadProfile("load", "shop", {"events": events, "items": 1, "users": 1}, event_types, item_shares or {OTHER_ITEMS: 1.0})
+    return LoadProfile(
+        "load", "shop", {"events": events, "items": 1, "users": 1}, event_types, item_shares or {OTHER_ITEMS: 1.0}
+    )
 
 
 def test_event_type_mix_linf_is_the_largest_change_of_any_share():
@@ -21,7 +29,9 @@ def test_event_type_mix_linf_is_the_largest_change_of_any_share():
     now = profile({"view": 0.5, "cart": 0.2, "purchase": 0.3})
     assert event_type_mix_linf(now, before) == pytest.approx(0.2)
     # a type that appears or disappears counts with its whole share
-    assert event_type_mix_linf(profile({"view": 0.6, "cart": 0.2, "purchase": 0.1, "teleport": 0.1}), before) == pytest.approx(0.1)
+    assert event_type_mix_linf(
+        profile({"view": 0.6, "cart": 0.2, "purchase": 0.1, "teleport": 0.1}), before
+    ) == pytest.approx(0.1)
 
 
 def test_jensen_shannon_in_bits():

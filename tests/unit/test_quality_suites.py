@@ -8,7 +8,13 @@ import re
 
 import pytest
 
-from recsys_pipeline.quality.suites import SUITES_DIR, UNEXPECTED_ROWS, _expectations, load_suite_files, suite_parameters
+from recsys_pipeline.quality.suites import (
+    SUITES_DIR,
+    UNEXPECTED_ROWS,
+    _expectations,
+    load_suite_files,
+    suite_parameters,
+)
 from recsys_pipeline.settings import PROJECT_ROOT
 
 pytestmark = pytest.mark.unit
@@ -26,8 +32,16 @@ def _parameter_names(value) -> set[str]:
 
 def test_every_suite_builds_into_gx_expectations():
     suites = load_suite_files()
-    assert {s["table"] for s in suites} >= {"raw_events", "raw_items", "raw_users", "stg_raw__events", "interactions_split",
-                                           "user_features", "item_features", "stg_raw__rejected_events"}
+    assert {s["table"] for s in suites} >= {
+        "raw_events",
+        "raw_items",
+        "raw_users",
+        "stg_raw__events",
+        "interactions_split",
+        "user_features",
+        "item_features",
+        "stg_raw__rejected_events",
+    }
     assert {s["stage"] for s in suites} == {"raw", "features"}
     tables = {"raw_events": "`db`.`raw_events`", "raw_items": "`db`.`raw_items`"}
     for suite in suites:
@@ -43,7 +57,10 @@ def test_every_parameter_a_suite_uses_has_a_default_or_is_computed():
         used = _parameter_names(suite["expectations"])
         for spec in suite["expectations"]:
             if spec["type"] == UNEXPECTED_ROWS:
-                used |= set(re.findall(r"\$\{(\w+)\}", spec["kwargs"]["unexpected_rows_query"])) - {"raw_events", "raw_items"}
+                used |= set(re.findall(r"\$\{(\w+)\}", spec["kwargs"]["unexpected_rows_query"])) - {
+                    "raw_events",
+                    "raw_items",
+                }
         assert used <= defaults | computed, f"suite {suite['name']} uses {used - defaults - computed} without a default"
 
 
@@ -72,8 +89,16 @@ def test_raw_suites_expect_exactly_the_contracts_columns():
             continue
         entity = suite["table"].removeprefix("raw_")
         (columns,) = [e for e in suite["expectations"] if e["type"] == "expect_table_columns_to_match_set"]
-        assert columns["kwargs"]["column_set"] == [c.name for c in CONTRACT[entity]] + ["row_hash", "load_id", "loaded_at"]
-        types = {e["kwargs"]["column"]: e["kwargs"]["type_"] for e in suite["expectations"] if e["type"] == "expect_column_values_to_be_of_type"}
+        assert columns["kwargs"]["column_set"] == [c.name for c in CONTRACT[entity]] + [
+            "row_hash",
+            "load_id",
+            "loaded_at",
+        ]
+        types = {
+            e["kwargs"]["column"]: e["kwargs"]["type_"]
+            for e in suite["expectations"]
+            if e["type"] == "expect_column_values_to_be_of_type"
+        }
         assert types == {c.name: c.sql_type.split()[0].split("(")[0] for c in CONTRACT[entity]}
 
 

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from rankings import assert_same_ranking
 from ml.ranking import batched_top_k, top_k
+
+from rankings import assert_same_ranking
 
 pytestmark = pytest.mark.unit
 
@@ -98,7 +99,7 @@ def test_batched_equals_unbatched_and_indexes_exclude_by_user():
     np.testing.assert_array_equal(vals, ref_vals)
     assert calls == [3, 3, 1]
     # Excluded (user, item) pairs never appear.
-    for row, u in zip(items, users):
+    for row, u in zip(items, users, strict=True):
         assert not set(row) & set(exclude[u].indices)
 
 
@@ -110,13 +111,19 @@ def test_batched_without_exclude_and_empty_users():
     assert items.shape == (0, 2) and vals.shape == (0, 2)
 
 
-@pytest.mark.parametrize("n_items, k, ties", [(5000, 100, False), (5000, 20, True), (3001, 100, True), (4096, 7, False), (20011, 100, False)])
+@pytest.mark.parametrize(
+    "n_items, k, ties", [(5000, 100, False), (5000, 20, True), (3001, 100, True), (4096, 7, False), (20011, 100, False)]
+)
 def test_the_candidate_filter_gives_exactly_the_full_ranking(n_items, k, ties):
     """Large catalogues take the candidate path; it must agree with ranking every item, ties and exclusions included."""
     from ml.ranking import _exact_top_k
 
     rng = np.random.default_rng(n_items + k)
-    scores = rng.integers(0, 50, size=(64, n_items)).astype(np.float32) if ties else rng.standard_normal((64, n_items)).astype(np.float32)
+    scores = (
+        rng.integers(0, 50, size=(64, n_items)).astype(np.float32)
+        if ties
+        else rng.standard_normal((64, n_items)).astype(np.float32)
+    )
     scores[3, :] = 1.0  # one row all tied
     scores[5, 10:] = np.nan  # a row with fewer than k scored items
     exclude = sp.random(64, n_items, density=0.01, format="csr", random_state=1)

@@ -13,14 +13,36 @@ from recsys_pipeline.reporting.summary import RunSummary
 
 pytestmark = pytest.mark.unit
 
-TRAINING = {"model": "two_tower", "model_version": "two_tower-r1", "examples": 1000, "examples_per_second": 5000.0,
-            "best_epoch": 3, "loss_per_epoch": [900.0, 700.0, 650.0], "validation_ndcg@20_per_epoch": [0.10, 0.14, 0.15, 0.149],
-            "config": {"embedding_dim": 64}}
-REPORT = {"primary_metric": "ndcg@20", "protocol": "per-user temporal holdout", "tuning": {"ease": {"l2": 200}},
-          "models": {"two_tower": {"ndcg@20": 0.152, "recall@20": 0.19, "cold_start_ndcg@20": 0.08, "cold_start_users": 40, "novelty@20": 9.1},
-                     "ease": {"ndcg@20": 0.129, "recall@20": 0.167, "cold_start_ndcg@20": 0.07},
-                     "most_popular": {"ndcg@20": 0.043, "recall@20": 0.057}}}
-DECISION = {"promote": False, "reasons": ["PASS: ndcg@20 0.1520 >= 0.0100", "FAIL: not worse than champion: 0.1520 < 0.1700 - 0.01"]}
+TRAINING = {
+    "model": "two_tower",
+    "model_version": "two_tower-r1",
+    "examples": 1000,
+    "examples_per_second": 5000.0,
+    "best_epoch": 3,
+    "loss_per_epoch": [900.0, 700.0, 650.0],
+    "validation_ndcg@20_per_epoch": [0.10, 0.14, 0.15, 0.149],
+    "config": {"embedding_dim": 64},
+}
+REPORT = {
+    "primary_metric": "ndcg@20",
+    "protocol": "per-user temporal holdout",
+    "tuning": {"ease": {"l2": 200}},
+    "models": {
+        "two_tower": {
+            "ndcg@20": 0.152,
+            "recall@20": 0.19,
+            "cold_start_ndcg@20": 0.08,
+            "cold_start_users": 40,
+            "novelty@20": 9.1,
+        },
+        "ease": {"ndcg@20": 0.129, "recall@20": 0.167, "cold_start_ndcg@20": 0.07},
+        "most_popular": {"ndcg@20": 0.043, "recall@20": 0.057},
+    },
+}
+DECISION = {
+    "promote": False,
+    "reasons": ["PASS: ndcg@20 0.1520 >= 0.0100", "FAIL: not worse than champion: 0.1520 < 0.1700 - 0.01"],
+}
 
 
 def test_the_report_shows_every_model_the_curves_and_each_reason():
@@ -33,7 +55,9 @@ def test_the_report_shows_every_model_the_curves_and_each_reason():
     assert "chosen: 3" in page and "best baseline (ease)" in page
     assert "40 users" in page
     # the table's rows are sorted by the primary metric
-    assert page.index("<tr><th>two_tower</th>") < page.index("<tr><th>ease</th>") < page.index("<tr><th>most_popular</th>")
+    assert (
+        page.index("<tr><th>two_tower</th>") < page.index("<tr><th>ease</th>") < page.index("<tr><th>most_popular</th>")
+    )
 
 
 def _texts(svg: str, bold: bool = False) -> list[str]:
@@ -62,7 +86,10 @@ def test_a_chart_without_data_says_so():
 
 
 def test_charts_are_inline_svg_labelled_for_screen_readers_with_their_text_as_text():
-    for svg in (line_chart("Training loss", {"loss": [3.0, 2.0]}, marker=2, y_label="loss"), bar_chart("Test recall@20", {"ease": 0.1})):
+    for svg in (
+        line_chart("Training loss", {"loss": [3.0, 2.0]}, marker=2, y_label="loss"),
+        bar_chart("Test recall@20", {"ease": 0.1}),
+    ):
         assert svg.startswith("<svg ") and svg.endswith("</svg>")
         assert "<?xml" not in svg and "<!DOCTYPE" not in svg and "<metadata>" not in svg
         assert re.match(r'<svg role="img" aria-label="(Training loss|Test recall@20)"', svg)
@@ -74,8 +101,10 @@ def test_charts_are_inline_svg_labelled_for_screen_readers_with_their_text_as_te
 
 def test_the_same_input_gives_the_same_bytes():
     def draw() -> str:
-        return (line_chart("Validation ndcg@20", {"ndcg@20": [0.1, 0.14, 0.15]}, marker=3, y_label="ndcg@20")
-                + bar_chart("Test ndcg@20", {"two_tower": 0.15, "ease": 0.13}, ("best baseline (ease)", 0.13)))
+        return line_chart(
+            "Validation ndcg@20", {"ndcg@20": [0.1, 0.14, 0.15]}, marker=3, y_label="ndcg@20"
+        ) + bar_chart("Test ndcg@20", {"two_tower": 0.15, "ease": 0.13}, ("best baseline (ease)", 0.13))
+
     assert draw() == draw()
     assert render(RunSummary(TRAINING, REPORT, DECISION), "r") == render(RunSummary(TRAINING, REPORT, DECISION), "r")
 
@@ -83,23 +112,39 @@ def test_the_same_input_gives_the_same_bytes():
 def test_long_titles_and_model_names_are_written_out_in_full():
     title = "ndcg@20: new items only (already-bought items excluded), on the users the backtest kept"
     svg = bar_chart(title, {"two_tower+ranking": 0.051, "bought_before": 0.2, "a_model_with_an_even_longer_name": 0.03})
-    assert len(_texts(svg, bold=True)) > 1 and " ".join(_texts(svg, bold=True)) == title  # wrapped over lines, never cut
+    assert (
+        len(_texts(svg, bold=True)) > 1 and " ".join(_texts(svg, bold=True)) == title
+    )  # wrapped over lines, never cut
     texts = _texts(svg)
     assert {"two_tower+ranking", "bought_before", "a_model_with_an_even_longer_name", "0.0510"} <= set(texts)
-    curve = line_chart("Ranking MLP: ndcg@20 of the epoch-choosing users, held out from the fit", {"two_tower+ranking": [0.1, 0.2]})
-    assert " ".join(_texts(curve, bold=True)) == "Ranking MLP: ndcg@20 of the epoch-choosing users, held out from the fit"
+    curve = line_chart(
+        "Ranking MLP: ndcg@20 of the epoch-choosing users, held out from the fit", {"two_tower+ranking": [0.1, 0.2]}
+    )
+    assert (
+        " ".join(_texts(curve, bold=True)) == "Ranking MLP: ndcg@20 of the epoch-choosing users, held out from the fit"
+    )
     assert "two_tower+ranking" in _texts(curve)
     assert "$x$" in _texts(bar_chart("t", {"$x$": 0.1}))  # a name is no mathtext
 
 
 def test_the_backtest_gets_a_chart_and_a_table_per_variant():
     backtest = {
-        "window": {"cut_at": "2011-11-09 00:00:00", "validation_from": "2011-10-10 00:00:00", "train_from": "2010-12-01 08:26:00",
-                   "test_until": "2011-12-09 12:50:00"},
+        "window": {
+            "cut_at": "2011-11-09 00:00:00",
+            "validation_from": "2011-10-10 00:00:00",
+            "train_from": "2010-12-01 08:26:00",
+            "test_until": "2011-12-09 12:50:00",
+        },
         "users": 3700,
         "variants": {
-            "new_items": {"evaluated_users": 1500, "models": {"two_tower": {"ndcg@20": 0.05}, "ease": {"ndcg@20": 0.06}}},
-            "with_repeats": {"evaluated_users": 1800, "models": {"bought_before": {"ndcg@20": 0.2}, "ease": {"ndcg@20": 0.07}}},
+            "new_items": {
+                "evaluated_users": 1500,
+                "models": {"two_tower": {"ndcg@20": 0.05}, "ease": {"ndcg@20": 0.06}},
+            },
+            "with_repeats": {
+                "evaluated_users": 1800,
+                "models": {"bought_before": {"ndcg@20": 0.2}, "ease": {"ndcg@20": 0.07}},
+            },
         },
     }
     page = render(RunSummary(TRAINING, REPORT | {"backtest": backtest}, DECISION), "r")
@@ -107,29 +152,45 @@ def test_the_backtest_gets_a_chart_and_a_table_per_variant():
     assert "Backtest on a global time cut" in page and "2011-11-09 00:00:00" in page
     assert "new items only (already-bought items excluded): 1500 users" in page
     assert "repeat purchases counted (every item ranked): 1800 users" in page
-    section = page[page.index("Backtest on a global time cut"):]
+    section = page[page.index("Backtest on a global time cut") :]
     assert section.index("<tr><th>ease</th>") < section.index("<tr><th>two_tower</th>")  # sorted by ndcg@20
     assert "Backtest" not in render(RunSummary(TRAINING, REPORT, DECISION), "r")
 
 
 def test_the_ranking_stage_shows_the_check_that_decided_and_both_orders_on_test():
-    stage = {"features": ["retrieval_score", "item_knn_score"], "candidates": 100, "held_out_users": 700, "best_epoch": 2,
-             "tuning_ndcg@20_per_epoch": [0.150, 0.155, 0.154], "used": True,
-             "held_out_ndcg@20": {"retrieval_order": 0.1527, "reranked": 0.1551},
-             "test": {"retrieval_order": {"ndcg@20": 0.1531}, "reranked": {"ndcg@20": 0.1568}}}
+    stage = {
+        "features": ["retrieval_score", "item_knn_score"],
+        "candidates": 100,
+        "held_out_users": 700,
+        "best_epoch": 2,
+        "tuning_ndcg@20_per_epoch": [0.150, 0.155, 0.154],
+        "used": True,
+        "held_out_ndcg@20": {"retrieval_order": 0.1527, "reranked": 0.1551},
+        "test": {"retrieval_order": {"ndcg@20": 0.1531}, "reranked": {"ndcg@20": 0.1568}},
+    }
     page = render(RunSummary(TRAINING, REPORT | {"ranking_stage": stage}, DECISION), "r")
-    section = page[page.index("<h2>Ranking stage: used</h2>"):]
+    section = page[page.index("<h2>Ranking stage: used</h2>") :]
     assert "ndcg@20 0.1527 in retrieval order, 0.1551 re-ordered" in section
     assert "<tr><th>retrieval order</th>" in section and "<td>0.1568</td>" in section
     refused = render(RunSummary(TRAINING, REPORT | {"ranking_stage": stage | {"used": False}}, DECISION), "r")
     assert "Ranking stage: not used: it did not beat the retrieval order" in refused
-    assert "Not trained: too few" in render(RunSummary(TRAINING, REPORT | {"ranking_stage": {"skipped": "too few users"}}, DECISION), "r")
+    assert "Not trained: too few" in render(
+        RunSummary(TRAINING, REPORT | {"ranking_stage": {"skipped": "too few users"}}, DECISION), "r"
+    )
 
 
 def test_the_report_names_the_two_tower_choices_made_on_validation():
-    tuning = {"chosen": "user_profile=False", "validation_ndcg@20": {"user_profile=False": 0.1493, "user_profile=True": 0.1472},
-              "popularity_prior": {"chosen": -0.02, "validation_ndcg@20": {"0.0": 0.1493, "-0.02": 0.1501, "1.0": 0.0523}}}
+    tuning = {
+        "chosen": "user_profile=False",
+        "validation_ndcg@20": {"user_profile=False": 0.1493, "user_profile=True": 0.1472},
+        "popularity_prior": {"chosen": -0.02, "validation_ndcg@20": {"0.0": 0.1493, "-0.02": 0.1501, "1.0": 0.0523}},
+    }
     page = render(RunSummary(TRAINING | {"tuning": tuning}, REPORT, DECISION), "Evaluation report")
-    assert "Two-tower setting chosen on validation: user_profile=False (validation ndcg@20: user_profile=False 0.1493" in page
+    assert (
+        "Two-tower setting chosen on validation: user_profile=False (validation ndcg@20: user_profile=False 0.1493"
+        in page
+    )
     assert "Popularity prior weight: -0.02 (validation ndcg@20 by weight: -0.02 0.1501, 0.0 0.1493, 1.0 0.0523)" in page
-    assert "Two-tower setting" not in render(RunSummary(TRAINING, REPORT, DECISION), "Evaluation report")  # older runs: nothing to say
+    assert "Two-tower setting" not in render(
+        RunSummary(TRAINING, REPORT, DECISION), "Evaluation report"
+    )  # older runs: nothing to say

@@ -17,7 +17,7 @@ def test_features_describe_the_candidate_against_the_shoppers_own_items():
     seen = sp.csr_matrix(np.array([[1, 1, 0, 0], [0, 1, 1, 0]], dtype=np.float32))
     features = RankingFeatures(seen, np.array([0, 0, 1, 1]), np.array([1, 3, 5, 2]))
     values = np.asarray(features(seen[[0]].toarray(), np.array([[2, 3]]), np.array([[0.9, -np.inf]], np.float32)))
-    values = dict(zip(FEATURES, np.moveaxis(values[0], -1, 0)))
+    values = dict(zip(FEATURES, np.moveaxis(values[0], -1, 0), strict=True))
     np.testing.assert_allclose(values["retrieval_score"], [0.9, -1.0])  # -inf (an excluded filler) becomes -1
     np.testing.assert_allclose(values["retrieval_rank"], [0.0, np.log(2)], rtol=1e-6)
     np.testing.assert_allclose(values["item_log_popularity"], [np.log(2), 0.0], rtol=1e-6)
@@ -32,7 +32,9 @@ def _popularity_task(n_users=400, n_items=200, seed=1):
     """Random retrieval scores; each user's held-out item is the most popular of their candidates."""
     rng = np.random.default_rng(seed)
     popular = rng.zipf(1.5, size=n_users * 3) % n_items
-    seen = sp.csr_matrix((np.ones(n_users * 3, np.float32), (np.repeat(np.arange(n_users), 3), popular)), shape=(n_users, n_items))
+    seen = sp.csr_matrix(
+        (np.ones(n_users * 3, np.float32), (np.repeat(np.arange(n_users), 3), popular)), shape=(n_users, n_items)
+    )
     seen.sum_duplicates()
     seen.data[:] = 1.0
     noise = rng.random((n_users, n_items)).astype(np.float32)
@@ -76,8 +78,10 @@ def test_noise_labels_rarely_pass_the_check_that_decides():
     rng = np.random.default_rng(5)
     seen, retrieval, _ = _popularity_task(n_users=600, n_items=200, seed=5)
     candidates, _ = batched_top_k(retrieval, np.arange(600), 100, exclude=seen)
-    noise = sp.csr_matrix((np.ones(600, np.float32), (np.arange(600), candidates[np.arange(600), rng.integers(0, 100, 600)])),
-                          shape=seen.shape)
+    noise = sp.csr_matrix(
+        (np.ones(600, np.float32), (np.arange(600), candidates[np.arange(600), rng.integers(0, 100, 600)])),
+        shape=seen.shape,
+    )
     decisions = [Ranker(RankingFeatures(seen), epochs=5, seed=s).fit(retrieval, seen, noise).record for s in range(4)]
     margins = [d["held_out_ndcg@20"]["reranked"] - d["held_out_ndcg@20"]["retrieval_order"] for d in decisions]
     assert np.mean(margins) < 0.02, margins

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from rankings import assert_same_ranking
 from ml.serving import RecommenderModule, export_saved_model, load_saved_model
+
+from rankings import assert_same_ranking
 
 pytestmark = pytest.mark.unit
 
@@ -44,9 +45,17 @@ def _trained_recommender():
     # shoppers 0-29 buy items 0-5, the others items 6-11; the first half live in segment 1 (FR)
     histories = [rng.permutation(np.arange(6) + (0 if u < 30 else 6))[:5].astype(np.int32) for u in range(n_users)]
     rows = np.repeat(np.arange(n_users), [len(h) for h in histories])
-    matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, np.concatenate(histories))), shape=(n_users, n_items))
-    attributes = ItemAttributes(np.repeat([1, 2], 6).astype(np.int32), np.tile([1, 2, 3, 4, 5, 1], 2).astype(np.int32),
-                                np.zeros((n_items, 2), np.int32), 3, 6, 1)
+    matrix = sp.csr_matrix(
+        (np.ones(len(rows), np.float32), (rows, np.concatenate(histories))), shape=(n_users, n_items)
+    )
+    attributes = ItemAttributes(
+        np.repeat([1, 2], 6).astype(np.int32),
+        np.tile([1, 2, 3, 4, 5, 1], 2).astype(np.int32),
+        np.zeros((n_items, 2), np.int32),
+        3,
+        6,
+        1,
+    )
     segments = UserSegments(np.where(np.arange(n_users) < 30, 1, 2).astype(np.int32), ("FR", "UK"))
     config = TwoTowerConfig(embedding_dim=8, history_length=6, epochs=2, batch_size=32)
     model = TwoTowerRecommender(config, item_attributes=attributes, user_segments=segments).fit(matrix, histories)
@@ -66,20 +75,42 @@ def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_
     stored = pad_histories(histories, model.config.history_length)
     bias = model.with_popularity_prior(0.5).item_bias  # personal scores carry the popularity prior
     assert np.ptp(bias) > 0
-    module = RecommenderModule(user_ids, item_ids, model.user_embeddings, model.item_embeddings, matrix, popularity, "v2",
-                               user_tower=model.model.user_tower, history_length=model.config.history_length,
-                               segment_names=segments.names, histories=stored, item_bias=bias)
+    module = RecommenderModule(
+        user_ids,
+        item_ids,
+        model.user_embeddings,
+        model.item_embeddings,
+        matrix,
+        popularity,
+        "v2",
+        user_tower=model.model.user_tower,
+        history_length=model.config.history_length,
+        segment_names=segments.names,
+        histories=stored,
+        item_bias=bias,
+    )
     loaded = load_saved_model(export_saved_model(module, tmp_path / "model"))
     recommend = loaded.signatures["recommend_in_context"]
 
     recent = np.array([[b"i07", b"i08", b""], [b"", b"", b""], [b"", b"", b""], [b"", b"", b""]])
-    out = recommend(user_id=np.array([b"new1", b"new2", b"new3", b"u00"]), k=np.int32(3), recent_item_ids=recent,
-                    segment=np.array([b"UK", b"FR", b"Mars", b""]))
+    out = recommend(
+        user_id=np.array([b"new1", b"new2", b"new3", b"u00"]),
+        k=np.int32(3),
+        recent_item_ids=recent,
+        segment=np.array([b"UK", b"FR", b"Mars", b""]),
+    )
     ids = out["item_ids"].numpy().astype(str)
     assert out["known_user"].numpy().tolist() == [False, False, False, True]
     # a new shopper with recent items: scored by the user tower on them (in the order given), which are not repeated
-    expected = np.asarray(model.model.user_tower(np.array([0], np.int32), np.array([[0, 0, 0, 0, 8, 9]], np.int32),
-                                                 segment=np.array([2], np.int32))) @ model.item_embeddings.T + bias
+    expected = (
+        np.asarray(
+            model.model.user_tower(
+                np.array([0], np.int32), np.array([[0, 0, 0, 0, 8, 9]], np.int32), segment=np.array([2], np.int32)
+            )
+        )
+        @ model.item_embeddings.T
+        + bias
+    )
     expected[0, [7, 8]] = -np.inf
     assert ids[0].tolist() == [item_ids[i] for i in np.argsort(-expected[0], kind="stable")[:3]]
     assert not {"i07", "i08"} & set(ids[0])
@@ -92,12 +123,18 @@ def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_
     assert not set(ids[3]) & {item_ids[i] for i in histories[0]}
     # a known shopper with a new item: read after their stored history (the oldest item drops out of the window)
     new_item = next(i for i in range(12) if i not in set(histories[0]))
-    out = recommend(user_id=np.array([b"u00"]), k=np.int32(3), recent_item_ids=np.array([[item_ids[new_item].encode()]]),
-                    segment=np.array([b""]))
-    window = np.concatenate([stored[0], [new_item + 1]])[-model.config.history_length:][None, :].astype(np.int32)
+    out = recommend(
+        user_id=np.array([b"u00"]),
+        k=np.int32(3),
+        recent_item_ids=np.array([[item_ids[new_item].encode()]]),
+        segment=np.array([b""]),
+    )
+    window = np.concatenate([stored[0], [new_item + 1]])[-model.config.history_length :][None, :].astype(np.int32)
     expected = np.asarray(model.model.user_tower(np.array([1], np.int32), window)) @ model.item_embeddings.T + bias
     expected[0, list(histories[0]) + [new_item]] = -np.inf
-    assert out["item_ids"].numpy().astype(str)[0].tolist() == [item_ids[i] for i in np.argsort(-expected[0], kind="stable")[:3]]
+    assert out["item_ids"].numpy().astype(str)[0].tolist() == [
+        item_ids[i] for i in np.argsort(-expected[0], kind="stable")[:3]
+    ]
 
 
 def test_the_profile_reads_the_visible_history_and_the_segment():
@@ -108,13 +145,17 @@ def test_the_profile_reads_the_visible_history_and_the_segment():
     dim = model.config.embedding_dim
     assert values.shape == (1, 1 + dim // 2 + 6 + dim // 4)
     np.testing.assert_allclose(values[0, 0], np.log1p(2) / np.log1p(6), rtol=1e-6)  # activity
-    np.testing.assert_allclose(values[0, 1 + dim // 2: 1 + dim // 2 + 6], [0, 1, 0, 0, 0, 0], atol=1e-6)  # price level
+    np.testing.assert_allclose(values[0, 1 + dim // 2 : 1 + dim // 2 + 6], [0, 1, 0, 0, 0, 0], atol=1e-6)  # price level
     # hiding an item (causal training hides the target and later items) changes the profile
     hidden = np.asarray(profile(np.array([1], np.int32), history, np.array([[0, 0, 0, 0, 1, 0]], np.float32)))
     assert not np.allclose(values, hidden)
     # user 1 (token 1) is in FR; an explicit segment overrides it, 0 keeps it
-    own = np.asarray(profile(np.array([1], np.int32), history, np.ones((1, 6), np.float32), segment=np.array([0], np.int32)))
-    other = np.asarray(profile(np.array([1], np.int32), history, np.ones((1, 6), np.float32), segment=np.array([2], np.int32)))
+    own = np.asarray(
+        profile(np.array([1], np.int32), history, np.ones((1, 6), np.float32), segment=np.array([0], np.int32))
+    )
+    other = np.asarray(
+        profile(np.array([1], np.int32), history, np.ones((1, 6), np.float32), segment=np.array([2], np.int32))
+    )
     np.testing.assert_allclose(own, np.asarray(profile(np.array([1], np.int32), history, np.ones((1, 6), np.float32))))
     assert not np.allclose(own, other)
 
@@ -142,31 +183,63 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
     model, matrix, histories, segments = _trained_recommender()
     model.with_popularity_prior(0.3)  # the tables and the SavedModel both rank with the prior
     rng = np.random.default_rng(3)
-    held_out = [rng.choice(np.flatnonzero(np.asarray(matrix[u].todense()).ravel() == 0)) for u in range(60)]  # one unseen item each
+    held_out = [
+        rng.choice(np.flatnonzero(np.asarray(matrix[u].todense()).ravel() == 0)) for u in range(60)
+    ]  # one unseen item each
     truth = sp.csr_matrix((np.ones(60, np.float32), (np.arange(60), held_out)), shape=matrix.shape)
-    ranker = Ranker(RankingFeatures(matrix), epochs=3, n_candidates=6, held_out_share=0.6).fit(model.score, matrix, truth)
+    ranker = Ranker(RankingFeatures(matrix), epochs=3, n_candidates=6, held_out_share=0.6).fit(
+        model.score, matrix, truth
+    )
     assert ranker.mlp is not None, ranker.record
     user_ids = np.array([f"u{u:02d}" for u in range(60)], dtype=object)
     item_ids = np.array([f"i{i:02d}" for i in range(12)], dtype=object)
-    module = RecommenderModule(user_ids, item_ids, model.user_embeddings, model.item_embeddings, matrix,
-                               np.asarray(matrix.sum(axis=0)).ravel(), "v3", ranker=ranker, item_bias=model.item_bias)
+    module = RecommenderModule(
+        user_ids,
+        item_ids,
+        model.user_embeddings,
+        model.item_embeddings,
+        matrix,
+        np.asarray(matrix.sum(axis=0)).ravel(),
+        "v3",
+        ranker=ranker,
+        item_bias=model.item_bias,
+    )
     loaded = load_saved_model(export_saved_model(module, tmp_path / "model"))
-    answer = loaded.signatures["recommend"](user_id=np.array([u.encode() for u in user_ids] + [b"nobody"]), k=np.int32(4))
+    answer = loaded.signatures["recommend"](
+        user_id=np.array([u.encode() for u in user_ids] + [b"nobody"]), k=np.int32(4)
+    )
     tables, table_scores = batched_top_k(ranker.score_fn(model.score, matrix, 4), np.arange(60), 4, exclude=matrix)
     # TensorFlow and NumPy sum the dot products in their own order: the same ranking up to near-ties
-    assert_same_ranking(answer["item_ids"].numpy().astype(str)[:60], answer["scores"].numpy()[:60], item_ids[tables],
-                        table_scores, rtol=1e-4, atol=1e-5)
+    assert_same_ranking(
+        answer["item_ids"].numpy().astype(str)[:60],
+        answer["scores"].numpy()[:60],
+        item_ids[tables],
+        table_scores,
+        rtol=1e-4,
+        atol=1e-5,
+    )
     # a table with more rows than the stage re-orders ranks its head exactly as a short answer does
     long_tables, _ = batched_top_k(ranker.score_fn(model.score, matrix, 7), np.arange(60), 7, exclude=matrix)
     assert long_tables[:, :4].tolist() == tables.tolist()
     popular = np.argsort(-np.asarray(matrix.sum(axis=0)).ravel(), kind="stable")[:4]
-    assert answer["item_ids"].numpy().astype(str)[60].tolist() == item_ids[popular].tolist()  # no reranking of best-sellers
+    assert (
+        answer["item_ids"].numpy().astype(str)[60].tolist() == item_ids[popular].tolist()
+    )  # no reranking of best-sellers
 
     # an MLP that scores every candidate alike: only the tie-break orders them, the same on both sides
     for weight in ranker.mlp.weights:
         weight.assign(np.zeros(weight.shape, np.float32))
-    module = RecommenderModule(user_ids, item_ids, model.user_embeddings, model.item_embeddings, matrix,
-                               np.asarray(matrix.sum(axis=0)).ravel(), "v4", ranker=ranker, item_bias=model.item_bias)
+    module = RecommenderModule(
+        user_ids,
+        item_ids,
+        model.user_embeddings,
+        model.item_embeddings,
+        matrix,
+        np.asarray(matrix.sum(axis=0)).ravel(),
+        "v4",
+        ranker=ranker,
+        item_bias=model.item_bias,
+    )
     tied = load_saved_model(export_saved_model(module, tmp_path / "tied"))
     answer = tied.signatures["recommend"](user_id=np.array([u.encode() for u in user_ids]), k=np.int32(4))
     tables, _ = batched_top_k(ranker.score_fn(model.score, matrix, 4), np.arange(60), 4, exclude=matrix)

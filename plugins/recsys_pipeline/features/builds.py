@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys_pipeline import warehouse
@@ -56,16 +56,22 @@ def document_features(settings: MySQLSettings, run: RunContext, dbt_vars: dict, 
 
 def feature_counts(settings: MySQLSettings) -> dict:
     with warehouse.connect(settings) as conn:
-        rows = {mart: int(warehouse.scalar(conn, f"SELECT COUNT(*) FROM {warehouse.quote_identifier(mart)}"))
-                for mart in MARTS}
+        rows = {
+            mart: int(warehouse.scalar(conn, f"SELECT COUNT(*) FROM {warehouse.quote_identifier(mart)}"))
+            for mart in MARTS
+        }
     log.info("features built: %s", rows)
     return {"rows": rows}
 
 
 def announcement(admitted: dict, run: RunContext) -> dict:
     """What the features asset's event says: enough for a training run to find and check the build."""
-    return {"dataset": run.dataset, "load_id": admitted["load_id"], "data_version": admitted["data_version"],
-            "features_run_folder": str(run.folder)}
+    return {
+        "dataset": run.dataset,
+        "load_id": admitted["load_id"],
+        "data_version": admitted["data_version"],
+        "features_run_folder": str(run.folder),
+    }
 
 
 def record_checked_build(settings: MySQLSettings, run: RunContext) -> None:
@@ -74,12 +80,14 @@ def record_checked_build(settings: MySQLSettings, run: RunContext) -> None:
     if live is None:
         return
     db = warehouse.quote_identifier(settings.raw_database)
-    checked_at = datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    checked_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     with warehouse.connect(settings, database=settings.raw_database) as conn:
         cur = conn.cursor()
         cur.execute(CHECKED_BUILDS_DDL.format(db=db))
-        cur.execute(f"REPLACE INTO {db}.`{CHECKED_BUILDS_TABLE}` VALUES (%s, %s, %s, %s)",
-                    (live[0], live[1], str(run.folder), checked_at))
+        cur.execute(
+            f"REPLACE INTO {db}.`{CHECKED_BUILDS_TABLE}` VALUES (%s, %s, %s, %s)",
+            (live[0], live[1], str(run.folder), checked_at),
+        )
         conn.commit()
 
 
@@ -92,16 +100,20 @@ def current_build(settings: MySQLSettings, dataset: str) -> dict:
         with warehouse.connect(settings, database=settings.raw_database) as conn:
             if warehouse.table_exists(conn, settings.raw_database, CHECKED_BUILDS_TABLE):
                 row = warehouse.query_one(
-                    conn, f"SELECT run_folder FROM {db}.`{CHECKED_BUILDS_TABLE}` WHERE load_id = %s AND data_version = %s",
-                    live)
+                    conn,
+                    f"SELECT run_folder FROM {db}.`{CHECKED_BUILDS_TABLE}` WHERE load_id = %s AND data_version = %s",
+                    live,
+                )
     if row is None:
         raise warehouse.LoadError(
             f"{settings.raw_database}: the warehouse holds no feature build that passed the features gate"
-            f"{'' if live is None else f' (live load {live[0]})'}: run with build_features on, or run recsys_features first"
+            f"{'' if live is None else f' (live load {live[0]})'}: "
+            "run with build_features on, or run recsys_features first"
         )
     if not live[0].startswith(dataset_key(dataset) + ":"):
         raise warehouse.LoadError(
-            f"the warehouse holds load {live[0]}, not a load of {dataset_key(dataset)}: run with build_features on to load it"
+            f"the warehouse holds load {live[0]}, not a load of {dataset_key(dataset)}: "
+            "run with build_features on to load it"
         )
     return {"dataset": dataset, "load_id": live[0], "data_version": live[1], "features_run_folder": row[0]}
 
@@ -125,10 +137,19 @@ def use_built_features(settings: MySQLSettings, announced: dict, run: RunContext
         for name in RunArtifacts.FEATURE_OUTPUTS:
             if _copy(source / name, folder / name):
                 copied.append(name)
-    log.info("training on load %s of %s (built by the features run in %s); brought along: %s",
-             announced["load_id"], announced["dataset"], source, ", ".join(copied) or "nothing (folder not found)")
-    return {"dataset": announced["dataset"], "load_id": announced["load_id"], "data_version": announced["data_version"],
-            "features_from": str(source)}
+    log.info(
+        "training on load %s of %s (built by the features run in %s); brought along: %s",
+        announced["load_id"],
+        announced["dataset"],
+        source,
+        ", ".join(copied) or "nothing (folder not found)",
+    )
+    return {
+        "dataset": announced["dataset"],
+        "load_id": announced["load_id"],
+        "data_version": announced["data_version"],
+        "features_from": str(source),
+    }
 
 
 def _copy(source: Path, target: Path) -> bool:

@@ -60,7 +60,10 @@ def run_dbt(settings: MySQLSettings, args: Sequence[str], dbt_vars: dict | None 
         log.info("dbt | %s", line)
     if process.returncode != 0:
         errors = [line for line in output.splitlines() if "ERROR" in line or "Error" in line or "FAIL" in line]
-        raise DbtError(f"dbt {' '.join(args)} failed (exit {process.returncode}):\n" + "\n".join(errors[-20:] or output.splitlines()[-20:]))
+        raise DbtError(
+            f"dbt {' '.join(args)} failed (exit {process.returncode}):\n"
+            + "\n".join(errors[-20:] or output.splitlines()[-20:])
+        )
     return output
 
 
@@ -128,7 +131,9 @@ def plan_build(settings: MySQLSettings, dbt_vars: dict, requested_full_refresh: 
         if not warehouse.table_exists(conn, settings.database, BUILD_STATE_TABLE):
             return BuildPlan(True, "no earlier build recorded", fingerprint)
         state = warehouse.query_one(
-            conn, f"SELECT fingerprint, raw_events, raw_max_loaded_at FROM {state_table} WHERE project = %s", (PROJECT_NAME,)
+            conn,
+            f"SELECT fingerprint, raw_events, raw_max_loaded_at FROM {state_table} WHERE project = %s",
+            (PROJECT_NAME,),
         )
         if state is None:
             return BuildPlan(True, "no earlier build recorded", fingerprint)
@@ -141,7 +146,9 @@ def plan_build(settings: MySQLSettings, dbt_vars: dict, requested_full_refresh: 
         )[0]
     if still_there != built_rows:
         return BuildPlan(
-            True, f"raw events changed or were removed since the last build ({built_rows} rows then, {still_there} of them now)",
+            True,
+            f"raw events changed or were removed since the last build "
+            f"({built_rows} rows then, {still_there} of them now)",
             fingerprint,
         )
     return BuildPlan(False, "raw events only grew since the last build with the same rules", fingerprint)

@@ -4,9 +4,9 @@ Cosmos's watcher execution mode: one task (``dbt_producer_watcher``) runs a sing
 ``dbt build`` of the whole project, which builds each model and runs its tests right
 after it, with dbt's threads, and logs its progress live; every seed, source, model and
 model's tests is also a task of its own that reports that node's status from the
-build's events, so a failed model or test is the red task in the grid. One dbt invocation instead of one per node: with ``ExecutionMode.LOCAL`` each of
-the ~45 tasks starts dbt (3-4 s each, ~5 s with Airflow's own overhead), which took the
-dbt part of a groceries run from ~20 s to ~150 s.
+build's events, so a failed model or test is the red task in the grid. One dbt
+invocation instead of one per node: with ``ExecutionMode.LOCAL`` each of the ~45 tasks
+would start dbt on its own, several seconds each.
 
 Sources are not rendered as tasks, and tests with several parents stay with their
 models: cosmos's watchers for those wait for statuses a single ``dbt build`` does
@@ -36,11 +36,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk.exceptions import AirflowSkipException
 from airflow.sdk import TriggerRule
+from airflow.sdk.exceptions import AirflowSkipException
 from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, RenderConfig
-from cosmos.operators._watcher.base import BaseConsumerSensor
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
+from cosmos.operators._watcher.base import BaseConsumerSensor
 
 from recsys_pipeline.settings import dbt_executable, dbt_project_dir, mysql_settings_for_task
 
@@ -100,7 +100,9 @@ def features_task_group(group_id: str = "features") -> DbtTaskGroup:
     group = DbtTaskGroup(
         group_id=group_id,
         project_config=ProjectConfig(dbt_project_path=project, install_dbt_deps=False),
-        profile_config=ProfileConfig(profile_name="recsys", target_name="dev", profiles_yml_filepath=project / "profiles.yml"),
+        profile_config=ProfileConfig(
+            profile_name="recsys", target_name="dev", profiles_yml_filepath=project / "profiles.yml"
+        ),
         execution_config=ExecutionConfig(
             execution_mode=ExecutionMode.WATCHER,
             invocation_mode=InvocationMode.SUBPROCESS,

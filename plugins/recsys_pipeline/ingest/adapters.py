@@ -54,7 +54,16 @@ def _most_common(frame: pd.DataFrame, key: str, value: str) -> pd.Series:
     return counts.drop_duplicates(key).set_index(key)[value]
 
 
-ONLINE_RETAIL_COLUMNS = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
+ONLINE_RETAIL_COLUMNS = [
+    "InvoiceNo",
+    "StockCode",
+    "Description",
+    "Quantity",
+    "InvoiceDate",
+    "UnitPrice",
+    "CustomerID",
+    "Country",
+]
 
 # Online Retail's products have five-digit stock codes with an optional letter suffix;
 # everything else (POST, M, BANK CHARGES, gift_0001_10, ...) is a fee or an adjustment.
@@ -70,7 +79,9 @@ def online_retail(path: Path) -> RawDataset:
     source = pd.read_parquet(path)
     missing = [c for c in ONLINE_RETAIL_COLUMNS if c not in source.columns]
     if missing:
-        raise ContractError(f"{path}: Online Retail columns {missing} are missing; found {list(source.columns)}", str(path), "events")
+        raise ContractError(
+            f"{path}: Online Retail columns {missing} are missing; found {list(source.columns)}", str(path), "events"
+        )
     invoice = source["InvoiceNo"].astype("string").str.strip()
     quantity = pd.to_numeric(source["Quantity"], errors="raise")
     is_return = invoice.str.upper().str.startswith("C") | (quantity < 0)
@@ -93,7 +104,13 @@ def online_retail(path: Path) -> RawDataset:
     titles = _most_common(lines, "item_id", "title")
     prices = _most_common(lines[lines["price"] > 0], "item_id", "price")
     item_ids = pd.Index(events["item_id"].dropna().unique()).sort_values()
-    items = pd.DataFrame({"item_id": item_ids, "title": titles.reindex(item_ids).to_numpy(), "price": prices.reindex(item_ids).to_numpy()})
+    items = pd.DataFrame(
+        {
+            "item_id": item_ids,
+            "title": titles.reindex(item_ids).to_numpy(),
+            "price": prices.reindex(item_ids).to_numpy(),
+        }
+    )
     countries = _most_common(events.assign(country=source["Country"].astype("string")), "user_id", "country")
     users = pd.DataFrame({"user_id": countries.index, "country": countries.to_numpy()})
     return RawDataset(
@@ -120,11 +137,20 @@ def groceries(path: Path) -> RawDataset:
     has_header = not str(first.iloc[0, 0]).strip().isdigit()
     source = pd.read_csv(path, header=0 if has_header else None, dtype="string")
     if source.shape[1] != 3:
-        raise ContractError(f"{path}: expected 3 columns (Member_number, Date, itemDescription), found {source.shape[1]}", str(path), "events")
+        raise ContractError(
+            f"{path}: expected 3 columns (Member_number, Date, itemDescription), found {source.shape[1]}",
+            str(path),
+            "events",
+        )
     source.columns = ["member", "date", "description"]
     description = source["description"].str.strip()
     if description.isna().any():
-        raise ContractError(f"{path}: column 'itemDescription' is empty at row {int(description.isna().to_numpy().nonzero()[0][0]) + 1}", str(path), "events")
+        raise ContractError(
+            f"{path}: column 'itemDescription' is empty at row "
+            f"{int(description.isna().to_numpy().nonzero()[0][0]) + 1}",
+            str(path),
+            "events",
+        )
     item_id = description.map(slugify).astype("string")
     events = pd.DataFrame(
         {
@@ -150,13 +176,18 @@ def groceries(path: Path) -> RawDataset:
 
 
 def _read_table_file(folder: Path, stem: str, required: bool) -> tuple[pd.DataFrame | None, Path | None]:
-    for suffix, reader in ((".parquet", pd.read_parquet), (".csv", lambda p: pd.read_csv(p, dtype="string", encoding="utf-8"))):
+    for suffix, reader in (
+        (".parquet", pd.read_parquet),
+        (".csv", lambda p: pd.read_csv(p, dtype="string", encoding="utf-8")),
+    ):
         path = folder / f"{stem}{suffix}"
         if path.exists():
             try:
                 return reader(path), path
             except UnicodeDecodeError as error:
-                raise ContractError(f"{path}: not valid UTF-8 text ({error.reason} at byte {error.start})", str(path), stem) from error
+                raise ContractError(
+                    f"{path}: not valid UTF-8 text ({error.reason} at byte {error.start})", str(path), stem
+                ) from error
             except pd.errors.EmptyDataError as error:
                 raise ContractError(f"{path}: the file is empty (no header, no rows)", str(path), stem) from error
     if required:
@@ -205,7 +236,9 @@ def read_dataset(dataset: str) -> RawDataset:
         adapter, relative = BUILTIN[dataset]
         path = data_dir() / relative
         if not path.exists():
-            raise ContractError(f"dataset {dataset!r}: {path} not found (set RECSYS_DATA_DIR to the folder that holds it)")
+            raise ContractError(
+                f"dataset {dataset!r}: {path} not found (set RECSYS_DATA_DIR to the folder that holds it)"
+            )
         return adapter(path)
     path = Path(dataset).expanduser()
     if path.is_dir():

@@ -116,14 +116,18 @@ def _check_frame(frame: pd.DataFrame, entity: str, source: str) -> pd.DataFrame:
                     f"{source}: required column '{column.name}' ({column.description}) is missing; "
                     f"found columns {list(frame.columns)}"
                 )
-            out[column.name] = pd.Series(pd.NA, index=frame.index, dtype="Float64" if column.kind == "number" else "string")
+            out[column.name] = pd.Series(
+                pd.NA, index=frame.index, dtype="Float64" if column.kind == "number" else "string"
+            )
             continue
         values = frame[column.name]
         if column.kind == "number":
             numbers = pd.to_numeric(values, errors="coerce")
             bad = numbers.isna() & values.notna()
             if bad.any():
-                raise ContractError(f"{source}: column '{column.name}' must be numeric; {_first_bad(frame, bad, column.name)}")
+                raise ContractError(
+                    f"{source}: column '{column.name}' must be numeric; {_first_bad(frame, bad, column.name)}"
+                )
             out[column.name] = numbers
         else:
             text = values.astype("string").str.strip()

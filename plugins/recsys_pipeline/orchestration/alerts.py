@@ -48,7 +48,9 @@ def stage_of(task_id: str) -> str:
     return task_id
 
 
-def failure_message(dag_id: str, task_id: str, run_id: str, try_number: int | None, error: BaseException | str | None) -> str:
+def failure_message(
+    dag_id: str, task_id: str, run_id: str, try_number: int | None, error: BaseException | str | None
+) -> str:
     if isinstance(error, BaseException):
         reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
     else:
@@ -74,11 +76,14 @@ def notify_failure(context) -> None:
     if url:
         try:
             request = urllib.request.Request(
-                url, data=json.dumps({"text": message}).encode(), headers={"Content-Type": "application/json"}, method="POST"
+                url,
+                data=json.dumps({"text": message}).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
             )
-            with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - the operator's own URL
+            with urllib.request.urlopen(request, timeout=10) as response:  # the operator's own URL
                 response.read()
-        except Exception as error:  # noqa: BLE001 - an alert must never hide the failure it reports
+        except Exception as error:  # an alert must never hide the failure it reports
             log.warning("could not post the failure alert to RECSYS_ALERT_WEBHOOK_URL: %s", error)
 
 
@@ -89,5 +94,5 @@ def _give_back_warehouse(dag_id: str, run_id: str) -> None:
 
     try:
         warehouse_lock.release(mysql_settings_for_task(), warehouse_lock.holder_for(dag_id, run_id))
-    except Exception as error:  # noqa: BLE001 - the lease expires on its own
+    except Exception as error:  # the lease expires on its own
         log.warning("could not give the warehouse lease back (it expires on its own): %s", error)

@@ -34,13 +34,21 @@ def default_dataset() -> str:
 
 def dataset_param(note: str = "") -> Param:
     """The trigger form's ``dataset``, in the same words wherever a DAG loads data."""
-    return Param(default_dataset(), type="string", minLength=1,
-                 description="online-retail, groceries, or a folder with events/items/users .csv or .parquet files" + note)
+    return Param(
+        default_dataset(),
+        type="string",
+        minLength=1,
+        description="online-retail, groceries, or a folder with events/items/users .csv or .parquet files" + note,
+    )
 
 
 def full_refresh_param() -> Param:
-    return Param(False, type="boolean", description="rebuild dbt's incremental models from all raw rows "
-                 "(otherwise automatic when the rules or old raw rows changed)")
+    return Param(
+        False,
+        type="boolean",
+        description="rebuild dbt's incremental models from all raw rows "
+        "(otherwise automatic when the rules or old raw rows changed)",
+    )
 
 
 def cron_from_env(variable: str, default: str) -> str | None:

@@ -32,8 +32,11 @@ def plan_features() -> str:
     context = get_current_context()
     announced = announced_features(context)
     if announced:
-        log.info("triggered by the features asset: training on load %s of %s, no new load or dbt build",
-                 announced["load_id"], announced["dataset"])
+        log.info(
+            "triggered by the features asset: training on load %s of %s, no new load or dbt build",
+            announced["load_id"],
+            announced["dataset"],
+        )
         return "use_built_features"
     if not context["params"].get("build_features", True):
         log.info("build_features is off: training on the warehouse's current features (checked before training)")
@@ -81,12 +84,17 @@ def validate_raw(staged: dict) -> dict:
     """The raw gate: GX suites on the staged load; only a load that passes replaces the raw tables."""
     params, run = current_run()
     try:
-        admitted = raw_gate.validate_raw(mysql_settings_for_task(), run, staged,
-                                         full_refresh=bool(params.get("full_refresh", False)))
+        admitted = raw_gate.validate_raw(
+            mysql_settings_for_task(), run, staged, full_refresh=bool(params.get("full_refresh", False))
+        )
     finally:
         _publish_data_docs(run, raw_gate.GATE)
-    log.info("admitted %s; dbt build will be %s: %s", admitted["rows"],
-             "a full refresh" if admitted["dbt_plan"]["full_refresh"] else "incremental", admitted["dbt_plan"]["reason"])
+    log.info(
+        "admitted %s; dbt build will be %s: %s",
+        admitted["rows"],
+        "a full refresh" if admitted["dbt_plan"]["full_refresh"] else "incremental",
+        admitted["dbt_plan"]["reason"],
+    )
     return admitted
 
 
@@ -103,8 +111,9 @@ def _publish_data_docs(run: RunContext, gate: str) -> None:
 def document_features(admitted: dict) -> dict:
     """After the dbt task group: record the build for the next incremental run, write the docs site into the run."""
     _, run = current_run()
-    return builds.document_features(mysql_settings_for_task(), run, admitted["dbt_vars"],
-                                    admitted["dbt_plan"]["fingerprint"])
+    return builds.document_features(
+        mysql_settings_for_task(), run, admitted["dbt_vars"], admitted["dbt_plan"]["fingerprint"]
+    )
 
 
 @task

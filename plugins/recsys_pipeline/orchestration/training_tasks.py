@@ -82,7 +82,9 @@ def publish_release(ready: dict, decision: dict) -> dict:
 def load_recommendations(published: dict) -> dict:
     _, run = current_run()
     if not published["promote"]:
-        raise AirflowSkipException("the promotion gate kept the current champion; the recommendations table is unchanged")
+        raise AirflowSkipException(
+            "the promotion gate kept the current champion; the recommendations table is unchanged"
+        )
     return recommendations_table.load_recommendations(mysql_settings_for_task(), run.artifacts)
 
 
@@ -95,6 +97,12 @@ def rollback_champion() -> dict:
         result = rollback.rollback(s3_settings_for_task(), mysql_settings_for_task(), key, params["release_id"])
     except ReleaseError as error:
         raise AirflowFailException(f"rollback refused, nothing changed: {error}") from error
-    log.info("champion of %s: %s -> %s; %s rows in %s", key, result["rolled_back_from"], result["champion"],
-             result["recommendations"]["rows"], result["recommendations"]["table"])
+    log.info(
+        "champion of %s: %s -> %s; %s rows in %s",
+        key,
+        result["rolled_back_from"],
+        result["champion"],
+        result["recommendations"]["rows"],
+        result["recommendations"]["table"],
+    )
     return result

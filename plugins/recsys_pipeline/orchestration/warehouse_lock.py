@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from recsys_pipeline import warehouse
 from recsys_pipeline.settings import MySQLSettings
@@ -40,7 +40,7 @@ class WarehouseBusy(RuntimeError):
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+    return datetime.now(UTC).replace(tzinfo=None, microsecond=0)
 
 
 def try_acquire(settings: MySQLSettings, holder: str, lease: timedelta) -> tuple[bool, str | None]:
@@ -50,14 +50,21 @@ def try_acquire(settings: MySQLSettings, holder: str, lease: timedelta) -> tuple
     with warehouse.connect(settings, database=settings.raw_database) as conn:
         cur = conn.cursor()
         cur.execute(DDL.format(db=db))
-        cur.execute(f"INSERT IGNORE INTO {db}.`warehouse_lock` VALUES (%s, '', '1970-01-01', '1970-01-01')", (LOCK_NAME,))
+        cur.execute(
+            f"INSERT IGNORE INTO {db}.`warehouse_lock` VALUES (%s, '', '1970-01-01', '1970-01-01')", (LOCK_NAME,)
+        )
         conn.commit()
         # the row is locked until commit: two runs deciding at once decide one after the other
-        cur.execute(f"SELECT holder, acquired_at, expires_at FROM {db}.`warehouse_lock` WHERE name = %s FOR UPDATE", (LOCK_NAME,))
+        cur.execute(
+            f"SELECT holder, acquired_at, expires_at FROM {db}.`warehouse_lock` WHERE name = %s FOR UPDATE",
+            (LOCK_NAME,),
+        )
         current, acquired_at, expires_at = cur.fetchone()
         if current in (holder, "") or expires_at < now:
-            cur.execute(f"UPDATE {db}.`warehouse_lock` SET holder = %s, acquired_at = %s, expires_at = %s WHERE name = %s",
-                        (holder, now, now + lease, LOCK_NAME))
+            cur.execute(
+                f"UPDATE {db}.`warehouse_lock` SET holder = %s, acquired_at = %s, expires_at = %s WHERE name = %s",
+                (holder, now, now + lease, LOCK_NAME),
+            )
             current = holder
         conn.commit()
     if current == holder:
@@ -65,8 +72,13 @@ def try_acquire(settings: MySQLSettings, holder: str, lease: timedelta) -> tuple
     return False, f"{current} since {acquired_at} UTC (lease until {expires_at} UTC)"
 
 
-def acquire(settings: MySQLSettings, holder: str, lease: timedelta = timedelta(hours=2),
-            wait: float | None = None, poll: float = 15.0) -> None:
+def acquire(
+    settings: MySQLSettings,
+    holder: str,
+    lease: timedelta = timedelta(hours=2),
+    wait: float | None = None,
+    poll: float = 15.0,
+) -> None:
     """Wait up to ``wait`` seconds (RECSYS_WAREHOUSE_LOCK_WAIT_S, default 3600) for the lease."""
     wait = float(os.environ.get("RECSYS_WAREHOUSE_LOCK_WAIT_S", "3600")) if wait is None else wait
     deadline = time.monotonic() + wait
@@ -80,8 +92,11 @@ def acquire(settings: MySQLSettings, holder: str, lease: timedelta = timedelta(h
                 f"{settings.raw_database}.warehouse_lock: another feature build holds the warehouse: {other}; "
                 f"waited {wait:.0f} s (RECSYS_WAREHOUSE_LOCK_WAIT_S)"
             )
-        log.info("warehouse busy (%s); waiting. If that run is gone (killed before its failure callback ran), "
-                 "`recsys unlock --force` frees the warehouse", other)
+        log.info(
+            "warehouse busy (%s); waiting. If that run is gone (killed before its failure callback ran), "
+            "`recsys unlock --force` frees the warehouse",
+            other,
+        )
         time.sleep(poll)
 
 
@@ -91,8 +106,10 @@ def release(settings: MySQLSettings, holder: str) -> bool:
     with warehouse.connect(settings, database=settings.raw_database) as conn:
         cur = conn.cursor()
         cur.execute(DDL.format(db=db))
-        cur.execute(f"UPDATE {db}.`warehouse_lock` SET holder = '', expires_at = '1970-01-01' WHERE name = %s AND holder = %s",
-                    (LOCK_NAME, holder))
+        cur.execute(
+            f"UPDATE {db}.`warehouse_lock` SET holder = '', expires_at = '1970-01-01' WHERE name = %s AND holder = %s",
+            (LOCK_NAME, holder),
+        )
         conn.commit()
         released = cur.rowcount > 0
     if released:
@@ -110,7 +127,9 @@ def current(settings: MySQLSettings) -> tuple[str, datetime, datetime] | None:
     with warehouse.connect(settings, database=settings.raw_database) as conn:
         if not warehouse.table_exists(conn, settings.raw_database, "warehouse_lock"):
             return None
-        row = warehouse.query_one(conn, f"SELECT holder, acquired_at, expires_at FROM {db}.`warehouse_lock` WHERE name = %s", (LOCK_NAME,))
+        row = warehouse.query_one(
+            conn, f"SELECT holder, acquired_at, expires_at FROM {db}.`warehouse_lock` WHERE name = %s", (LOCK_NAME,)
+        )
     if row is None or not row[0] or row[2] < _now():
         return None
     return tuple(row)

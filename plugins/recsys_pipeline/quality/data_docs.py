@@ -29,8 +29,15 @@ def publish_data_docs(s3_settings: S3Settings, run: RunContext, gate: str) -> st
     prefix = data_docs_prefix(s3_settings, run, gate)
     for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
         storage.upload_file(s3, s3_settings.bucket, prefix + path.relative_to(docs_dir).as_posix(), path)
-    url = s3.generate_presigned_url("get_object", Params={"Bucket": s3_settings.bucket, "Key": prefix + "index.html"},
-                                    ExpiresIn=7 * 24 * 3600)
-    log.info("Data Docs (%s gate): s3://%s/%sindex.html\n  open: %s\n  local copy: file://%s",
-             gate, s3_settings.bucket, prefix, url, (docs_dir / "index.html").resolve())
+    url = s3.generate_presigned_url(
+        "get_object", Params={"Bucket": s3_settings.bucket, "Key": prefix + "index.html"}, ExpiresIn=7 * 24 * 3600
+    )
+    log.info(
+        "Data Docs (%s gate): s3://%s/%sindex.html\n  open: %s\n  local copy: file://%s",
+        gate,
+        s3_settings.bucket,
+        prefix,
+        url,
+        (docs_dir / "index.html").resolve(),
+    )
     return f"s3://{s3_settings.bucket}/{prefix}index.html"

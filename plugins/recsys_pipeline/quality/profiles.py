@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from recsys_pipeline import warehouse
 from recsys_pipeline.settings import MySQLSettings
@@ -57,7 +57,7 @@ class LoadProfile:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "LoadProfile":
+    def from_json(cls, text: str) -> LoadProfile:
         return cls(**json.loads(text))
 
 
@@ -97,12 +97,13 @@ def _on_support(shares: dict[str, float], support: list[str]) -> list[float]:
 
 def jensen_shannon(p: list[float], q: list[float]) -> float:
     """Jensen-Shannon divergence in bits (0 = same distribution, 1 = disjoint)."""
+
     def kl(a: list[float], b: list[float]) -> float:
-        return sum(x * math.log2(x / y) for x, y in zip(a, b) if x > 0)
+        return sum(x * math.log2(x / y) for x, y in zip(a, b, strict=True) if x > 0)
 
     sp, sq = sum(p) or 1.0, sum(q) or 1.0
     p, q = [x / sp for x in p], [x / sq for x in q]
-    m = [(x + y) / 2 for x, y in zip(p, q)]
+    m = [(x + y) / 2 for x, y in zip(p, q, strict=True)]
     return max(0.0, min(1.0, (kl(p, m) + kl(q, m)) / 2))
 
 
@@ -155,6 +156,6 @@ def record_profile(settings: MySQLSettings, profile: LoadProfile) -> None:
         cur.execute(PROFILE_DDL.format(table=table))
         cur.execute(
             f"REPLACE INTO {table} VALUES (%s, %s, %s, %s)",
-            (profile.load_id, profile.dataset, profile.to_json(), datetime.now(timezone.utc).replace(tzinfo=None)),
+            (profile.load_id, profile.dataset, profile.to_json(), datetime.now(UTC).replace(tzinfo=None)),
         )
         conn.commit()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from recsys_pipeline import warehouse
@@ -52,7 +52,7 @@ def _table(settings: MySQLSettings) -> str:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0, tzinfo=None)
+    return datetime.now(UTC).replace(microsecond=0, tzinfo=None)
 
 
 def ensure_table(conn, settings: MySQLSettings) -> None:
@@ -79,8 +79,14 @@ def quarantine_file(settings: MySQLSettings, load_id: str, source_table: str, pa
 
 
 def quarantine_rows(
-    settings: MySQLSettings, load_id: str, source_table: str, staged_table: str, key_column: str,
-    keys: list, rule: str, reason: str,
+    settings: MySQLSettings,
+    load_id: str,
+    source_table: str,
+    staged_table: str,
+    key_column: str,
+    keys: list,
+    rule: str,
+    reason: str,
 ) -> int:
     """Copy the rows of ``staged_table`` (raw database) whose ``key_column`` is in ``keys`` into the quarantine.
 
@@ -97,14 +103,15 @@ def quarantine_rows(
         ensure_table(conn, settings)
         cur = conn.cursor()
         cur.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
             (settings.raw_database, staged_table),
         )
         columns = [row[0] for row in cur.fetchall()]
         row_json = "JSON_OBJECT(" + ", ".join(f"'{c}', {warehouse.quote_identifier(c)}" for c in columns) + ")"
         copied = 0
         for start in range(0, len(keys), 1000):
-            chunk = keys[start:start + 1000]
+            chunk = keys[start : start + 1000]
             cur.execute(
                 f"INSERT IGNORE INTO {_table(settings)} "
                 f"SELECT %s, %s, CAST({key} AS CHAR), %s, %s, {row_json}, %s FROM {staged} "
@@ -119,11 +126,15 @@ def quarantine_rows(
 def keys_from_query(settings: MySQLSettings, query: str, key_column: str) -> list:
     """The ``key_column`` values of the rows GX's ``unexpected_index_query`` selects (raw database)."""
     with warehouse.connect(settings, database=settings.raw_database) as conn:
-        frame = warehouse.read_frame(conn, f"SELECT `{key_column}` FROM ({query.rstrip().rstrip(';')}) AS unexpected LIMIT {MAX_ROWS_PER_RULE}")
+        frame = warehouse.read_frame(
+            conn, f"SELECT `{key_column}` FROM ({query.rstrip().rstrip(';')}) AS unexpected LIMIT {MAX_ROWS_PER_RULE}"
+        )
     return frame[key_column].tolist()
 
 
-def quarantine_load(settings: MySQLSettings, load_id: str, source_table: str, rule: str, reason: str, rows: dict) -> None:
+def quarantine_load(
+    settings: MySQLSettings, load_id: str, source_table: str, rule: str, reason: str, rows: dict
+) -> None:
     """Record a refusal of the whole load (volume, drift): the load itself is kept as ``raw_*__rejected``."""
     facts = {"kept_as": [f"{settings.raw_database}.raw_{entity}__rejected" for entity in rows], "rows": rows}
     with warehouse.connect(settings, database=settings.raw_database) as conn:
@@ -150,7 +161,8 @@ def rows_for_load(settings: MySQLSettings, load_id: str) -> list[dict]:
             return []
         cur = conn.cursor()
         cur.execute(
-            f"SELECT source_table, row_key, rule, reason, row_data FROM {_table(settings)} WHERE load_id = %s ORDER BY source_table, rule, row_key",
+            f"SELECT source_table, row_key, rule, reason, row_data FROM {_table(settings)} "
+            "WHERE load_id = %s ORDER BY source_table, rule, row_key",
             (load_id,),
         )
         return [

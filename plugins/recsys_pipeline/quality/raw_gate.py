@@ -25,8 +25,16 @@ from recsys_pipeline.settings import MySQLSettings
 log = logging.getLogger(__name__)
 
 GATE = "raw"
-SUMMARY_KEYS = ("load_id", "dataset", "data_version", "rows", "seconds", "rows_per_second", "new_events",
-                "changed_or_removed_events")
+SUMMARY_KEYS = (
+    "load_id",
+    "dataset",
+    "data_version",
+    "rows",
+    "seconds",
+    "rows_per_second",
+    "new_events",
+    "changed_or_removed_events",
+)
 
 
 def validate_raw(settings: MySQLSettings, run: RunContext, staged: dict, full_refresh: bool = False) -> dict:
@@ -53,8 +61,15 @@ def validate_raw(settings: MySQLSettings, run: RunContext, staged: dict, full_re
     docs_dir = artifacts.data_docs(GATE)
     shutil.rmtree(docs_dir, ignore_errors=True)
     try:
-        results = suites.run_suites(settings, GATE, tables=tables, computed_parameters=computed,
-                                    statistics=statistics, docs_dir=docs_dir, run_name=run.release_id)
+        results = suites.run_suites(
+            settings,
+            GATE,
+            tables=tables,
+            computed_parameters=computed,
+            statistics=statistics,
+            docs_dir=docs_dir,
+            run_name=run.release_id,
+        )
     except suites.DataQualityError as error:
         kept = _quarantine_refused_load(settings, staged, error)
         artifacts.write_json(RunArtifacts.QUALITY_RAW, {"passed": False, "error": str(error), "kept_as": kept})
@@ -68,8 +83,12 @@ def validate_raw(settings: MySQLSettings, run: RunContext, staged: dict, full_re
 
 def _admitted(settings: MySQLSettings, staged: dict, full_refresh: bool, gate: dict) -> dict:
     plan = builds.prepare_build(settings, staged["dbt_vars"], full_refresh)
-    log.info("raw load %s admitted; next dbt build: %s (%s)", staged["load_id"],
-             "full refresh" if plan.full_refresh else "incremental", plan.reason)
+    log.info(
+        "raw load %s admitted; next dbt build: %s (%s)",
+        staged["load_id"],
+        "full refresh" if plan.full_refresh else "incremental",
+        plan.reason,
+    )
     return staged | {"dbt_plan": plan.to_dict(), "raw_gate": {name: r["success"] for name, r in gate.items()}}
 
 
@@ -90,13 +109,19 @@ def _gate_inputs(settings: MySQLSettings, staged: dict) -> tuple[profiles.LoadPr
         }
         top = [item for item in before.item_shares if item != profiles.OTHER_ITEMS]
         counts = profiles.item_counts_for(settings, loader.STAGED_TABLES["events"], top)
-        statistics = pd.DataFrame({
-            "event_type_mix_linf": [round(profiles.event_type_mix_linf(profile, before), 6)],
-            "item_popularity_jsd": [round(profiles.item_popularity_jsd(counts, profile.rows["events"], before), 6)],
-            "compared_with_load": [before.load_id],
-        })
-        log.info("raw gate: comparing with the last good load %s (%s events): %s", before.load_id, previous,
-                 statistics.drop(columns="compared_with_load").to_dict("records")[0])
+        statistics = pd.DataFrame(
+            {
+                "event_type_mix_linf": [round(profiles.event_type_mix_linf(profile, before), 6)],
+                "item_popularity_jsd": [round(profiles.item_popularity_jsd(counts, profile.rows["events"], before), 6)],
+                "compared_with_load": [before.load_id],
+            }
+        )
+        log.info(
+            "raw gate: comparing with the last good load %s (%s events): %s",
+            before.load_id,
+            previous,
+            statistics.drop(columns="compared_with_load").to_dict("records")[0],
+        )
     else:
         log.info("raw gate: first load of %s, no earlier load to compare volume and distributions with", dataset)
     return profile, computed, statistics
@@ -111,14 +136,26 @@ def _quarantine_refused_load(settings: MySQLSettings, staged: dict, error: suite
         for failure in result.failures:
             if failure.row_keys or failure.index_query:
                 key = loader.PRIMARY_KEYS[entity]
-                keys = (quarantine.keys_from_query(settings, failure.index_query, key) if failure.index_query
-                        else failure.row_keys)
-                copied = quarantine.quarantine_rows(settings, load_id, entity_table, loader.STAGED_TABLES[entity], key,
-                                                    keys, failure.rule_name, failure.describe())
+                keys = (
+                    quarantine.keys_from_query(settings, failure.index_query, key)
+                    if failure.index_query
+                    else failure.row_keys
+                )
+                copied = quarantine.quarantine_rows(
+                    settings,
+                    load_id,
+                    entity_table,
+                    loader.STAGED_TABLES[entity],
+                    key,
+                    keys,
+                    failure.rule_name,
+                    failure.describe(),
+                )
                 log.warning("quarantined %d rows of %s: %s", copied, entity_table, failure.rule_name)
             else:
-                quarantine.quarantine_load(settings, load_id, entity_table, failure.rule_name, failure.describe(),
-                                           staged["rows"])
+                quarantine.quarantine_load(
+                    settings, load_id, entity_table, failure.rule_name, failure.describe(), staged["rows"]
+                )
     kept = loader.reject_staged(settings)
     log.warning("refused load %s kept as %s; the live raw tables are unchanged", load_id, ", ".join(kept))
     return kept

@@ -30,8 +30,8 @@ import json
 import logging
 import os
 import string
-from datetime import datetime, timezone
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote_plus
 
@@ -47,7 +47,7 @@ UNEXPECTED_ROWS = "unexpected_rows_expectation"
 class DataQualityError(RuntimeError):
     """At least one expectation failed; training and publishing must not run."""
 
-    def __init__(self, message: str, results: list["SuiteResult"] | None = None, docs_index: Path | None = None):
+    def __init__(self, message: str, results: list[SuiteResult] | None = None, docs_index: Path | None = None):
         super().__init__(message)
         self.results = results or []
         self.docs_index = docs_index
@@ -88,8 +88,12 @@ class SuiteResult:
     checks: str = ""
 
     def to_dict(self) -> dict:
-        return {"table": self.table, "success": self.success, "expectations": self.evaluated,
-                "failures": [f.describe() for f in self.failures]}
+        return {
+            "table": self.table,
+            "success": self.success,
+            "expectations": self.evaluated,
+            "failures": [f.describe() for f in self.failures],
+        }
 
 
 def load_suite_files(suites_dir: Path = SUITES_DIR, stage: str | None = None) -> list[dict]:
@@ -112,7 +116,9 @@ def suite_parameters(spec: dict, computed: dict | None = None) -> dict:
     for name, default in list(values.items()):
         env = os.environ.get(f"RECSYS_DQ_{name.upper()}")
         if env is not None:
-            values[name] = type(default)(env) if isinstance(default, (int, float)) and not isinstance(default, bool) else env
+            values[name] = (
+                type(default)(env) if isinstance(default, (int, float)) and not isinstance(default, bool) else env
+            )
     return values | (computed or {})
 
 
@@ -133,11 +139,13 @@ def _expectations(spec: dict, tables: dict[str, str], parameters: dict) -> list:
     for item in spec["expectations"]:
         kwargs = dict(item["kwargs"])
         if item["type"] == UNEXPECTED_ROWS:
-            built.append(gx.expectations.UnexpectedRowsExpectation(
-                unexpected_rows_query=_fill_sql(kwargs["unexpected_rows_query"], tables, parameters),
-                description=item.get("description") or kwargs.get("description"),
-                meta={"rule": item.get("description", "")},
-            ))
+            built.append(
+                gx.expectations.UnexpectedRowsExpectation(
+                    unexpected_rows_query=_fill_sql(kwargs["unexpected_rows_query"], tables, parameters),
+                    description=item.get("description") or kwargs.get("description"),
+                    meta={"rule": item.get("description", "")},
+                )
+            )
             continue
         built.append(ExpectationConfiguration(type=item["type"], kwargs=kwargs, meta=item.get("meta")).to_domain_obj())
     return built
@@ -153,7 +161,8 @@ def _observed(result, details: dict) -> str:
     observed = details.get("observed_value")
     if observed is None and "unexpected_count" in details:
         sample = [str(v) for v in details.get("partial_unexpected_list", [])[:5]]
-        return f"{int(details['unexpected_count'])} unexpected rows ({details.get('unexpected_percent', 0):.2f}%), e.g. {sample}"
+        share = details.get("unexpected_percent", 0)
+        return f"{int(details['unexpected_count'])} unexpected rows ({share:.2f}%), e.g. {sample}"
     return str(observed)
 
 
@@ -169,8 +178,11 @@ def _failure(spec: dict, table: str, result) -> Failure:
     kwargs = dict(config.kwargs)
     column = kwargs.pop("column", None) or kwargs.pop("column_list", None)
     details = result.result or {}
-    rule = {k: (v if isinstance(v, (int, float, list, type(None))) else str(v)) for k, v in kwargs.items()
-            if k not in ("batch_id", "result_format", "unexpected_rows_query")}
+    rule = {
+        k: (v if isinstance(v, (int, float, list, type(None))) else str(v))
+        for k, v in kwargs.items()
+        if k not in ("batch_id", "result_format", "unexpected_rows_query")
+    }
     if config.type == UNEXPECTED_ROWS:
         rule = {"rule": config.description}
     key = spec.get("key")
@@ -183,8 +195,16 @@ def _failure(spec: dict, table: str, result) -> Failure:
             if isinstance(row, dict) and key in row:
                 row_keys.append(row[key])
     index_query = details.get("unexpected_index_query")
-    return Failure(spec["name"], table, config.type, column if isinstance(column, str) else (str(column) if column else None),
-                   _observed(result, details), rule, row_keys, index_query if isinstance(index_query, str) else None)
+    return Failure(
+        spec["name"],
+        table,
+        config.type,
+        column if isinstance(column, str) else (str(column) if column else None),
+        _observed(result, details),
+        rule,
+        row_keys,
+        index_query if isinstance(index_query, str) else None,
+    )
 
 
 def _context(docs_dir: Path | None):
@@ -195,11 +215,14 @@ def _context(docs_dir: Path | None):
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     if docs_dir is not None:
         docs_dir.mkdir(parents=True, exist_ok=True)
-        context.add_data_docs_site(site_name="run", site_config={
-            "class_name": "SiteBuilder",
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-        })
+        context.add_data_docs_site(
+            site_name="run",
+            site_config={
+                "class_name": "SiteBuilder",
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            },
+        )
     return context
 
 
@@ -210,9 +233,9 @@ def _run_id(run_name: str | None):
     if run_name is None:
         return None
     try:
-        run_time = datetime.strptime(run_name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        run_time = datetime.strptime(run_name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError:
-        run_time = datetime(1970, 1, 1, tzinfo=timezone.utc)
+        run_time = datetime(1970, 1, 1, tzinfo=UTC)
     return RunIdentifier(run_name=run_name, run_time=run_time)
 
 
@@ -266,27 +289,64 @@ def run_suites(
         else:
             database, table = tables.get(spec["table"], (settings.database, spec["table"]))
             if database not in sources:
-                sources[database] = context.data_sources.add_sql(name=f"mysql_{database}", connection_string=_url(settings, database))
-            batch = sources[database].add_table_asset(name=spec["name"], table_name=table).add_batch_definition_whole_table("whole_table")
+                sources[database] = context.data_sources.add_sql(
+                    name=f"mysql_{database}", connection_string=_url(settings, database)
+                )
+            batch = (
+                sources[database]
+                .add_table_asset(name=spec["name"], table_name=table)
+                .add_batch_definition_whole_table("whole_table")
+            )
             batch_parameters = None
             table_label = f"{database}.{table}"
-        suite = context.suites.add(gx.ExpectationSuite(
-            name=spec["name"], expectations=_expectations(spec, qualified, parameters),
-            meta={"description": spec.get("description", "")},
-        ))
-        validation = context.validation_definitions.add(gx.ValidationDefinition(name=spec["name"], data=batch, suite=suite))
-        actions = [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["run"])] if docs_dir is not None else []
-        result_format = {"result_format": "COMPLETE", "unexpected_index_column_names": [spec["key"]]} if spec.get("key") else "SUMMARY"
-        checkpoint = context.checkpoints.add(gx.Checkpoint(
-            name=spec["name"], validation_definitions=[validation], actions=actions, result_format=result_format,
-        ))
-        outcome = checkpoint.run(batch_parameters=batch_parameters, expectation_parameters=parameters, run_id=_run_id(run_name))
+        suite = context.suites.add(
+            gx.ExpectationSuite(
+                name=spec["name"],
+                expectations=_expectations(spec, qualified, parameters),
+                meta={"description": spec.get("description", "")},
+            )
+        )
+        validation = context.validation_definitions.add(
+            gx.ValidationDefinition(name=spec["name"], data=batch, suite=suite)
+        )
+        actions = (
+            [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["run"])] if docs_dir is not None else []
+        )
+        result_format = (
+            {"result_format": "COMPLETE", "unexpected_index_column_names": [spec["key"]]}
+            if spec.get("key")
+            else "SUMMARY"
+        )
+        checkpoint = context.checkpoints.add(
+            gx.Checkpoint(
+                name=spec["name"],
+                validation_definitions=[validation],
+                actions=actions,
+                result_format=result_format,
+            )
+        )
+        outcome = checkpoint.run(
+            batch_parameters=batch_parameters, expectation_parameters=parameters, run_id=_run_id(run_name)
+        )
         validation_result = next(iter(outcome.run_results.values()))
         failures = [_failure(spec, table_label, r) for r in validation_result.results if not r.success]
-        results.append(SuiteResult(spec["name"], table_label, bool(validation_result.success), len(validation_result.results),
-                                   failures, checks=spec["table"]))
-        log.info("suite %s on %s: %s (%d expectations)", spec["name"], table_label,
-                 "passed" if validation_result.success else "FAILED", len(validation_result.results))
+        results.append(
+            SuiteResult(
+                spec["name"],
+                table_label,
+                bool(validation_result.success),
+                len(validation_result.results),
+                failures,
+                checks=spec["table"],
+            )
+        )
+        log.info(
+            "suite %s on %s: %s (%d expectations)",
+            spec["name"],
+            table_label,
+            "passed" if validation_result.success else "FAILED",
+            len(validation_result.results),
+        )
     failed = [f.describe() for r in results for f in r.failures]
     if failed and raise_on_failure:
         index = docs_dir / "index.html" if docs_dir is not None else None

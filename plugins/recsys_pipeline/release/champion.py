@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from recsys_pipeline import storage
 from recsys_pipeline.release import layout
@@ -40,17 +40,26 @@ def move_champion(s3_settings: S3Settings, dataset_key: str, release_id: str) ->
     s3 = storage.client(s3_settings)
     manifest, manifest_object = check_complete(s3, s3_settings, dataset_key, release_id)
     if not manifest.get("gate", {}).get("promote"):
-        raise layout.ReleaseError(f"release {release_id} of {dataset_key} was not promoted by the gate when it ran; "
-                                  "only a former champion can be rolled back to")
+        raise layout.ReleaseError(
+            f"release {release_id} of {dataset_key} was not promoted by the gate when it ran; "
+            "only a former champion can be rolled back to"
+        )
     current = read_champion(s3, s3_settings, dataset_key)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     pointer = champion_pointer(
-        manifest, manifest_object, now,
-        rolled_back_from=current.get("release_id") if current else None, rolled_back_at=now,
+        manifest,
+        manifest_object,
+        now,
+        rolled_back_from=current.get("release_id") if current else None,
+        rolled_back_at=now,
     )
     storage.put_json(s3, s3_settings.bucket, layout.champion_key(s3_settings, dataset_key), pointer)
-    record_history(s3, s3_settings, dataset_key, {"event": "rollback", "release_id": release_id,
-                                                  "from": pointer["rolled_back_from"], "at": now})
+    record_history(
+        s3,
+        s3_settings,
+        dataset_key,
+        {"event": "rollback", "release_id": release_id, "from": pointer["rolled_back_from"], "at": now},
+    )
     log.info("champion of %s: %s -> %s", dataset_key, pointer["rolled_back_from"], release_id)
     return pointer
 
@@ -64,8 +73,12 @@ def record_history(s3, s3_settings: S3Settings, dataset_key: str, entry: dict) -
         if error.response.get("Error", {}).get("Code") not in ("NoSuchKey", "404"):
             raise
         body = ""
-    s3.put_object(Bucket=s3_settings.bucket, Key=key, Body=(body + json.dumps(entry, sort_keys=True) + "\n").encode(),
-                  ContentType="application/x-ndjson")
+    s3.put_object(
+        Bucket=s3_settings.bucket,
+        Key=key,
+        Body=(body + json.dumps(entry, sort_keys=True) + "\n").encode(),
+        ContentType="application/x-ndjson",
+    )
 
 
 def read_history(s3, s3_settings: S3Settings, dataset_key: str) -> list[dict]:

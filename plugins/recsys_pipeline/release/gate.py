@@ -32,7 +32,10 @@ def promotion_gate(s3_settings: S3Settings, run: RunContext, data_version: str, 
     comparable = bool(champion) and champion.get("data_version") == data_version
     baselines = [name for name in BASELINES if name in report["models"]]
     decision = decide(CHALLENGER, report["models"], baselines, champion_metrics, comparable, GateConfig.from_env())
-    payload = decision.to_dict() | {"forced": force, "champion_before": champion.get("release_id") if champion else None}
+    payload = decision.to_dict() | {
+        "forced": force,
+        "champion_before": champion.get("release_id") if champion else None,
+    }
     if force and not decision.promote:
         payload["promote"] = True
         payload["reasons"].append("forced: promoted by the force_publish parameter despite failed checks")
@@ -42,4 +45,3 @@ def promotion_gate(s3_settings: S3Settings, run: RunContext, data_version: str, 
         log.info("gate %s", reason)
     log.info("gate decision: %s", "PROMOTE" if payload["promote"] else "KEEP CHAMPION")
     return {"promote": payload["promote"], "reasons": payload["reasons"]}
-

@@ -6,7 +6,7 @@ is ever sent to a release that is not complete and verified.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from ml.names import CHALLENGER
 from recsys_pipeline import storage
@@ -51,7 +51,7 @@ def publish(s3_settings: S3Settings, run: RunContext, data_version: str) -> dict
         "dataset": run.dataset_key,
         "model_version": training["model_version"],
         "data_version": data_version,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "gate": decision,
         "metrics": metrics["models"][CHALLENGER],
         "objects": [{"key": o.key, "size": o.size, "sha256": o.sha256} for o in objects],
@@ -61,12 +61,20 @@ def publish(s3_settings: S3Settings, run: RunContext, data_version: str) -> dict
     if decision["promote"]:
         pointer = champion_pointer(manifest, manifest_object, manifest["created_at"])
         storage.put_json(s3, bucket, layout.champion_key(s3_settings, run.dataset_key), pointer)
-        record_history(s3, s3_settings, run.dataset_key, {
-            "event": "promote", "release_id": release_id, "from": champion.get("release_id") if champion else None,
-            "at": manifest["created_at"],
-        })
-    artifacts.write_json(RunArtifacts.PUBLISHED, {"release_id": release_id, "prefix": prefix,
-                                                  "manifest": manifest_object.key})
+        record_history(
+            s3,
+            s3_settings,
+            run.dataset_key,
+            {
+                "event": "promote",
+                "release_id": release_id,
+                "from": champion.get("release_id") if champion else None,
+                "at": manifest["created_at"],
+            },
+        )
+    artifacts.write_json(
+        RunArtifacts.PUBLISHED, {"release_id": release_id, "prefix": prefix, "manifest": manifest_object.key}
+    )
     return {
         "bucket": bucket,
         "release_id": release_id,

@@ -62,5 +62,9 @@ def replace_recommendations(settings: MySQLSettings, frame: pd.DataFrame) -> dic
         warehouse.swap_in(conn, database, [TABLE], keep_previous=True)
     versions = sorted(frame["model_version"].unique().tolist()) if "model_version" in frame else []
     log.info("%s.%s now holds %s rows of model %s", database, TABLE, rows, ", ".join(versions))
-    return {"table": f"{database}.{TABLE}", "rows": rows, "users": int(frame["user_id"].nunique()),
-            "model_versions": versions}
+    return {
+        "table": f"{database}.{TABLE}",
+        "rows": rows,
+        "users": int(frame["user_id"].nunique()),
+        "model_versions": versions,
+    }

@@ -28,4 +28,8 @@ def rollback(s3_settings: S3Settings, settings: MySQLSettings, dataset_key: str,
     with tempfile.TemporaryDirectory() as tmp:
         path = download_release(s3, s3_settings, manifest, Path(tmp), RunArtifacts.RECOMMENDATIONS)
         loaded = replace_recommendations(settings, pd.read_parquet(path))
-    return {"champion": pointer["release_id"], "rolled_back_from": pointer["rolled_back_from"], "recommendations": loaded}
+    return {
+        "champion": pointer["release_id"],
+        "rolled_back_from": pointer["rolled_back_from"],
+        "recommendations": loaded,
+    }

@@ -20,7 +20,7 @@ from recsys_pipeline.settings import S3Settings
 
 def list_releases(s3, s3_settings: S3Settings, dataset_key: str) -> list[str]:
     prefix = releases_prefix(s3_settings, dataset_key)
-    return sorted({key[len(prefix):].split("/")[0] for key in storage.list_keys(s3, s3_settings.bucket, prefix)})
+    return sorted({key[len(prefix) :].split("/")[0] for key in storage.list_keys(s3, s3_settings.bucket, prefix)})
 
 
 def check_complete(s3, s3_settings: S3Settings, dataset_key: str, release_id: str) -> tuple[dict, storage.StoredObject]:
@@ -30,8 +30,10 @@ def check_complete(s3, s3_settings: S3Settings, dataset_key: str, release_id: st
     manifest = storage.get_json(s3, bucket, key)
     if manifest is None:
         known = ", ".join(list_releases(s3, s3_settings, dataset_key)[-5:]) or "none"
-        raise ReleaseError(f"release {release_id} of {dataset_key} has no manifest at s3://{bucket}/{key} "
-                           f"(incomplete or unknown; latest releases: {known})")
+        raise ReleaseError(
+            f"release {release_id} of {dataset_key} has no manifest at s3://{bucket}/{key} "
+            f"(incomplete or unknown; latest releases: {known})"
+        )
     problems = []
     for obj in manifest["objects"]:
         try:
@@ -40,7 +42,9 @@ def check_complete(s3, s3_settings: S3Settings, dataset_key: str, release_id: st
             problems.append(f"{obj['key']}: {error.response.get('Error', {}).get('Code', error)}")
             continue
         if (size, checksum) != (obj["size"], obj["sha256"]):
-            problems.append(f"{obj['key']}: size {size} sha256 {checksum[:12]} (manifest: {obj['size']}, {obj['sha256'][:12]})")
+            problems.append(
+                f"{obj['key']}: size {size} sha256 {checksum[:12]} (manifest: {obj['size']}, {obj['sha256'][:12]})"
+            )
     if problems:
         raise ReleaseError(f"release {release_id} of {dataset_key} is not complete: " + "; ".join(problems[:10]))
     size, checksum = storage.download_sha256(s3, bucket, key)
@@ -51,7 +55,7 @@ def download_release(s3, s3_settings: S3Settings, manifest: dict, target: Path, 
     """Download the release's objects (those below ``under``) into ``target``, keeping their layout."""
     prefix = release_prefix(s3_settings, manifest["dataset"], manifest["release_id"])
     for obj in manifest["objects"]:
-        relative = obj["key"][len(prefix):]
+        relative = obj["key"][len(prefix) :]
         if relative.startswith(under):
             path = target / relative
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +63,9 @@ def download_release(s3, s3_settings: S3Settings, manifest: dict, target: Path, 
     return target / under
 
 
-def verify(s3_settings: S3Settings, dataset_key: str, release_id: str | None = None, user_id: str | None = None, k: int = 10) -> dict:
+def verify(
+    s3_settings: S3Settings, dataset_key: str, release_id: str | None = None, user_id: str | None = None, k: int = 10
+) -> dict:
     """Check the champion (or ``release_id``) end to end and recommend for a user with its SavedModel.
 
     Compares the SavedModel's answer with the published recommendations of the same
@@ -74,7 +80,10 @@ def verify(s3_settings: S3Settings, dataset_key: str, release_id: str | None = N
     if release_id is None:
         pointer = storage.get_json(s3, s3_settings.bucket, champion_key(s3_settings, dataset_key))
         if pointer is None:
-            raise ReleaseError(f"{dataset_key} has no champion yet (no s3://{s3_settings.bucket}/{champion_key(s3_settings, dataset_key)})")
+            raise ReleaseError(
+                f"{dataset_key} has no champion yet "
+                f"(no s3://{s3_settings.bucket}/{champion_key(s3_settings, dataset_key)})"
+            )
         release_id = pointer["release_id"]
         size, checksum = storage.download_sha256(s3, s3_settings.bucket, pointer["manifest"])
         if checksum != pointer["manifest_sha256"]:
@@ -94,8 +103,12 @@ def verify(s3_settings: S3Settings, dataset_key: str, release_id: str | None = N
         in_context = None
         if hasattr(model, "recommend_in_context"):  # releases before the context signature lack it
             recent = items[:3]  # a new shopper who just bought what this user is recommended
-            answer = model.recommend_in_context(user_id=tf.constant(["__newcomer__"]), k=tf.constant(k, tf.int32),
-                                                recent_item_ids=tf.constant([recent]), segment=tf.constant([""]))
+            answer = model.recommend_in_context(
+                user_id=tf.constant(["__newcomer__"]),
+                k=tf.constant(k, tf.int32),
+                recent_item_ids=tf.constant([recent]),
+                segment=tf.constant([""]),
+            )
             in_context = {"recent_items": recent, "items": [i.decode() for i in answer["item_ids"].numpy()[0]]}
     expected = published[published["user_id"] == user_id].sort_values("rank")["item_id"].head(k).tolist()
     if not items or not fallback:

@@ -29,8 +29,14 @@ from matplotlib.backends.backend_svg import FigureCanvasSVG
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-COLORS = {"two_tower": "#2f6fdb", "ease": "#c9842c", "item_knn": "#2e9e55", "user_knn": "#8e5bd6", "most_popular": "#7a7f87",
-          "bought_before": "#b5485d"}
+COLORS = {
+    "two_tower": "#2f6fdb",
+    "ease": "#c9842c",
+    "item_knn": "#2e9e55",
+    "user_knn": "#8e5bd6",
+    "most_popular": "#7a7f87",
+    "bought_before": "#b5485d",
+}
 PALETTE = ("#2f6fdb", "#c9842c", "#2e9e55", "#8e5bd6")
 BAR_DEFAULT = "#55bb88"
 MARKER_COLOR = "#cc3333"
@@ -73,14 +79,16 @@ def _key(*parts) -> str:
 
 
 def _svg(fig: Figure, title: str, tips: dict[str, str]) -> str:
-    """``fig`` as an inline <svg>: no prolog, no metadata, labelled for screen readers, one <title> tooltip per tip id."""
+    """``fig`` as an inline <svg>: no prolog, no metadata, labelled for screen readers, a <title> tooltip per tip id."""
     buffer = io.StringIO()
     FigureCanvasSVG(fig)  # the SVG canvas itself: no backend chosen, no pyplot
     fig.savefig(buffer, format="svg", bbox_inches="tight", pad_inches=0.06, metadata={"Date": None})
     svg = _METADATA.sub("", _PROLOG.sub("", buffer.getvalue(), count=1), count=1)
     svg = svg.replace("<svg ", f'<svg role="img" aria-label="{html.escape(title)}" ', 1)
-    svg = _TIP_GROUP.sub(lambda m: f"<g><title>{html.escape(tips[m.group(1)])}</title>" if m.group(1) in tips else "<g>", svg)
-    # matplotlib names every group (figure_1, axes_1, ...): the same ids in each of a page's charts; nothing refers to them
+    svg = _TIP_GROUP.sub(
+        lambda m: f"<g><title>{html.escape(tips[m.group(1)])}</title>" if m.group(1) in tips else "<g>", svg
+    )
+    # matplotlib names every group (figure_1, axes_1, ...): the same ids in each chart of a page; nothing refers to them
     return _GROUP_ID.sub(r"<g\1>", svg).strip()
 
 
@@ -105,7 +113,7 @@ def line_chart(title: str, series: dict[str, Sequence[float]], marker: int | Non
             color = COLORS.get(name, PALETTE[k % len(PALETTE)])
             epochs = range(1, len(values) + 1)
             ax.plot(epochs, values, color=color, linewidth=1.8, label=name)
-            for epoch, value in zip(epochs, values):
+            for epoch, value in zip(epochs, values, strict=True):
                 if math.isfinite(value):  # a point of its own: its own tooltip
                     gid = f"tip-{key}-{len(tips)}"
                     tips[gid] = f"{name} epoch {epoch}: {value:.4f}"
@@ -134,13 +142,19 @@ def bar_chart(title: str, values: dict[str, float], threshold: tuple[str, float]
     with _LOCK, matplotlib.rc_context(_STYLE | {"svg.hashsalt": key}):
         fig = Figure(figsize=(WIDTH_IN, 1.3 + 0.3 * len(ordered) + (0.25 if threshold else 0)), layout="constrained")
         ax = fig.add_subplot()
-        bars = ax.barh(range(len(ordered)), numbers, height=0.68, color=[COLORS.get(name, BAR_DEFAULT) for name in names])
-        for i, (bar, name, number) in enumerate(zip(bars, names, numbers)):
+        bars = ax.barh(
+            range(len(ordered)), numbers, height=0.68, color=[COLORS.get(name, BAR_DEFAULT) for name in names]
+        )
+        for i, (bar, name, number) in enumerate(zip(bars, names, numbers, strict=True)):
             gid = f"tip-{key}-{i}"
             tips[gid] = f"{name}: {number:.4f}"
             bar.set_gid(gid)
         # the threshold's line may cross a label: a backing keeps the digits legible
-        _plain(*ax.bar_label(bars, fmt="%.4f", padding=3, fontsize=8, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.4}))
+        _plain(
+            *ax.bar_label(
+                bars, fmt="%.4f", padding=3, fontsize=8, bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.4}
+            )
+        )
         ax.set_yticks(range(len(ordered)), labels=names, parse_math=False)
         ax.invert_yaxis()
         top = max(numbers + ([threshold[1]] if threshold else []))

@@ -42,11 +42,18 @@ def render_model_card(summary: RunSummary, dataset_key: str, data_version: str, 
         "|---|---|---|---|---|---|",
     ]
     for split, window in sorted(summary.data_window.items()):
-        lines.append(f"| {split} | {window['first_event_at']} | {window['last_event_at']} | "
-                     f"{window['interactions']:,} | {window['users']:,} | {window['items']:,} |")
+        lines.append(
+            f"| {split} | {window['first_event_at']} | {window['last_event_at']} | "
+            f"{window['interactions']:,} | {window['users']:,} | {window['items']:,} |"
+        )
     header, *rows = summary.metric_rows(SUMMARY_METRICS)
-    lines += ["", f"## Offline metrics ({summary.protocol})", "", "| " + " | ".join(header) + " |",
-              "|---" * len(header) + "|"]
+    lines += [
+        "",
+        f"## Offline metrics ({summary.protocol})",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += ["", f"## Promotion gate: {'PROMOTED' if summary.promoted else 'not promoted'}", ""]
     lines += [f"- {reason}" for reason in summary.reasons]

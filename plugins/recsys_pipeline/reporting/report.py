@@ -16,7 +16,6 @@ import logging
 from pathlib import Path
 
 from ml.names import NDCG_20, RECALL_20, REPORT_METRICS, RERANKED, RETRIEVAL_ORDER, SUMMARY_METRICS
-
 from recsys_pipeline.reporting.charts import bar_chart, line_chart
 from recsys_pipeline.reporting.summary import RunSummary
 from recsys_pipeline.run import RunArtifacts
@@ -59,8 +58,7 @@ def backtest_section(summary: RunSummary) -> str:
         parts.append(bar_chart(f"{primary}: {view.label}", scores))
         ranked = sorted(view.models.items(), key=lambda kv: -kv[1].get(primary, 0))
         users = view.evaluated_users if view.evaluated_users is not None else "?"
-        tables.append(f"<h3>{html.escape(view.label)}: {users} users</h3>"
-                      + _table("model", SUMMARY_METRICS, ranked))
+        tables.append(f"<h3>{html.escape(view.label)}: {users} users</h3>" + _table("model", SUMMARY_METRICS, ranked))
     return "".join(parts) + "</div>" + "".join(tables)
 
 
@@ -75,9 +73,12 @@ def ranking_stage_section(summary: RunSummary) -> str:
     held = stage.get("held_out_ndcg@20", {})
     used = "used" if stage.get("used") else "not used: it did not beat the retrieval order"
     orders = [(name.replace("_", " "), values) for name, values in summary.ranking_stage_orders().items()]
-    curve = line_chart(f"Ranking MLP: {NDCG_20} of the epoch-choosing users",
-                       {RERANKED: stage.get("tuning_ndcg@20_per_epoch", [])},
-                       marker=stage.get("best_epoch"), y_label=NDCG_20)
+    curve = line_chart(
+        f"Ranking MLP: {NDCG_20} of the epoch-choosing users",
+        {RERANKED: stage.get("tuning_ndcg@20_per_epoch", [])},
+        marker=stage.get("best_epoch"),
+        y_label=NDCG_20,
+    )
     features = ", ".join(html.escape(f) for f in stage.get("features", []))
     return (
         f"<h2>Ranking stage: {used}</h2>"
@@ -86,8 +87,7 @@ def ranking_stage_section(summary: RunSummary) -> str:
         f"learned from nor used to choose epochs): {NDCG_20} {_cell(held.get(RETRIEVAL_ORDER))} in retrieval order, "
         f"{_cell(held.get(RERANKED))} re-ordered. Test metrics of both orders below (the challenger's row above is "
         f"the order the run chose).</small></p>"
-        f"<div class=charts>{curve}</div>"
-        + (_table("order", SUMMARY_METRICS, orders) if orders else "")
+        f"<div class=charts>{curve}</div>" + (_table("order", SUMMARY_METRICS, orders) if orders else "")
     )
 
 
@@ -95,14 +95,18 @@ def render(summary: RunSummary, title: str) -> str:
     """The report of a run as one HTML page."""
     training, models, primary = summary.training, summary.models, summary.primary_metric
     best = summary.best_baseline()
-    curves = line_chart("Training loss (final fit)", {"loss": training.get("loss_per_epoch", [])},
-                        y_label="summed softmax loss")
+    curves = line_chart(
+        "Training loss (final fit)", {"loss": training.get("loss_per_epoch", [])}, y_label="summed softmax loss"
+    )
     validation = line_chart(
         f"Validation {primary} (tuning fit, early stopping)",
-        {primary: training.get("validation_ndcg@20_per_epoch", [])}, marker=training.get("best_epoch"), y_label=primary,
+        {primary: training.get("validation_ndcg@20_per_epoch", [])},
+        marker=training.get("best_epoch"),
+        y_label=primary,
     )
     bars = bar_chart(
-        f"Test {primary}, every model", {m: v[primary] for m, v in models.items() if primary in v},
+        f"Test {primary}, every model",
+        {m: v[primary] for m, v in models.items() if primary in v},
         (f"best baseline ({best[0]})", best[1]) if best else None,
     )
     recall = bar_chart(f"Test {RECALL_20}", {m: v[RECALL_20] for m, v in models.items() if RECALL_20 in v})
@@ -126,19 +130,19 @@ def render(summary: RunSummary, title: str) -> str:
  small {{ color: #57606a; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
-<p><b>{summary.verdict}</b> · model <code>{html.escape(str(training.get('model_version', '?')))}</code> ·
-{training.get('examples', '?')} training examples, {training.get('examples_per_second', '?')} examples/s,
-best epoch {training.get('best_epoch', '?')}</p>
+<p><b>{summary.verdict}</b> · model <code>{html.escape(str(training.get("model_version", "?")))}</code> ·
+{training.get("examples", "?")} training examples, {training.get("examples_per_second", "?")} examples/s,
+best epoch {training.get("best_epoch", "?")}</p>
 <p><small>{html.escape(summary.protocol)}. Cold-start slice: evaluated users with at most 5 train items
-({cold_users if cold_users is not None else 'none'} users).
-EASE's L2 chosen on validation: {html.escape(str(tuning.get('ease', {}).get('l2', '–')))}.
+({cold_users if cold_users is not None else "none"} users).
+EASE's L2 chosen on validation: {html.escape(str(tuning.get("ease", {}).get("l2", "–")))}.
 {html.escape(summary.two_tower_choices())}</small></p>
 <h2>Training</h2><div class=charts>{curves}{validation}</div>
 <h2>Models on the test split</h2><div class=charts>{bars}{recall}{cold_chart}</div>
 {_table("model", REPORT_METRICS, summary.ranked_models())}
 {ranking_stage_section(summary)}
 {backtest_section(summary)}
-<h2>Promotion gate</h2><ul>{reasons or '<li>not decided</li>'}</ul>
+<h2>Promotion gate</h2><ul>{reasons or "<li>not decided</li>"}</ul>
 <p><small>Hyper-parameters: <code>{html.escape(str(summary.config))}</code></small></p>
 </body></html>"""
 

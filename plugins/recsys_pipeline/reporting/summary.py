@@ -94,8 +94,7 @@ class RunSummary:
     def best_baseline(self, metric: str | None = None) -> tuple[str, float] | None:
         """The best model other than the challenger on ``metric`` (the primary metric by default)."""
         metric = metric or self.primary_metric
-        scores = {m: v[metric] for m, v in self.models.items()
-                  if m != self.challenger and v.get(metric) is not None}
+        scores = {m: v[metric] for m, v in self.models.items() if m != self.challenger and v.get(metric) is not None}
         return max(scores.items(), key=lambda kv: kv[1]) if scores else None
 
     def ranked_models(self, metric: str | None = None) -> list[tuple[str, dict[str, float]]]:
@@ -129,8 +128,10 @@ class RunSummary:
 
     def backtest_scores(self, metric: str = NDCG_20) -> dict[str, dict[str, float]]:
         """view -> model -> ``metric`` of the backtest (empty when the run had none)."""
-        return {view.name: {model: values.get(metric) for model, values in view.models.items()}
-                for view in self.backtest_views()}
+        return {
+            view.name: {model: values.get(metric) for model, values in view.models.items()}
+            for view in self.backtest_views()
+        }
 
     # --- sentences ----------------------------------------------------------------------
 
@@ -145,29 +146,38 @@ class RunSummary:
         if stage.get("skipped"):
             return f"not trained ({stage['skipped']})"
         held = stage.get("held_out_ndcg@20", {})
-        return (f"{'used' if stage.get('used') else 'not used'} -- an MLP re-ordering the {stage.get('candidates')} "
-                f"best candidates; held-out validation NDCG@20 {held.get(RETRIEVAL_ORDER)} in retrieval order, "
-                f"{held.get(RERANKED)} re-ordered")
+        return (
+            f"{'used' if stage.get('used') else 'not used'} -- an MLP re-ordering the {stage.get('candidates')} "
+            f"best candidates; held-out validation NDCG@20 {held.get(RETRIEVAL_ORDER)} in retrieval order, "
+            f"{held.get(RERANKED)} re-ordered"
+        )
 
     def model_description(self) -> str:
         """The challenger's architecture in one sentence (the model card's "Model" line)."""
         config = self.config
         encoder = USER_TOWER_ENCODERS.get(config.get("sequence_encoder", "pooling"), "?")
-        profile = ", and a profile of them (activity, price level, categories) with the segment" \
-            if config.get("user_profile") else ""
+        profile = (
+            ", and a profile of them (activity, price level, categories) with the segment"
+            if config.get("user_profile")
+            else ""
+        )
         item = " with category, price band and title words" if config.get("item_attributes") else ""
-        return (f"two-tower retrieval (user tower: the user's recent items, {encoder}{profile}; "
-                f"item tower: item id{item}), in-batch softmax with log-frequency correction"
-                f"{_prior_phrase(config.get('popularity_prior', 0.0))}")
+        return (
+            f"two-tower retrieval (user tower: the user's recent items, {encoder}{profile}; "
+            f"item tower: item id{item}), in-batch softmax with log-frequency correction"
+            f"{_prior_phrase(config.get('popularity_prior', 0.0))}"
+        )
 
-    def metric_rows(self, names: Sequence[str], models: dict[str, dict] | None = None,
-                    fmt: str = "{:.4f}") -> list[list[str]]:
+    def metric_rows(
+        self, names: Sequence[str], models: dict[str, dict] | None = None, fmt: str = "{:.4f}"
+    ) -> list[list[str]]:
         """A table (header first) of ``names`` for each model, in the order given (all models by default)."""
         models = self.models if models is None else models
         rows = [["model", *names]]
         for model, values in models.items():
-            rows.append([model, *(fmt.format(values[n]) if isinstance(values.get(n), (int, float)) else "–"
-                                  for n in names)])
+            rows.append(
+                [model, *(fmt.format(values[n]) if isinstance(values.get(n), (int, float)) else "–" for n in names)]
+            )
         return rows
 
 

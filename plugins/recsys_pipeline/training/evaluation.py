@@ -33,8 +33,9 @@ def evaluate(artifacts: RunArtifacts) -> dict:
     ranker = scoring.ranking_stage(artifacts, data.item_ids, data.train, used_only=False)
     orders = {RETRIEVAL_ORDER: evaluate_scores(retrieval, data, item_category=item_category)}
     if ranker is not None:
-        orders[RERANKED] = evaluate_scores(ranker.score_fn(retrieval, data.train, max(KS)), data,
-                                           item_category=item_category)
+        orders[RERANKED] = evaluate_scores(
+            ranker.score_fn(retrieval, data.train, max(KS)), data, item_category=item_category
+        )
     metrics[CHALLENGER] = orders[RERANKED if ranking.get("used") and ranker is not None else RETRIEVAL_ORDER]
     report = {
         "primary_metric": PRIMARY_METRIC,
@@ -58,12 +59,22 @@ def backtest(artifacts: RunArtifacts, max_epochs: int) -> dict:
 
     frame = pd.read_parquet(artifacts.path(RunArtifacts.TIME_SPLIT))
     config = TwoTowerConfig(**(artifacts.read_json(RunArtifacts.TRAINING)["config"] | {"epochs": max_epochs}))
-    result = run_backtest(frame, config, catalogue=snapshot.read_catalogue(artifacts),
-                          user_segments=snapshot.read_segments(artifacts))
+    result = run_backtest(
+        frame, config, catalogue=snapshot.read_catalogue(artifacts), user_segments=snapshot.read_segments(artifacts)
+    )
     artifacts.write_json(RunArtifacts.METRICS, artifacts.read_json(RunArtifacts.METRICS) | {"backtest": result})
     for view, values in result["variants"].items():
         for name, metrics in sorted(values["models"].items(), key=lambda kv: -kv[1][NDCG_20]):
-            log.info("backtest %-12s %-14s %s=%.4f %s=%.4f", view, name, RECALL_20, metrics[RECALL_20], NDCG_20,
-                     metrics[NDCG_20])
-    return {view: {name: round(m[NDCG_20], 4) for name, m in values["models"].items()}
-            for view, values in result["variants"].items()} | {"cut_at": result["window"]["cut_at"]}
+            log.info(
+                "backtest %-12s %-14s %s=%.4f %s=%.4f",
+                view,
+                name,
+                RECALL_20,
+                metrics[RECALL_20],
+                NDCG_20,
+                metrics[NDCG_20],
+            )
+    return {
+        view: {name: round(m[NDCG_20], 4) for name, m in values["models"].items()}
+        for view, values in result["variants"].items()
+    } | {"cut_at": result["window"]["cut_at"]}

@@ -12,7 +12,7 @@ import hashlib
 import json
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -22,8 +22,9 @@ from recsys_pipeline.settings import PROJECT_ROOT, MySQLSettings
 from recsys_pipeline.training import scoring, snapshot
 
 
-def train(settings: MySQLSettings, run: RunContext, config_overrides: dict, data_version: str,
-          load_id: str | None = None) -> dict:
+def train(
+    settings: MySQLSettings, run: RunContext, config_overrides: dict, data_version: str, load_id: str | None = None
+) -> dict:
     """Fit the two-tower model on the train split; save its embeddings, ranking stage and SavedModel.
 
     ``load_id`` (with ``data_version``) is the load this run was asked to train on: the
@@ -47,7 +48,8 @@ def train(settings: MySQLSettings, run: RunContext, config_overrides: dict, data
     # Whether the user tower reads the profile, and the number of epochs, are chosen on the validation
     # split carved from train (never on test); the model is then refitted on all of train.
     model, config, tuned, tuning = tune_on_validation(
-        data, config, {"user_profile": (config.user_profile, not config.user_profile)}, attributes, segments)
+        data, config, {"user_profile": (config.user_profile, not config.user_profile)}, attributes, segments
+    )
     # The ranking stage learns to re-order the candidates of the model fitted on `fit` against the
     # validation items; it is used only if it beats the retrieval order on validation users it never saw.
     ranker = fit_on_validation(data, tuned, category_ids(data.item_ids, catalogue), attributes.price_band)
@@ -68,14 +70,24 @@ def train(settings: MySQLSettings, run: RunContext, config_overrides: dict, data
     )
     versions = code_version()
     release_id = release_id_with_inputs(
-        run.release_id, {"requested": config_overrides, "trained": config.to_dict()}, data_version, versions)
+        run.release_id, {"requested": config_overrides, "trained": config.to_dict()}, data_version, versions
+    )
     model_version = f"{CHALLENGER}-{release_id}"
     module = RecommenderModule(
-        data.user_ids, data.item_ids, serving_user_embeddings, model.item_embeddings, data.all_interactions,
-        segment_popularity(data.all_interactions, segments), model_version, item_bias=model.item_bias,
-        user_tower=model.model.user_tower, history_length=config.history_length, segment_names=segments.names,
+        data.user_ids,
+        data.item_ids,
+        serving_user_embeddings,
+        model.item_embeddings,
+        data.all_interactions,
+        segment_popularity(data.all_interactions, segments),
+        model_version,
+        item_bias=model.item_bias,
+        user_tower=model.model.user_tower,
+        history_length=config.history_length,
+        segment_names=segments.names,
         ranker=ranker.using(scoring.ranking_features(artifacts, data.item_ids, data.all_interactions))
-        if use_ranker else None,
+        if use_ranker
+        else None,
         histories=pad_histories(data.full_histories, config.history_length),
     )
     export_saved_model(module, artifacts.path(RunArtifacts.SAVED_MODEL))
@@ -96,7 +108,7 @@ def train(settings: MySQLSettings, run: RunContext, config_overrides: dict, data
         "users": data.n_users,
         "items": data.n_items,
         "segments": len(segments.names),
-        "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     artifacts.write_json(RunArtifacts.TRAINING, training)
     return {k: training[k] for k in ("model_version", "examples", "examples_per_second", "best_epoch")}

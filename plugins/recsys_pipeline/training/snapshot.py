@@ -31,8 +31,12 @@ def snapshot_split(settings: MySQLSettings, artifacts: RunArtifacts, expected_lo
     from ml.data import SPLIT_COLUMNS
 
     with warehouse.connect(settings) as conn:
-        frame = warehouse.read_frame(conn, f"SELECT {', '.join(SPLIT_COLUMNS)}, first_event_at FROM `interactions_split`")
-        time_split = warehouse.read_frame(conn, f"SELECT {', '.join(TIME_SPLIT_COLUMNS)} FROM `interactions_time_split`")
+        frame = warehouse.read_frame(
+            conn, f"SELECT {', '.join(SPLIT_COLUMNS)}, first_event_at FROM `interactions_split`"
+        )
+        time_split = warehouse.read_frame(
+            conn, f"SELECT {', '.join(TIME_SPLIT_COLUMNS)} FROM `interactions_time_split`"
+        )
     if frame.empty:
         raise DataQualityError("table interactions_split is empty: no interactions to train on")
     if expected_load is not None:
@@ -46,10 +50,12 @@ def snapshot_split(settings: MySQLSettings, artifacts: RunArtifacts, expected_lo
     time_split.to_parquet(artifacts.path(RunArtifacts.TIME_SPLIT), index=False)
     # for the item tower, the ranking stage and the diversity metric
     _mart_snapshot(settings, "item_features", ATTRIBUTE_COLUMNS).to_parquet(
-        artifacts.path(RunArtifacts.ITEM_ATTRIBUTES), index=False)
+        artifacts.path(RunArtifacts.ITEM_ATTRIBUTES), index=False
+    )
     # for the user tower's segment and the segment's best-sellers
     _mart_snapshot(settings, "user_features", SEGMENT_COLUMNS).to_parquet(
-        artifacts.path(RunArtifacts.USER_SEGMENTS), index=False)
+        artifacts.path(RunArtifacts.USER_SEGMENTS), index=False
+    )
     return frame
 
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import html
 import mimetypes
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from ml.names import CHALLENGER, KEY_METRICS, NDCG_20, RECALL_20
+from ml.names import CHALLENGER, KEY_METRICS, NDCG_20, PER_USER_HOLDOUT, RECALL_20
 from recsys_pipeline import storage
 from recsys_pipeline.release import layout
 from recsys_pipeline.settings import s3_settings_for_task
@@ -87,11 +87,14 @@ def _release_row(dataset: str, view: model_registry.ReleaseView) -> str:
     best = view.best_baseline
     metric_cells = "".join(f"<td class=num>{_fmt(challenger.get(m))}</td>" for m in KEY_METRICS)
     baseline_list = "".join(
-        f"<li>{html.escape(name)}: {NDCG_20} {_fmt(values.get(NDCG_20))}, {RECALL_20} {_fmt(values.get(RECALL_20))}</li>"
+        f"<li>{html.escape(name)}: {NDCG_20} {_fmt(values.get(NDCG_20))}, "
+        f"{RECALL_20} {_fmt(values.get(RECALL_20))}</li>"
         for name, values in sorted(baselines.items(), key=lambda kv: -(kv[1].get(NDCG_20) or 0))
     )
     decision = "PROMOTED" if view.promoted else "not promoted"
-    reasons = "".join(f"<li class={'fail' if r.startswith('FAIL') else 'pass'}>{html.escape(r)}</li>" for r in view.reasons)
+    reasons = "".join(
+        f"<li class={'fail' if r.startswith('FAIL') else 'pass'}>{html.escape(r)}</li>" for r in view.reasons
+    )
     links = " · ".join(_file_link(dataset, view.release_id, path, label) for label, path in view.links.items())
     champion = ' <span class="badge champion">champion</span>' if view.is_champion else ""
     encoder = view.config.get("sequence_encoder")
@@ -99,21 +102,28 @@ def _release_row(dataset: str, view: model_registry.ReleaseView) -> str:
     ranking = ""
     if stage.get("held_out_ndcg@20"):
         held = stage["held_out_ndcg@20"]
-        ranking = (f"<br><small>ranking stage {'used' if stage.get('used') else 'not used'} "
-                   f"(validation {_fmt(held.get('retrieval_order'))} → {_fmt(held.get('reranked'))})</small>")
+        ranking = (
+            f"<br><small>ranking stage {'used' if stage.get('used') else 'not used'} "
+            f"(validation {_fmt(held.get('retrieval_order'))} → {_fmt(held.get('reranked'))})</small>"
+        )
     backtest = "".join(
-        f"<li>{html.escape(variant.replace('_', ' '))}: " + ", ".join(
-            f"{html.escape(model)} {_fmt(value)}" for model, value in sorted(models.items(), key=lambda kv: -(kv[1] or 0))) + "</li>"
+        f"<li>{html.escape(variant.replace('_', ' '))}: "
+        + ", ".join(
+            f"{html.escape(model)} {_fmt(value)}"
+            for model, value in sorted(models.items(), key=lambda kv: -(kv[1] or 0))
+        )
+        + "</li>"
         for variant, models in view.backtest.items()
     )
     backtest = f"<details><summary>backtest ndcg@20</summary><ul>{backtest}</ul></details>" if backtest else ""
+    created = f"created {html.escape(view.created_at)}" + (f" · encoder {html.escape(encoder)}" if encoder else "")
     return f"""
-<tr class="{'promoted' if view.promoted else 'refused'}">
+<tr class="{"promoted" if view.promoted else "refused"}">
   <td><code>{html.escape(view.release_id)}</code>{champion}<br><small>{html.escape(view.model_version)}</small>
-      <br><small>created {html.escape(view.created_at)}{f' · encoder {html.escape(encoder)}' if encoder else ''}</small>{ranking}</td>
+      <br><small>{created}</small>{ranking}</td>
   <td><small>{_window(view)}</small></td>
   {metric_cells}
-  <td class=num>{_fmt(best[1]) if best else '–'}<br><small>{html.escape(best[0]) if best else ''}</small></td>
+  <td class=num>{_fmt(best[1]) if best else "–"}<br><small>{html.escape(best[0]) if best else ""}</small></td>
   <td><details><summary><b>{decision}</b></summary><ul>{reasons}</ul></details>
       <details><summary>baselines</summary><ul>{baseline_list}</ul></details>{backtest}</td>
   <td>{links}</td>
@@ -123,7 +133,8 @@ def _release_row(dataset: str, view: model_registry.ReleaseView) -> str:
 def _history_rows(history: list[dict]) -> str:
     return "".join(
         f"<tr><td>{html.escape(str(e.get('at', '')))}</td><td>{html.escape(str(e.get('event', '')))}</td>"
-        f"<td><code>{html.escape(str(e.get('release_id', '')))}</code></td><td><code>{html.escape(str(e.get('from') or '–'))}</code></td></tr>"
+        f"<td><code>{html.escape(str(e.get('release_id', '')))}</code></td>"
+        f"<td><code>{html.escape(str(e.get('from') or '–'))}</code></td></tr>"
         for e in history
     )
 
@@ -134,28 +145,39 @@ def render(datasets: list[model_registry.DatasetView], bucket: str, prefix: str)
     for view in datasets:
         champion = view.champion
         headline = (
-            f"champion <code>{html.escape(champion['release_id'])}</code> ({html.escape(champion.get('model_version', ''))}), "
-            f"ndcg@20 {_fmt(champion.get('metrics', {}).get(NDCG_20))}, promoted {html.escape(champion.get('promoted_at', ''))}"
-            + (f", rolled back from <code>{html.escape(champion['rolled_back_from'])}</code>" if champion.get("rolled_back_from") else "")
-            if champion else "no champion yet"
+            f"champion <code>{html.escape(champion['release_id'])}</code> "
+            f"({html.escape(champion.get('model_version', ''))}), "
+            f"{NDCG_20} {_fmt(champion.get('metrics', {}).get(NDCG_20))}, "
+            f"promoted {html.escape(champion.get('promoted_at', ''))}"
+            + (
+                f", rolled back from <code>{html.escape(champion['rolled_back_from'])}</code>"
+                if champion.get("rolled_back_from")
+                else ""
+            )
+            if champion
+            else "no champion yet"
         )
         header = "".join(f"<th>{m}</th>" for m in KEY_METRICS)
-        rows = "".join(_release_row(view.dataset, r) for r in view.releases) or '<tr><td colspan=10>no complete release yet</td></tr>'
+        rows = (
+            "".join(_release_row(view.dataset, r) for r in view.releases)
+            or "<tr><td colspan=10>no complete release yet</td></tr>"
+        )
         sections.append(f"""
 <section id="dataset-{html.escape(view.dataset)}">
   <h2>{html.escape(view.dataset)}</h2>
   <p class=champion-line>{headline}</p>
   <table>
-    <thead><tr><th>release / model version</th><th>data window</th>{header}<th>best baseline ndcg@20</th><th>gate decision</th><th>links</th></tr></thead>
+    <thead><tr><th>release / model version</th><th>data window</th>{header}
+      <th>best baseline {NDCG_20}</th><th>gate decision</th><th>links</th></tr></thead>
     <tbody>{rows}</tbody>
   </table>
   <p><small>{len(view.releases)} newest of {view.total_releases} releases shown.</small></p>
   <h3>Champion history</h3>
   <table class=history><thead><tr><th>at</th><th>event</th><th>release</th><th>replaced</th></tr></thead>
-  <tbody>{_history_rows(view.history) or '<tr><td colspan=4>none</td></tr>'}</tbody></table>
+  <tbody>{_history_rows(view.history) or "<tr><td colspan=4>none</td></tr>"}</tbody></table>
 </section>""")
     body = "".join(sections) or "<p>No releases in the bucket yet: run the <code>recsys_training</code> DAG.</p>"
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     return f"""<!doctype html>
 <html lang=en><head><meta charset=utf-8><title>Recsys models</title>
 <style>
@@ -164,15 +186,16 @@ def render(datasets: list[model_registry.DatasetView], bucket: str, prefix: str)
  table {{ border-collapse: collapse; width: 100%; font-size: .86rem; }}
  th, td {{ border: 1px solid #dde; padding: .3rem .45rem; vertical-align: top; text-align: left; }}
  th {{ background: #f1f3f7; }} td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
- tr.promoted td:first-child {{ border-left: 4px solid #2e9e55; }} tr.refused td:first-child {{ border-left: 4px solid #c9842c; }}
+ tr.promoted td:first-child {{ border-left: 4px solid #2e9e55; }}
+ tr.refused td:first-child {{ border-left: 4px solid #c9842c; }}
  .badge {{ background: #2e9e55; color: white; border-radius: 3px; padding: 0 .3rem; font-size: .75rem; }}
  li.fail {{ color: #b3261e; }} li.pass {{ color: #2a6b3c; }} ul {{ margin: .2rem 0; padding-left: 1.1rem; }}
  small {{ color: #57606a; }} .history {{ width: auto; }}
 </style></head>
 <body>
 <h1>Recsys models</h1>
-<p><small>Releases in <code>s3://{html.escape(bucket)}/{html.escape(prefix)}/</code>, newest first; metrics on the test split
-(per-user temporal holdout, full ranking); read at {now}.</small></p>
+<p><small>Releases in <code>s3://{html.escape(bucket)}/{html.escape(prefix)}/</code>, newest first;
+metrics on the test split ({html.escape(PER_USER_HOLDOUT)}); read at {now}.</small></p>
 {body}
 </body></html>"""
 
@@ -203,5 +226,9 @@ def release_file(dataset: str, release_id: str, path: str, user: User) -> Respon
     if manifest is None or key not in {o["key"] for o in manifest.get("objects", [])}:
         raise HTTPException(status_code=404, detail=f"{path} is not part of release {release_id} of {dataset}")
     body = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
-    media_type = "text/plain; charset=utf-8" if path.endswith(".md") else (mimetypes.guess_type(path)[0] or "application/octet-stream")
+    media_type = (
+        "text/plain; charset=utf-8"
+        if path.endswith(".md")
+        else (mimetypes.guess_type(path)[0] or "application/octet-stream")
+    )
     return Response(content=body, media_type=media_type)

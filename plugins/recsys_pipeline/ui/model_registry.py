@@ -36,7 +36,9 @@ class ReleaseView:
     is_champion: bool = False
     config: dict = field(default_factory=dict)
     ranking_stage: dict = field(default_factory=dict)  # training.json's ranking_stage: used or not, and why
-    backtest: dict[str, dict[str, float]] = field(default_factory=dict)  # variant -> model -> ndcg@20 (time-cut backtest)
+    backtest: dict[str, dict[str, float]] = field(
+        default_factory=dict
+    )  # variant -> model -> ndcg@20 (time-cut backtest)
 
     best_baseline: tuple[str, float] | None = None  # on the primary metric
 
@@ -72,7 +74,9 @@ def list_datasets(s3, s3_settings: S3Settings) -> list[str]:
     return sorted(names)
 
 
-def release_view(s3, s3_settings: S3Settings, dataset: str, release_id: str, champion_id: str | None) -> ReleaseView | None:
+def release_view(
+    s3, s3_settings: S3Settings, dataset: str, release_id: str, champion_id: str | None
+) -> ReleaseView | None:
     manifest = storage.get_json(s3, s3_settings.bucket, layout.manifest_key(s3_settings, dataset, release_id))
     if manifest is None:
         return None
@@ -82,8 +86,11 @@ def release_view(s3, s3_settings: S3Settings, dataset: str, release_id: str, cha
     def read(name: str) -> dict | None:  # the run's records as the release carries them
         return storage.get_json(s3, s3_settings.bucket, prefix + name) if name in keys else None
 
-    summary = RunSummary(training=read(RunArtifacts.TRAINING) or {}, metrics=read(RunArtifacts.METRICS) or {},
-                         decision=manifest.get("gate", {}))
+    summary = RunSummary(
+        training=read(RunArtifacts.TRAINING) or {},
+        metrics=read(RunArtifacts.METRICS) or {},
+        decision=manifest.get("gate", {}),
+    )
     return ReleaseView(
         release_id=release_id,
         model_version=manifest.get("model_version", "?"),
