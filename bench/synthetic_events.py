@@ -60,9 +60,33 @@ DEPARTMENTS = {
     "toys": ["games", "puzzles", "outdoor toys", "baby"],
     "books": ["fiction", "non-fiction", "children", "comics"],
 }
-ADJECTIVES = ["classic", "modern", "vintage", "deluxe", "mini", "large", "eco", "smart", "soft", "bright", "premium", "basic"]
+ADJECTIVES = [
+    "classic",
+    "modern",
+    "vintage",
+    "deluxe",
+    "mini",
+    "large",
+    "eco",
+    "smart",
+    "soft",
+    "bright",
+    "premium",
+    "basic",
+]
 NOUNS = ["set", "pack", "kit", "edition", "bundle", "model", "collection", "item", "series", "box"]
-COUNTRIES = ["United Kingdom", "Germany", "France", "Spain", "Netherlands", "Italy", "Poland", "Sweden", "Ireland", "Belgium"]
+COUNTRIES = [
+    "United Kingdom",
+    "Germany",
+    "France",
+    "Spain",
+    "Netherlands",
+    "Italy",
+    "Poland",
+    "Sweden",
+    "Ireland",
+    "Belgium",
+]
 COUNTRY_WEIGHTS = np.array([0.40, 0.14, 0.12, 0.08, 0.07, 0.06, 0.05, 0.03, 0.03, 0.02])
 SEGMENTS = ["new", "regular", "loyal", "vip"]
 
@@ -81,7 +105,7 @@ class Params:
     p_return: float = 0.03  # purchase -> return
     dirty_share: float = 0.001  # duplicated or anonymous events
 
-    def resolved(self) -> "Params":
+    def resolved(self) -> Params:
         users = self.users or max(10, self.events // 50)
         items = self.items or max(10, min(self.events // 500, 100_000))
         return Params(**{**asdict(self), "users": users, "items": items})
@@ -150,7 +174,9 @@ def _users(p: Params, rng: np.random.Generator) -> pa.Table:
         "}",
         "",
     )
-    return pa.table({"user_id": _ids("u", p.users), "country": pa.array(np.array(COUNTRIES)[country]), "attributes": attributes})
+    return pa.table(
+        {"user_id": _ids("u", p.users), "country": pa.array(np.array(COUNTRIES)[country]), "attributes": attributes}
+    )
 
 
 def _events(p: Params, item_price: np.ndarray, rng: np.random.Generator) -> tuple[pa.Table, dict]:
@@ -188,13 +214,20 @@ def _events(p: Params, item_price: np.ndarray, rng: np.random.Generator) -> tupl
     discounted = rng.random(buy_view.size) < 0.15
     buy_price = np.round(item_price[view_item[buy_view]] * np.where(discounted, 0.9, 1.0), 2)
     returned = np.flatnonzero(rng.random(buy_view.size) < p.p_return)
-    return_time = buy_time[returned] + rng.integers(1, 31, returned.size) * 86400 + rng.integers(0, 86400, returned.size)
+    return_time = (
+        buy_time[returned] + rng.integers(1, 31, returned.size) * 86400 + rng.integers(0, 86400, returned.size)
+    )
 
     kinds = np.array(["view", "cart", "purchase", "return"])
     session = np.concatenate([view_session, view_session[cart_view], buy_session, buy_session[returned]])
     item = np.concatenate([view_item, view_item[cart_view], view_item[buy_view], view_item[buy_view][returned]])
     kind = np.concatenate(
-        [np.zeros(n_views, np.int8), np.ones(cart_view.size, np.int8), np.full(buy_view.size, 2, np.int8), np.full(returned.size, 3, np.int8)]
+        [
+            np.zeros(n_views, np.int8),
+            np.ones(cart_view.size, np.int8),
+            np.full(buy_view.size, 2, np.int8),
+            np.full(returned.size, 3, np.int8),
+        ]
     )
     when = np.concatenate([view_time, cart_time, buy_time, return_time])
     qty = np.concatenate([np.full(n_views, np.nan), np.ones(cart_view.size), quantity, quantity[returned]])
@@ -305,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=0, help="default: min(events / 500, 100000)")
     parser.add_argument("--dirty-share", type=float, default=0.001, help="share of duplicated / anonymous rows")
     args = parser.parse_args(argv)
-    params = Params(events=args.events, seed=args.seed, users=args.users, items=args.items, dirty_share=args.dirty_share)
+    params = Params(
+        events=args.events, seed=args.seed, users=args.users, items=args.items, dirty_share=args.dirty_share
+    )
     manifest = generate(params, args.out)
     json.dump(manifest, sys.stdout, indent=2)
     print()

@@ -121,7 +121,7 @@ def test_the_compose_settings_are_ones_the_pipeline_reads():
     code = "".join(
         path.read_text()
         for folder in ("plugins/recsys_pipeline", "dags")
-        for path in (PROJECT_ROOT / folder).glob("*.py")
+        for path in (PROJECT_ROOT / folder).rglob("*.py")
     )
     example = (PROJECT_ROOT / ".env.example").read_text()
     assert {
