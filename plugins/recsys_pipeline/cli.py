@@ -50,10 +50,10 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 def _latest_run(dataset: str) -> RunContext:
     base = work_dir() / dataset_key(dataset)
-    folders = [p for p in base.glob("*") if (p / RunArtifacts.RUN).is_file()] if base.exists() else []
+    folders = [p for p in base.glob("*") if p.is_dir()] if base.exists() else []
     if not folders:
         raise SystemExit(f"no run of dataset {dataset!r} under {base}: run `make demo` first")
-    return RunContext.from_folder(max(folders, key=lambda p: p.stat().st_mtime))
+    return RunContext.from_folder(max(folders, key=lambda p: p.stat().st_mtime), dataset)
 
 
 def _fmt_table(rows: list[list[str]]) -> str:
@@ -64,7 +64,14 @@ def _fmt_table(rows: list[list[str]]) -> str:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    run = RunContext.from_folder(Path(args.run_folder)) if args.run_folder else _latest_run(args.dataset)
+    try:
+        run = (
+            RunContext.from_folder(Path(args.run_folder), args.dataset)
+            if args.run_folder
+            else _latest_run(args.dataset)
+        )
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"recsys summary: {error}") from error
     artifacts = run.artifacts
     summary = RunSummary.from_artifacts(artifacts)
     app = mysql_settings()

@@ -127,12 +127,19 @@ class RunContext:
         return cls(dataset, release_id_for(logical_date, run_id))
 
     @classmethod
-    def from_folder(cls, folder: Path) -> RunContext:
-        """The run that made ``folder`` (its ``run.json``)."""
+    def from_folder(cls, folder: Path, dataset: str | None = None) -> RunContext:
+        """The run that made ``folder``: its ``run.json``, or, for a folder without one (made before
+        runs recorded it), ``dataset`` and the folder's own name."""
+        folder = Path(folder).resolve()
         recorded = RunArtifacts(folder).read_json_if_exists(RunArtifacts.RUN)
         if recorded is None:
-            raise FileNotFoundError(f"{folder} is not a run folder (no {RunArtifacts.RUN})")
-        return cls(recorded["dataset"], recorded["release_id"], Path(folder).parent.parent)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"{folder} is not a run folder")
+            recorded = {"dataset": dataset or folder.parent.name, "release_id": folder.name}
+        run = cls(recorded["dataset"], recorded["release_id"], folder.parent.parent)
+        if run.folder != folder:
+            raise ValueError(f"{folder} is not where run {run.release_id} of {run.dataset_key} lives ({run.folder})")
+        return run
 
     @property
     def dataset_key(self) -> str:
@@ -150,6 +157,10 @@ class RunContext:
     @property
     def artifacts(self) -> RunArtifacts:
         """The run's files; the folder (and its ``run.json``) is created on first use."""
+        return self.prepare()
+
+    def prepare(self) -> RunArtifacts:
+        """Create the run's folder with its ``run.json`` (once); its files."""
         artifacts = RunArtifacts(self.folder)
         if not artifacts.exists(RunArtifacts.RUN):
             artifacts.write_json(RunArtifacts.RUN, {"dataset": self.dataset, "release_id": self.release_id})

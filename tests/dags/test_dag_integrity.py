@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -91,7 +92,7 @@ def test_training_dag_wires_the_stages_in_order(dag_bag):
         "publish_release",
         "load_recommendations",
     ]
-    for upstream, downstream in zip(order, order[1:], strict=True):
+    for upstream, downstream in itertools.pairwise(order):
         before = dag.get_task(downstream).get_flat_relative_ids(upstream=True)
         assert upstream in before, f"{upstream} must run before {downstream}"
     assert "score_users" in dag.get_task("promotion_gate").upstream_task_ids

@@ -11,7 +11,7 @@
 
 {#-
     Incremental: a build after the raw events only grew (see
-    recsys_pipeline.transform.plan_build) reads just the raw rows stamped after the
+    recsys_pipeline.features.dbt.plan_build) reads just the raw rows stamped after the
     newest `loaded_at` here; the loader keeps the first `loaded_at` of unchanged rows.
     Anything else -- changed rules, changed or removed raw rows -- is built with
     --full-refresh, so incremental and full builds give the same table.

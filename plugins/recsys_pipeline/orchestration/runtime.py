@@ -47,7 +47,9 @@ def current_run() -> tuple[dict, RunContext]:
     announced = announced_features(context)
     if announced:
         params["dataset"] = announced["dataset"]
-    return params, RunContext.for_run(params["dataset"], context.get("logical_date"), context["run_id"])
+    run = RunContext.for_run(params["dataset"], context.get("logical_date"), context["run_id"])
+    run.prepare()  # the folder (and its run.json) exists from the first task on, failed runs included
+    return params, run
 
 
 def lease_holder() -> str:

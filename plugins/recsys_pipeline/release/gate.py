@@ -12,7 +12,6 @@ import logging
 from ml.names import BASELINES, CHALLENGER
 from recsys_pipeline import storage
 from recsys_pipeline.release.champion import read_champion
-from recsys_pipeline.reporting.report import write_report
 from recsys_pipeline.run import RunArtifacts, RunContext
 from recsys_pipeline.settings import S3Settings
 
@@ -22,6 +21,7 @@ log = logging.getLogger(__name__)
 def promotion_gate(s3_settings: S3Settings, run: RunContext, data_version: str, force: bool = False) -> dict:
     """Decide whether this run's model becomes champion; write the decision and the report."""
     from ml.gate import GateConfig, decide
+    from recsys_pipeline.reporting.report import write_report  # matplotlib: not when Airflow parses the DAG
 
     artifacts = run.artifacts
     report = artifacts.read_json(RunArtifacts.METRICS)
