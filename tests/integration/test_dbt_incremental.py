@@ -8,6 +8,8 @@ a dependent subquery), so the test also checks the project's join-based delete r
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -89,8 +91,8 @@ def test_an_append_only_load_builds_incrementally(grown):
     log = (dbt_project_dir() / "logs" / "dbt.log").read_text()
     last_build = log[log.rindex("Running with dbt=") :]
     # the project's join-based delete replaced dbt-mysql's `where key in (select ...)`
-    assert "delete `" in last_build and "stg_raw__events__dbt_tmp`\n        on `" in last_build
-    assert "in (\n        select source_row_id" not in last_build
+    assert "delete `" in last_build and re.search(r"stg_raw__events__dbt_tmp`\s+on `", last_build)
+    assert not re.search(r"in \(\s*select source_row_id", last_build)
 
 
 def test_incremental_tables_equal_a_full_rebuild(grown):
