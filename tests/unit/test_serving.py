@@ -193,18 +193,22 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
     assert ranker.mlp is not None, ranker.record
     user_ids = np.array([f"u{u:02d}" for u in range(60)], dtype=object)
     item_ids = np.array([f"i{i:02d}" for i in range(12)], dtype=object)
-    module = RecommenderModule(
-        user_ids,
-        item_ids,
-        model.user_embeddings,
-        model.item_embeddings,
-        matrix,
-        np.asarray(matrix.sum(axis=0)).ravel(),
-        "v3",
-        ranker=ranker,
-        item_bias=model.item_bias,
-    )
-    loaded = load_saved_model(export_saved_model(module, tmp_path / "model"))
+
+    def module(version: str) -> RecommenderModule:
+        popularity = np.asarray(matrix.sum(axis=0)).ravel()
+        return RecommenderModule(
+            user_ids,
+            item_ids,
+            model.user_embeddings,
+            model.item_embeddings,
+            matrix,
+            popularity,
+            version,
+            ranker=ranker,
+            item_bias=model.item_bias,
+        )
+
+    loaded = load_saved_model(export_saved_model(module("v3"), tmp_path / "model"))
     answer = loaded.signatures["recommend"](
         user_id=np.array([u.encode() for u in user_ids] + [b"nobody"]), k=np.int32(4)
     )
@@ -229,18 +233,7 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
     # an MLP that scores every candidate alike: only the tie-break orders them, the same on both sides
     for weight in ranker.mlp.weights:
         weight.assign(np.zeros(weight.shape, np.float32))
-    module = RecommenderModule(
-        user_ids,
-        item_ids,
-        model.user_embeddings,
-        model.item_embeddings,
-        matrix,
-        np.asarray(matrix.sum(axis=0)).ravel(),
-        "v4",
-        ranker=ranker,
-        item_bias=model.item_bias,
-    )
-    tied = load_saved_model(export_saved_model(module, tmp_path / "tied"))
+    tied = load_saved_model(export_saved_model(module("v4"), tmp_path / "tied"))
     answer = tied.signatures["recommend"](user_id=np.array([u.encode() for u in user_ids]), k=np.int32(4))
     tables, _ = batched_top_k(ranker.score_fn(model.score, matrix, 4), np.arange(60), 4, exclude=matrix)
     assert (np.diff(tables, axis=1) > 0).all()  # ties: lower item index first
