@@ -102,7 +102,9 @@ def write_load_file(frame: pd.DataFrame, path: Path) -> None:
         if pd.api.types.is_string_dtype(out[column]) or out[column].dtype == object:
             out[column] = _escape_for_load_data(out[column].astype("string"))
         elif pd.api.types.is_datetime64_any_dtype(out[column]):
-            out[column] = out[column].dt.strftime("%Y-%m-%d %H:%M:%S")
+            fractions = (out[column].dt.microsecond != 0).any()  # milliseconds: a DATETIME(3) column
+            text = out[column].dt.strftime("%Y-%m-%d %H:%M:%S.%f" if fractions else "%Y-%m-%d %H:%M:%S")
+            out[column] = text.str[:-3] if fractions else text
         elif pd.api.types.is_bool_dtype(out[column]):
             out[column] = out[column].astype("Int8")
     out.to_csv(

@@ -152,6 +152,35 @@ def test_text_in_a_number_column_is_refused_by_the_contract(mysql_test_settings,
     )
 
 
+def test_dates_that_could_be_day_or_month_first_are_refused_until_the_folder_declares_them(
+    mysql_test_settings, baseline, retail, tmp_path
+):
+    events = retail["events"].copy()
+    events["event_time"] = pd.to_datetime(events["event_time"]).dt.strftime("%m/%d/%Y")
+    events = events[events["event_time"].str[3:5].astype(int) <= 12]  # no day above 12 tells the order
+    folder = write_shop(tmp_path, events, retail["items"], retail["users"], events_as_csv=True)
+    error = str(contract_refusal(mysql_test_settings, folder, "shop:ambiguous"))
+    first, second = events["event_time"].drop_duplicates().head(2)
+    assert "events.csv" in error and "column 'event_time'" in error and f"{first!r}, {second!r}" in error
+    assert 'contract.json: {"event_time": {"format": "day_first"}}' in error
+    (folder / "contract.json").write_text('{"event_time": {"format": "month_first"}}')
+    staged = stage(mysql_test_settings, str(folder), "shop:declared")
+    assert staged["rows"]["events"] == len(events)
+
+
+def test_times_that_mostly_fail_to_parse_refuse_the_load_with_the_share_and_examples(
+    mysql_test_settings, baseline, retail, tmp_path
+):
+    events = retail["events"].copy()
+    events.loc[events.index[:400], "event_time"] = "2011.12.01 at 08:26"  # 2% of the rows: a format never seen
+    events.loc[events.index[400:405], "event_time"] = "soon"
+    folder = write_shop(tmp_path, events, retail["items"], retail["users"])
+    error = str(contract_refusal(mysql_test_settings, folder, "shop:unreadable-times"))
+    assert "events.parquet: column 'event_time': 2.0% of 20,000 values match no time format" in error
+    assert "rule unparseable_event_time: at most 1.0%" in error
+    assert "'2011.12.01 at 08:26', 'soon'" in error and "contract.json" in error
+
+
 def test_an_empty_file_is_refused_by_the_contract(mysql_test_settings, baseline, tmp_path):
     folder = tmp_path / "shop"
     folder.mkdir()
@@ -271,11 +300,13 @@ def dirty_but_usable(mysql_test_settings, baseline, retail, tmp_path_factory):
         "future": events.index[200:205],
         "ancient": events.index[300:305],
         "negative_quantity": events.index[(events["event_type"] == "purchase")][400:410],
+        "unparseable": events.index[600:610],  # 0.05%: kept and listed, the load goes on
     }
     events.loc[marked["null_user"], "user_id"] = pd.NA
     events.loc[marked["future"], "event_time"] = "2099-01-01 10:00:00"
     events.loc[marked["ancient"], "event_time"] = "1901-01-01 10:00:00"
     events.loc[marked["negative_quantity"], "quantity"] = -3.0
+    events.loc[marked["unparseable"], "event_time"] = "the day after tomorrow"
     copies = events.loc[events.index[500:520]].copy()
     copies["source_row_id"] = range(SAMPLE_EVENTS + 1, SAMPLE_EVENTS + 1 + len(copies))
     events = pd.concat([events, copies], ignore_index=True)
@@ -317,6 +348,7 @@ def test_dirty_but_usable_load_passes_both_gates(dirty_but_usable):
         ("null_user", "missing_user_id"),
         ("future", "implausible_event_time"),
         ("ancient", "implausible_event_time"),
+        ("unparseable", "unparseable_event_time"),
         ("duplicate", "duplicate_event"),
     ],
 )
@@ -366,3 +398,40 @@ def test_a_retried_gate_after_the_swap_goes_on_and_a_cleared_gate_after_a_refusa
         validate_raw(mysql_test_settings, bad_run, refused)
     with pytest.raises(warehouse.LoadError, match="run load_raw again"):
         validate_raw(mysql_test_settings, bad_run, refused)
+
+
+# --- event times in every format shops export: typed at load ----------------------------------
+
+
+def test_iso_8601_epoch_and_utc_suffixed_times_load_with_none_unparseable(mysql_test_settings, retail, tmp_path):
+    """A shop exporting ISO 8601 (Z, offsets, fractions), epoch seconds and milliseconds, and '... UTC'."""
+    events = retail["events"].copy()
+    times = pd.to_datetime(events["event_time"]).dt.tz_localize("UTC")
+    n = len(events)
+    thirds = [events.index[: n // 3], events.index[n // 3 : 2 * n // 3], events.index[2 * n // 3 :]]
+    written = pd.Series(index=events.index, dtype="string")
+    written[thirds[0]] = times[thirds[0]].dt.tz_convert("Asia/Kolkata").map(lambda t: t.isoformat())  # +05:30
+    written[thirds[0][::2]] = times[thirds[0][::2]].dt.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    seconds = (times[thirds[1]] - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
+    written[thirds[1]] = seconds.astype(str)
+    written[thirds[1][::2]] = (seconds[thirds[1][::2]] * 1000).astype(str)  # milliseconds
+    written[thirds[2]] = times[thirds[2]].dt.strftime("%Y-%m-%d %H:%M:%S") + " UTC"
+    events["event_time"] = written
+    folder = write_shop(tmp_path, events.drop(columns=["event_at"]), retail["items"], retail["users"])
+    admitted = admit(
+        mysql_test_settings,
+        tmp_path,
+        {"events": events.drop(columns=["event_at"]), "items": retail["items"], "users": retail["users"]},
+        "shop:iso-epoch-utc",
+    )
+    assert folder.exists() and admitted["rows"]["events"] == n
+    with warehouse.connect(mysql_test_settings, database=mysql_test_settings.raw_database) as conn:
+        raw = warehouse.read_frame(conn, "SELECT source_row_id, event_time, event_at FROM raw_events")
+    raw = raw.set_index("source_row_id").sort_index()
+    expected = times.dt.tz_convert(None).set_axis(events["source_row_id"]).sort_index()
+    assert raw["event_at"].notna().all()
+    assert (pd.to_datetime(raw["event_at"]).to_numpy() == expected.to_numpy()).all()
+    assert raw["event_time"].str.endswith(" UTC").sum() == len(thirds[2])  # the text as written is kept
+    run = RunContext("shop", "iso-epoch-utc", work_root=tmp_path)
+    build_features(mysql_test_settings, run, admitted["dbt_vars"], full_refresh=True)
+    assert _rejected(mysql_test_settings, "unparseable_event_time") == set()

@@ -39,7 +39,7 @@ cleaned as (
         quantity,
         price,
         nullif(trim(basket_id), '') as basket_id,
-        {{ parse_event_time('event_time') }} as event_at,
+        cast(event_at as datetime) as event_at,
         load_id,
         loaded_at
     from source

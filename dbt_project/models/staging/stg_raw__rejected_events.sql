@@ -35,7 +35,7 @@ checked as (
         price,
         event_time,
         basket_id,
-        {{ parse_event_time('event_time') }} as event_at,
+        event_at,
         load_id,
         loaded_at
     from source

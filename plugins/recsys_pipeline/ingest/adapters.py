@@ -13,14 +13,17 @@ documented cleaning rules in dbt's staging models. Supported sources:
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from recsys_pipeline.ingest.contract import ContractError, check_frame
+from recsys_pipeline.ingest.event_times import TimeFormat
 from recsys_pipeline.settings import data_dir
 
 
@@ -195,26 +198,48 @@ def _read_table_file(folder: Path, stem: str, required: bool) -> tuple[pd.DataFr
     return None, None
 
 
+CONTRACT_FILES = ("contract.json", "contract.yaml", "contract.yml")
+
+
+def read_contract(folder: Path) -> tuple[dict, Path | None]:
+    """What the folder declares about its files (``contract.json`` or ``.yaml``), e.g.
+    ``{"event_time": {"format": "day_first", "timezone": "Europe/Berlin"}}``."""
+    for name in CONTRACT_FILES:
+        path = folder / name
+        if path.exists():
+            try:
+                declared = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+            except (ValueError, yaml.YAMLError) as error:
+                raise ContractError(
+                    f"{path}: not a valid {path.suffix[1:]} file: {error}", str(path), "events"
+                ) from error
+            if not isinstance(declared, dict):
+                raise ContractError(f'{path}: must hold an object, e.g. {{"event_time": {{...}}}}', str(path), "events")
+            return declared, path
+    return {}, None
+
+
 def contract_files(folder: Path) -> RawDataset:
     """A user's own files, already in the contract's column names.
 
     ``events`` is required; ``items`` and ``users`` are derived from the events' ids when
     absent. ``source_row_id`` is the row number when the file has none.
     """
+    declared, contract_path = read_contract(folder)
     events, events_path = _read_table_file(folder, "events", required=True)
     assert events is not None and events_path is not None
     if events.empty:
         raise ContractError(f"{events_path}: the file has a header but no rows", str(events_path), "events")
     if "source_row_id" not in events.columns:
         events.insert(0, "source_row_id", range(1, len(events) + 1))
-    events = check_frame(events, "events", str(events_path))
+    events = check_frame(events, "events", str(events_path), TimeFormat.from_contract(declared))
     items, items_path = _read_table_file(folder, "items", required=False)
     if items is None:
         items = pd.DataFrame({"item_id": events["item_id"].dropna().drop_duplicates().sort_values().to_numpy()})
     users, users_path = _read_table_file(folder, "users", required=False)
     if users is None:
         users = pd.DataFrame({"user_id": events["user_id"].dropna().drop_duplicates().sort_values().to_numpy()})
-    files = [p for p in (events_path, items_path, users_path) if p is not None]
+    files = [p for p in (events_path, items_path, users_path, contract_path) if p is not None]
     return RawDataset(
         name=folder.name,
         events=events,

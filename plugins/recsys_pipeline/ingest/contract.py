@@ -4,8 +4,9 @@ Adapters (``adapters.py``) turn a source (Online Retail, groceries, a user's own
 CSV/Parquet files) into three frames -- events, items, users -- with exactly these
 columns. ``check_frame`` refuses a frame that does not fit, naming the file, column
 and problem, before anything is written. Values are kept as close to the source as
-possible (event times as their original text, fees and anonymous baskets included):
-the cleaning rules live in dbt's staging models, where analysts can read them.
+possible (fees and anonymous baskets included; event times as their original text,
+beside the UTC time parsed from it, ``event_times``): the cleaning rules live in dbt's
+staging models, where analysts can read them.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pandas as pd
+
+from recsys_pipeline.ingest.event_times import AmbiguousTimes, TimeFormat, parse_event_times
 
 ID_MAX_LENGTH = 64
 # Ids compare byte for byte: with the default case-insensitive collation 'A1' and 'a1'
@@ -36,7 +39,7 @@ class ContractError(ValueError):
 @dataclass(frozen=True)
 class Column:
     name: str
-    kind: str  # "id", "text", "number", "time_text"
+    kind: str  # "id", "text", "number", "time_text" (as written), "time" (parsed from the time_text column)
     required: bool
     sql_type: str
     description: str
@@ -50,7 +53,8 @@ EVENTS = (
     Column("event_value", "number", False, "DOUBLE NULL", "optional value, e.g. a rating"),
     Column("quantity", "number", False, "DOUBLE NULL", "units; negative for returns in some sources"),
     Column("price", "number", False, "DOUBLE NULL", "unit price in the shop's currency"),
-    Column("event_time", "time_text", True, "VARCHAR(32) NULL", "event time as written in the source"),
+    Column("event_time", "time_text", True, "VARCHAR(64) NULL", "event time as written in the source"),
+    Column("event_at", "time", False, "DATETIME(3) NULL", "event time in UTC, parsed at load (NULL: unparseable)"),
     Column("basket_id", "id", False, _ID_SQL + " NULL", "invoice, order or session the event belongs to"),
 )
 ITEMS = (
@@ -89,17 +93,20 @@ def _first_bad(frame: pd.DataFrame, mask: pd.Series, column: str) -> str:
     return f"{int(mask.sum())} rows, first at data row {position + 1}: {frame[column].iloc[position]!r}"
 
 
-def check_frame(frame: pd.DataFrame, entity: str, source: str) -> pd.DataFrame:
-    """``frame`` checked against the contract of ``entity`` (see ``_check_frame``); errors name ``source``."""
+def check_frame(frame: pd.DataFrame, entity: str, source: str, times: TimeFormat | None = None) -> pd.DataFrame:
+    """``frame`` checked against the contract of ``entity`` (see ``_check_frame``); errors name ``source``.
+
+    ``times`` is what the source declares about its event times (format, time zone).
+    """
     try:
-        return _check_frame(frame, entity, source)
+        return _check_frame(frame, entity, source, times or TimeFormat())
     except ContractError as error:
         error.source = error.source or source
         error.entity = error.entity or entity
         raise
 
 
-def _check_frame(frame: pd.DataFrame, entity: str, source: str) -> pd.DataFrame:
+def _check_frame(frame: pd.DataFrame, entity: str, source: str, times: TimeFormat) -> pd.DataFrame:
     """Return ``frame`` restricted to and ordered like the contract's columns, typed.
 
     Raises ContractError naming ``source``, the column and the problem when a required
@@ -109,7 +116,11 @@ def _check_frame(frame: pd.DataFrame, entity: str, source: str) -> pd.DataFrame:
     if entity not in CONTRACT:
         raise ValueError(f"unknown entity {entity!r}")
     out = pd.DataFrame(index=frame.index)
+    parsed_times = None
     for column in CONTRACT[entity]:
+        if column.kind == "time":  # parsed from the time_text column before it
+            out[column.name] = parsed_times
+            continue
         if column.name not in frame.columns:
             if column.required:
                 raise ContractError(
@@ -129,6 +140,11 @@ def _check_frame(frame: pd.DataFrame, entity: str, source: str) -> pd.DataFrame:
                     f"{source}: column '{column.name}' must be numeric; {_first_bad(frame, bad, column.name)}"
                 )
             out[column.name] = numbers
+        elif column.kind == "time_text":
+            try:
+                out[column.name], parsed_times = parse_event_times(values, times)
+            except AmbiguousTimes as error:
+                raise ContractError(f"{source}: column '{column.name}': {error}") from error
         else:
             text = values.astype("string").str.strip()
             text = text.mask(text == "")

@@ -1,0 +1,148 @@
+"""Event times, typed once, at load: every format shops export, read into UTC.
+
+A shop's export writes its times as ISO 8601 (with ``T``, ``Z``, offsets, fractions),
+as Unix epoch seconds or milliseconds, as ``2024-03-01 09:15:00 UTC``, as Parquet
+timestamp columns, or day-first like ``21-07-2015``. Parsing them here, vectorised and
+once, gives the raw table a typed ``event_at`` (UTC) beside the text as written, so dbt
+never parses text. A date whose day and month cannot be told apart (``03/04/2024``
+with no value above 12 in either place) is not guessed: the folder must declare its
+format (``contract.json``), and the error says how.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# an epoch in seconds has up to 10 digits until 2286; milliseconds start at 11 (1973 on)
+EPOCH_MS_FROM = 1e11
+_EPOCH = re.compile(r"^\d{9,13}(\.\d+)?$")
+_ISO = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}([T ]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$")
+# day and month in either order, then the year: 21-07-2015, 5/1/2015, 05.01.2015 10:30
+_NUMERIC_DATE = r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})(?:[ T](\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?$"
+_UTC_SUFFIX = re.compile(r"\s*(?:UTC|GMT)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class TimeFormat:
+    """What a folder's ``contract.json`` may declare about its event times.
+
+    ``format``: a ``strptime`` format for every value (e.g. ``%m/%d/%Y %H:%M``), or
+    ``day_first`` / ``month_first`` for numeric dates; ``timezone``: the zone of times
+    written without an offset (default UTC).
+    """
+
+    format: str | None = None
+    timezone: str = "UTC"
+
+    @classmethod
+    def from_contract(cls, contract: dict) -> TimeFormat:
+        times = contract.get("event_time") or {}
+        return cls(format=times.get("format"), timezone=times.get("timezone") or "UTC")
+
+
+class AmbiguousTimes(ValueError):
+    """Day and month cannot be told apart, or the values contradict each other."""
+
+
+def parse_event_times(values: pd.Series, declared: TimeFormat | None = None) -> tuple[pd.Series, pd.Series]:
+    """(text as written, UTC times) of ``values``; an unparseable value is NaT with its text kept.
+
+    Raises AmbiguousTimes when numeric dates could be day- or month-first and nothing
+    declares which.
+    """
+    declared = declared or TimeFormat()
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(values):
+        times = _to_utc(pd.Series(values), declared.timezone)
+        text = times.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ").astype("string").where(times.notna())
+        return text, _naive_ms(times)
+    if pd.api.types.is_numeric_dtype(values):
+        text = values.astype("string")
+        return text, _naive_ms(_from_epoch(pd.to_numeric(values, errors="coerce")))
+    text = values.astype("string").str.strip()
+    text = text.mask(text == "")
+    times = pd.Series(pd.NaT, index=values.index, dtype="datetime64[ns, UTC]")
+    present = text.notna()
+    if declared.format and declared.format not in ("day_first", "month_first"):
+        parsed = pd.to_datetime(text[present], format=declared.format, errors="coerce")
+        times[present] = _to_utc(parsed, declared.timezone)
+        return text, _naive_ms(times)
+    stripped = text.str.replace(_UTC_SUFFIX, "", regex=True)
+    in_utc = text.str.contains(_UTC_SUFFIX, na=False)
+    epoch = present & stripped.str.match(_EPOCH, na=False)
+    if epoch.any():
+        times[epoch] = _from_epoch(pd.to_numeric(stripped[epoch], errors="coerce"))
+    iso = present & ~epoch & stripped.str.match(_ISO, na=False)
+    if iso.any():
+        times[iso] = _parse_iso(stripped[iso], in_utc[iso], declared.timezone)
+    numeric = present & ~epoch & ~iso
+    parts = stripped[numeric].str.extract(_NUMERIC_DATE)
+    matched = parts[0].notna()
+    if matched.any():
+        parts = parts[matched]
+        day, month = _day_and_month(parts, text[numeric][matched], declared)
+        rebuilt = parts[2] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2) + (" " + parts[3]).fillna("")
+        times[rebuilt.index] = _parse_iso(rebuilt, in_utc[rebuilt.index], declared.timezone)
+    return text, _naive_ms(times)
+
+
+def _day_and_month(parts: pd.DataFrame, text: pd.Series, declared: TimeFormat) -> tuple[pd.Series, pd.Series]:
+    """Which of the first two numbers is the day: declared, or told by a value above 12."""
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    if declared.format == "day_first":
+        return parts[0], parts[1]
+    if declared.format == "month_first":
+        return parts[1], parts[0]
+    day_first, month_first = (first > 12).any(), (second > 12).any()
+    if day_first and month_first:
+        raise AmbiguousTimes(
+            f"dates read both day-first ({text[first > 12].iloc[0]!r}) and month-first ({text[second > 12].iloc[0]!r})"
+        )
+    if not day_first and not month_first:
+        examples = ", ".join(repr(v) for v in text.drop_duplicates().head(2))
+        raise AmbiguousTimes(
+            f"dates such as {examples} could be day-first or month-first; declare which in the folder's "
+            'contract.json: {"event_time": {"format": "day_first"}} (or "month_first", or a strptime format)'
+        )
+    return (parts[0], parts[1]) if day_first else (parts[1], parts[0])
+
+
+def _parse_iso(text: pd.Series, in_utc: pd.Series, timezone: str) -> pd.Series:
+    """ISO-like text to UTC: an offset or ``Z`` wins, ``... UTC`` is UTC, anything else is in ``timezone``."""
+    normalised = text.str.replace(r"^(\d{4})-(\d{1,2})-(\d{1,2})", _pad_date, regex=True).str.replace(" ", "T", n=1)
+    has_zone = normalised.str.contains(r"(?:Z|[+-]\d{2}(?::?\d{2})?)$", regex=True) & normalised.str.contains("T")
+    has_zone |= normalised.str.endswith("Z")
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns, UTC]")
+    if has_zone.any():
+        out[has_zone] = pd.to_datetime(normalised[has_zone], format="ISO8601", utc=True, errors="coerce")
+    local = ~has_zone
+    if local.any():
+        naive = pd.to_datetime(normalised[local], format="ISO8601", errors="coerce")
+        zone = pd.Series(np.where(in_utc[local], "UTC", timezone), index=naive.index)
+        for name, rows in naive.groupby(zone):
+            out[rows.index] = _to_utc(rows, name)
+    return out
+
+
+def _pad_date(match: re.Match) -> str:
+    return f"{match.group(1)}-{int(match.group(2)):02d}-{int(match.group(3)):02d}"
+
+
+def _from_epoch(numbers: pd.Series) -> pd.Series:
+    millis = numbers.where(numbers >= EPOCH_MS_FROM, numbers * 1000)
+    return pd.to_datetime(millis.round(), unit="ms", utc=True, errors="coerce")
+
+
+def _to_utc(times: pd.Series, timezone: str) -> pd.Series:
+    times = pd.to_datetime(times, errors="coerce")
+    if getattr(times.dt, "tz", None) is None:
+        times = times.dt.tz_localize(timezone, ambiguous="NaT", nonexistent="NaT")
+    return times.dt.tz_convert("UTC")
+
+
+def _naive_ms(times: pd.Series) -> pd.Series:
+    """UTC times without a zone, to the millisecond: what a ``DATETIME(3)`` column holds."""
+    return pd.to_datetime(times, utc=True).dt.tz_convert(None).dt.floor("ms").astype("datetime64[ms]")
