@@ -70,20 +70,25 @@ def parse_event_times(values: pd.Series, declared: TimeFormat | None = None) -> 
         parsed = pd.to_datetime(text[present], format=declared.format, errors="coerce")
         times[present] = _to_utc(parsed, declared.timezone)
         return text, _naive_ms(times)
-    stripped = text.str.replace(_UTC_SUFFIX, "", regex=True)
-    in_utc = text.str.contains(_UTC_SUFFIX, na=False)
-    epoch = present & stripped.str.match(_EPOCH, na=False)
+    if declared.timezone == "UTC":  # the common case in one vectorised pass; the rest below, by format
+        candidates = present & text.str.contains("-", regex=False, na=False)
+        times[candidates] = pd.to_datetime(text[candidates], format="ISO8601", utc=True, errors="coerce")
+        present &= times.isna()
+    rest = text[present]  # what the common case left: read by format, each kind in its own pass
+    stripped = rest.str.replace(_UTC_SUFFIX, "", regex=True)
+    in_utc = rest.str.contains(_UTC_SUFFIX, na=False)
+    epoch = stripped.str.match(_EPOCH, na=False)
     if epoch.any():
-        times[epoch] = _from_epoch(pd.to_numeric(stripped[epoch], errors="coerce"))
-    iso = present & ~epoch & stripped.str.match(_ISO, na=False)
+        times[epoch[epoch].index] = _from_epoch(pd.to_numeric(stripped[epoch], errors="coerce"))
+    iso = ~epoch & stripped.str.match(_ISO, na=False)
     if iso.any():
-        times[iso] = _parse_iso(stripped[iso], in_utc[iso], declared.timezone)
-    numeric = present & ~epoch & ~iso
+        times[iso[iso].index] = _parse_iso(stripped[iso], in_utc[iso], declared.timezone)
+    numeric = ~epoch & ~iso
     parts = stripped[numeric].str.extract(_NUMERIC_DATE)
     matched = parts[0].notna()
     if matched.any():
         parts = parts[matched]
-        day, month = _day_and_month(parts, text[numeric][matched], declared)
+        day, month = _day_and_month(parts, rest[numeric][matched], declared)
         rebuilt = parts[2] + "-" + month.str.zfill(2) + "-" + day.str.zfill(2) + (" " + parts[3]).fillna("")
         times[rebuilt.index] = _parse_iso(rebuilt, in_utc[rebuilt.index], declared.timezone)
     return text, _naive_ms(times)
