@@ -97,3 +97,20 @@ def test_a_folder_that_declares_nothing_about_ambiguous_dates_is_refused_with_th
         pd.Timestamp("2024-04-03"),
         pd.Timestamp("2024-06-05"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("declared", "message"),
+    [
+        ('{"event_time": "day_first"}', "'event_time' must be an object"),
+        ('{"event_time": {"format": 5}}', "'event_time.format' must be day_first, month_first or a strptime"),
+        ('{"event_time": {"timezone": "Mars/Olympus"}}', "'event_time.timezone' 'Mars/Olympus' is not a time zone"),
+    ],
+)
+def test_a_malformed_declaration_is_refused_naming_the_file_and_the_key(tmp_path, declared, message):
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    (folder / "events.csv").write_text("user_id,item_id,event_type,event_time\nu,i,view,2024-01-01\n")
+    (folder / "contract.json").write_text(declared)
+    with pytest.raises(ContractError, match=r"contract.json: " + message):
+        contract_files(folder)

@@ -232,7 +232,11 @@ def contract_files(folder: Path) -> RawDataset:
         raise ContractError(f"{events_path}: the file has a header but no rows", str(events_path), "events")
     if "source_row_id" not in events.columns:
         events.insert(0, "source_row_id", range(1, len(events) + 1))
-    events = check_frame(events, "events", str(events_path), TimeFormat.from_contract(declared))
+    try:
+        times = TimeFormat.from_contract(declared)
+    except ValueError as error:
+        raise ContractError(f"{contract_path}: {error}", str(contract_path), "events") from error
+    events = check_frame(events, "events", str(events_path), times)
     items, items_path = _read_table_file(folder, "items", required=False)
     if items is None:
         items = pd.DataFrame({"item_id": events["item_id"].dropna().drop_duplicates().sort_values().to_numpy()})

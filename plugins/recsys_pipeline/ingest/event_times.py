@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
@@ -40,8 +41,18 @@ class TimeFormat:
 
     @classmethod
     def from_contract(cls, contract: dict) -> TimeFormat:
+        """The declaration in a folder's contract; ValueError naming the key and rule when it is malformed."""
         times = contract.get("event_time") or {}
-        return cls(format=times.get("format"), timezone=times.get("timezone") or "UTC")
+        if not isinstance(times, dict):
+            raise ValueError(f"'event_time' must be an object with 'format' and/or 'timezone', not {times!r}")
+        fmt, zone = times.get("format"), times.get("timezone") or "UTC"
+        if fmt is not None and not isinstance(fmt, str):
+            raise ValueError(f"'event_time.format' must be day_first, month_first or a strptime format, not {fmt!r}")
+        try:
+            ZoneInfo(str(zone))
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError(f"'event_time.timezone' {zone!r} is not a time zone name (e.g. Europe/Berlin)") from error
+        return cls(format=fmt, timezone=str(zone))
 
 
 class AmbiguousTimes(ValueError):
