@@ -4,7 +4,7 @@ Writes a folder that the ``contract_files`` adapter
 (``plugins/recsys_pipeline/ingest/adapters.py``) reads as it reads a user's own data:
 
     events.parquet  source_row_id, user_id, item_id, event_type, quantity, price,
-                    event_time ('YYYY-MM-DD HH:MM:SS' text), basket_id
+                    event_time (ISO 8601 text in UTC, 'YYYY-MM-DDTHH:MM:SSZ'), basket_id
     items.parquet   item_id, title, category ('|'-separated), price
     users.parquet   user_id, country, attributes (JSON text)
     generator.json  the parameters and the counts (not read by the pipeline)
@@ -46,7 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: ISO 8601 event times
 YEAR_START = np.datetime64("2023-01-01T00:00:00", "s")
 YEAR_SECONDS = 365 * 24 * 3600
 
@@ -129,13 +129,14 @@ def _ids(prefix: str, n: int) -> pa.Array:
 
 
 def _time_text(seconds: np.ndarray) -> pa.Array:
-    """'YYYY-MM-DD HH:MM:SS' for seconds since YEAR_START (dictionaries of days and of
-    seconds of the day, joined by Arrow: ~20x faster than pyarrow's strftime)."""
+    """ISO 8601 UTC text ('YYYY-MM-DDTHH:MM:SSZ', what most shops export) for seconds since
+    YEAR_START (dictionaries of days and of seconds of the day, joined by Arrow: ~20x faster
+    than pyarrow's strftime)."""
     day, second = np.divmod(seconds, 86400)
     n_days = int(day.max()) + 1
     days = pa.array(np.datetime_as_string(YEAR_START.astype("datetime64[D]") + np.arange(n_days), unit="D"))
-    clock = [f"{h:02d}:{m:02d}:{s:02d}" for h in range(24) for m in range(60) for s in range(60)]
-    return pc.binary_join_element_wise(pc.take(days, pa.array(day)), pc.take(pa.array(clock), pa.array(second)), " ")
+    clock = [f"{h:02d}:{m:02d}:{s:02d}Z" for h in range(24) for m in range(60) for s in range(60)]
+    return pc.binary_join_element_wise(pc.take(days, pa.array(day)), pc.take(pa.array(clock), pa.array(second)), "T")
 
 
 def _items(p: Params, rng: np.random.Generator) -> pa.Table:
