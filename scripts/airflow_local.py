@@ -53,18 +53,23 @@ def password_file(home: Path) -> Path:
     return home / "simple_auth_manager_passwords.json.generated"
 
 
+def is_healthy(url: str) -> bool:
+    """Whether the Airflow API server at ``url`` answers and reports its metadatabase and scheduler healthy."""
+    try:
+        with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:
+            health = json.load(response)
+    except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
+        return False
+    return all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler"))
+
+
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"airflow standalone exited with code {process.returncode} before it was healthy")
-        try:
-            with urllib.request.urlopen(f"{url}/api/v2/monitor/health", timeout=5) as response:
-                health = json.load(response)
-            if all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler")):
-                return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError):
-            pass
+        if is_healthy(url):
+            return
         time.sleep(2)
     raise SystemExit(f"Airflow at {url} was not healthy after {timeout:.0f} s")
 
