@@ -506,35 +506,65 @@ def _check_quality_task(settings, run) -> dict:
 
 def feature_build(bench: Bench, release_id: str, prefix: str = "") -> None:
     """The DAG's feature-build tasks' stage calls, in its order (``build_and_check_features``)."""
-    from recsys_pipeline.features import builds
+    run = bench.run_context(release_id)
+    staged = load_raw_stage(bench, run, prefix)
+    admitted = validate_raw_stage(bench, run, staged, prefix)
+    time_dbt_build(bench, prefix + DBT_BUILD, admitted)
+    document_features_stage(bench, run, admitted, prefix)
+    check_quality_stage(bench, run, prefix)
+    stage_names = ("load_raw", "validate_raw", DBT_BUILD, "document_features", "check_quality")
+    total = sum(bench.stages[prefix + s]["seconds"] for s in stage_names)
+    bench.stages[prefix + ALL_STAGES] = {"seconds": round(total, 3)}
+
+
+# One function per feature-build task: its stage call, timed, and what the stage reports of itself.
+# ``end_to_end.py`` calls the same ones, each in a process of its own.
+
+
+def load_raw_stage(bench: Bench, run, prefix: str = "") -> dict:
+    """The ``load_raw`` task: ``ingest.staging.stage``; returns what it staged (its XCom)."""
     from recsys_pipeline.ingest.staging import stage
+
+    staged, row = time_stage(bench, prefix + "load_raw", stage, bench.app, run.dataset, load_id=run.load_id)
+    row |= _staging_figures(row["seconds"], staged)
+    return staged
+
+
+def validate_raw_stage(bench: Bench, run, staged: dict, prefix: str = "") -> dict:
+    """The ``validate_raw`` task: the raw gate; returns the admitted load with its dbt plan (its XCom)."""
     from recsys_pipeline.quality import raw_gate
 
-    app, run = bench.app, bench.run_context(release_id)
-    staged, row = time_stage(bench, prefix + "load_raw", stage, app, run.dataset, load_id=run.load_id)
-    row |= _staging_figures(row["seconds"], staged)
     # the DAG's full_refresh param is off by default: the plan decides (a first load is a full refresh)
     admitted, row = time_stage(
-        bench, prefix + "validate_raw", raw_gate.validate_raw, app, run, staged, full_refresh=False
+        bench, prefix + "validate_raw", raw_gate.validate_raw, bench.app, run, staged, full_refresh=False
     )
     row["summary"] = {"dbt_plan": admitted["dbt_plan"], "raw_gate": admitted["raw_gate"]}
     bench.result["dbt_vars"] = admitted["dbt_vars"]
-    time_dbt_build(bench, prefix + DBT_BUILD, admitted)
+    return admitted
+
+
+def document_features_stage(bench: Bench, run, admitted: dict, prefix: str = "") -> dict:
+    """The ``document_features`` task: ``builds.document_features`` (dbt docs, row counts)."""
+    from recsys_pipeline.features import builds
+
     documented, row = time_stage(
         bench,
         prefix + "document_features",
         builds.document_features,
-        app,
+        bench.app,
         run,
         admitted["dbt_vars"],
         admitted["dbt_plan"]["fingerprint"],
     )
     row["summary"] = documented
-    checked, row = time_stage(bench, prefix + "check_quality", _check_quality_task, app, run)
+    return documented
+
+
+def check_quality_stage(bench: Bench, run, prefix: str = "") -> dict:
+    """The ``check_quality`` task: the features gate, then the build recorded as checked."""
+    checked, row = time_stage(bench, prefix + "check_quality", _check_quality_task, bench.app, run)
     row["summary"] = {suite: outcome["success"] for suite, outcome in checked["suites"].items()}
-    stage_names = ("load_raw", "validate_raw", DBT_BUILD, "document_features", "check_quality")
-    total = sum(bench.stages[prefix + s]["seconds"] for s in stage_names)
-    bench.stages[prefix + ALL_STAGES] = {"seconds": round(total, 3)}
+    return checked
 
 
 def _staging_figures(seconds: float, staged: dict) -> dict:
@@ -841,22 +871,32 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[1_000_000, 10_000_000],
         help="sizes in events (default: 1000000 10000000)",
     )
-    add("--seed", type=int, default=42)
     add(
         "--work-dir",
         type=Path,
         default=DEFAULT_WORK,
         help="data, run folders, dbt target/logs and results (default .work/bench)",
     )
-    add("--database", default="recsys_bench", help="database for dbt's models (default recsys_bench)")
-    add("--raw-database", default="recsys_bench_raw", help="database for the raw tables (default recsys_bench_raw)")
-    add("--mysql-user", default="recsys_bench", help="the benchmark's own MySQL user (created, random password)")
+    add_isolation_arguments(parser, "recsys_bench")
     add("--split-run-test", action="store_true", help="also time `dbt run` and `dbt test` on their own")
     add(
         "--rerun",
         action="store_true",
         help="also time every stage again on the same data (rows carried over, an incremental build)",
     )
+    add("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size in this process
+    args = parser.parse_args(argv)
+    check_isolation_arguments(parser, args)
+    return args
+
+
+def add_isolation_arguments(parser: argparse.ArgumentParser, name: str) -> None:
+    """The options of a benchmark that builds features in its own databases (named after ``name``)."""
+    add = parser.add_argument
+    add("--seed", type=int, default=42)
+    add("--database", default=name, help=f"database for dbt's models (default {name})")
+    add("--raw-database", default=f"{name}_raw", help=f"database for the raw tables (default {name}_raw)")
+    add("--mysql-user", default=name, help="the benchmark's own MySQL user (created, random password)")
     add("--regenerate", action="store_true", help="regenerate the synthetic data even when it is there")
     add("--dbt-retries", type=int, default=0, help="retry a failed dbt build this many times (models being edited)")
     add("--retry-wait", type=int, default=180, help="seconds between dbt retries")
@@ -867,15 +907,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="stop a dbt build after this many seconds and report the nodes that finished (default: no limit)",
     )
     add("--keep-databases", action="store_true", help="keep the benchmark databases after the run (default: drop them)")
-    add("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size in this process
-    args = parser.parse_args(argv)
+
+
+def check_isolation_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     for name in (args.database, args.raw_database):
         if name in PROTECTED_DATABASES:
             parser.error(f"refusing to use database {name!r}: it belongs to the demo, the tests or MySQL")
     if args.database == args.raw_database:
         parser.error("--database and --raw-database must differ")
     args.work_dir = args.work_dir.resolve()
-    return args
 
 
 def _child_command(args: argparse.Namespace, events: int) -> list[str]:
