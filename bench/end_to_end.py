@@ -246,7 +246,7 @@ def _stage_command(args: argparse.Namespace, events: int, stage: str) -> list[st
     return command
 
 
-def _stage_env(args: argparse.Namespace, bench: fb.Bench, s3) -> dict[str, str]:
+def _stage_env(bench: fb.Bench, s3) -> dict[str, str]:
     """What a task would get from its connections: the benchmark's MySQL user and databases, its S3 server."""
     app = bench.app
     return dict(os.environ) | {
@@ -276,7 +276,7 @@ def _run_stage_process(args, bench: fb.Bench, s3, stage: str, state: dict) -> tu
     started = time.perf_counter()
     # TensorFlow's and the libraries' own chatter goes to a file; the stage's progress and errors to stdout
     with _stderr_path(args, events).open("ab") as stderr:
-        command, env = _stage_command(args, events, stage), _stage_env(args, bench, s3)
+        command, env = _stage_command(args, events, stage), _stage_env(bench, s3)
         child = subprocess.run(command, cwd=PROJECT_ROOT, env=env, stderr=stderr)
     process_seconds = round(time.perf_counter() - started, 3)
     if not out.exists():  # killed (out of memory?) or crashed outside the stage call
