@@ -53,7 +53,16 @@ WORKERS = ("recsys-worker-1", "recsys-worker-2")
 # on features built just before by the same stage functions (in this process, while Airflow starts): the
 # feature build as Airflow tasks (~40, dbt's watchers) is the standalone test's, and here it would make the
 # test 4.5 minutes long instead of under 3 (it passes on Celery too, with build_features on)
-CONF = {"dataset": "groceries", "build_features": False, "epochs": 1, "top_k": 10, "dry_run": True, "backtest": False}
+# (the form's other model family: the GRU sequence encoder; a dry run decides but publishes nothing)
+CONF = {
+    "dataset": "groceries",
+    "build_features": False,
+    "epochs": 1,
+    "top_k": 10,
+    "model_family": "two_tower_gru",
+    "dry_run": True,
+    "backtest": False,
+}
 # each worker reports this as its hostname (what a task instance records): its Celery name
 HOSTNAME_MODULE = """import os
 
@@ -275,6 +284,13 @@ def test_the_training_dag_runs_on_two_celery_workers(celery_airflow):
     assert states["use_built_features"] == states["train_two_tower"] == states["evaluate_models"] == "success"
     assert states["score_users"] == states["promotion_gate"] == "success"
     assert states["publish_release"] == "skipped"  # a dry run publishes nothing
+    assert states["load_raw"] == "skipped"  # on the warehouse's current features, no reload
+    folder = next(
+        p
+        for p in Path(cluster.env["RECSYS_WORK_DIR"], "groceries").glob("*/two_tower/training.json")
+        if json.loads(p.read_text())["config"]["sequence_encoder"] == "gru"
+    ).parents[1]
+    assert (folder / "report.html").exists() and (folder / "decision.json").exists()
 
     # every task that ran went to one of the two workers, and each worker ran some (the scheduler itself
     # marks an EmptyOperator, like cosmos's producer_watcher_done, done: no hostname)
