@@ -55,15 +55,20 @@
 
 {% macro create_first_copies() -%}
     create temporary table {{ first_copies_relation() }} (primary key (source_row_id))
-    select sql_big_result min(source_row_id) as source_row_id
-    from ({{ valid_raw_events() }}) as valid
-    group by unhex(md5(concat_ws(
-        '|',
-        char_length(user_id), char_length(item_id), char_length(event_type), char_length(basket_id),
-        event_value is null, quantity is null, price is null, basket_id is null,
-        event_value, quantity, price, event_at,
-        concat(user_id, item_id, event_type, coalesce(basket_id, ''))
-    )))
+    select source_row_id from (
+        select sql_big_result min(source_row_id) as source_row_id
+        from ({{ valid_raw_events() }}) as valid
+        group by unhex(md5(concat_ws(
+            '|',
+            char_length(user_id), char_length(item_id), char_length(event_type), char_length(basket_id),
+            event_value is null, quantity is null, price is null, basket_id is null,
+            event_value, quantity, price, event_at,
+            concat(user_id, item_id, event_type, coalesce(basket_id, ''))
+        )))
+    ) as first_copies
+    -- inserted in key order: in hash order, 10M inserts into a primary key larger than the
+    -- buffer pool took over 9 minutes; sorted first, 113 s with the grouping
+    order by source_row_id
 {%- endmacro %}
 
 

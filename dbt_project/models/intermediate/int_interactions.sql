@@ -4,6 +4,7 @@
         unique_key=['user_id', 'item_id'],
         cluster_by=['user_id', 'item_id'],
         post_hook=[
+            create_index(['first_source_row_id'], unique=true),
             create_index(['item_id']),
             create_index(['last_loaded_at']),
         ]
