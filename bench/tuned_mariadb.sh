@@ -24,7 +24,7 @@ start)
     fi
     extra=()
     [ -n "${BUFFER_POOL:-}" ] && extra+=("--innodb-buffer-pool-size=$BUFFER_POOL")
-    # --no-defaults, then the project's file: nothing of the machine's own server configuration
+    # --defaults-file: only the project's file is read, nothing of the machine's own server configuration
     mariadbd --defaults-file="$CNF" --datadir="$DATADIR" --port="$PORT" --bind-address=127.0.0.1 \
         --socket="$SOCKET" --pid-file="$DATADIR/mysqld.pid" --user="$(id -un)" --skip-log-bin \
         --log-error="$DATADIR/error.log" "${extra[@]}" &
