@@ -170,4 +170,4 @@ lock:
 	@rm -rf .run/lock-venv
 
 clean: stop
-	rm -rf .work .run .airflow .airflow-test
+	rm -rf .work .run .airflow .airflow-test*

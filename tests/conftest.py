@@ -18,7 +18,10 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-TEST_AIRFLOW_HOME = PROJECT_ROOT / ".airflow-test"
+# RECSYS_TEST_SUFFIX lets two test sessions share one MariaDB (their own databases and user)
+# and one checkout (their own Airflow home, so two SQLite metadata databases never lock each other)
+TEST_SUFFIX = os.environ.get("RECSYS_TEST_SUFFIX", "")
+TEST_AIRFLOW_HOME = PROJECT_ROOT / f".airflow-test{TEST_SUFFIX}"
 
 # Airflow reads its configuration when first imported: point it at the test home first.
 os.environ["AIRFLOW_HOME"] = str(TEST_AIRFLOW_HOME)
@@ -30,8 +33,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from recsys_pipeline import services, storage, warehouse  # noqa: E402 - after Airflow's configuration
 from recsys_pipeline.settings import MySQLSettings, S3Settings, mysql_admin_settings, mysql_settings  # noqa: E402
 
-# RECSYS_TEST_SUFFIX lets two test sessions share one MariaDB (their own databases and user)
-TEST_SUFFIX = os.environ.get("RECSYS_TEST_SUFFIX", "")
 TEST_DATABASE = f"recsys_test{TEST_SUFFIX}"
 TEST_RAW_DATABASE = f"recsys_raw_test{TEST_SUFFIX}"
 TEST_USER = f"recsys_test{TEST_SUFFIX}"
