@@ -12,6 +12,7 @@ RUN pip install --no-cache-dir -r /opt/recsys/requirements.txt \
  && python -m venv /opt/recsys/.venv-dbt \
  && /opt/recsys/.venv-dbt/bin/pip install --no-cache-dir -r /opt/recsys/requirements-dbt.txt
 
+# the checkout less what .dockerignore leaves out: secrets (.env), Airflow homes, run folders, .git, environments
 COPY --chown=airflow:root . /opt/recsys/
 RUN pip install --no-cache-dir --no-deps -e /opt/recsys
 
