@@ -25,14 +25,20 @@ from recsys_pipeline.features.builds import MARTS
 from recsys_pipeline.release import layout
 from recsys_pipeline.reporting.summary import RunSummary
 from recsys_pipeline.run import RunArtifacts, RunContext, dataset_key
-from recsys_pipeline.settings import mysql_admin_settings, mysql_settings, s3_settings, work_dir
+from recsys_pipeline.settings import (
+    mysql_admin_settings,
+    mysql_settings,
+    s3_settings,
+    warehouse_access_settings,
+    work_dir,
+)
 
 
 def cmd_services(args: argparse.Namespace) -> int:
     app = mysql_settings()
     services.ensure_mariadb(app)
     databases = [app.database, app.raw_database]
-    warehouse.bootstrap(mysql_admin_settings(), app, databases)
+    warehouse.bootstrap(mysql_admin_settings(), app, databases, warehouse_access_settings())
     print(f"MySQL    {app.user}@{app.host}:{app.port} databases {', '.join(databases)}")
     s3 = s3_settings()
     if s3.endpoint_url and urlparse(s3.endpoint_url).hostname in services.LOCAL_HOSTS:

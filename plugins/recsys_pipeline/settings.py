@@ -35,6 +35,7 @@ _load_dotenv()
 LOCAL_S3_ENDPOINT = "http://127.0.0.1:9100"
 MYSQL_CONN_ID = "recsys_mysql"
 S3_CONN_ID = "recsys_s3"
+S3_READONLY_CONN_ID = "recsys_s3_readonly"
 
 
 def _env(name: str, default: str) -> str:
@@ -88,6 +89,32 @@ def mysql_admin_settings() -> MySQLSettings:
         base,
         user=_env("RECSYS_MYSQL_ADMIN_USER", "root"),
         password=os.environ.get("RECSYS_MYSQL_ADMIN_PASSWORD", ""),
+    )
+
+
+@dataclass(frozen=True)
+class WarehouseAccess:
+    """Who else ``warehouse.bootstrap`` lets into the warehouse, and from where.
+
+    The analysts' role may only read the marts database; ``analyst_user`` is a login
+    that has it (created only when ``analyst_password`` is set). ``client_hosts`` are
+    the MySQL host patterns the pipeline's and the analysts' users may connect from.
+    """
+
+    analyst_role: str
+    analyst_user: str
+    analyst_password: str
+    client_hosts: tuple[str, ...]
+
+
+def warehouse_access_settings() -> WarehouseAccess:
+    """The analysts' role and login, and the client hosts (loopback by default; ``%`` in compose)."""
+    hosts = _env("RECSYS_MYSQL_CLIENT_HOSTS", "localhost,127.0.0.1")
+    return WarehouseAccess(
+        analyst_role=_env("RECSYS_MYSQL_ANALYST_ROLE", "recsys_reader"),
+        analyst_user=_env("RECSYS_MYSQL_ANALYST_USER", "recsys_analyst"),
+        analyst_password=os.environ.get("RECSYS_MYSQL_ANALYST_PASSWORD", ""),
+        client_hosts=tuple(h.strip() for h in hosts.split(",") if h.strip()),
     )
 
 
@@ -168,3 +195,22 @@ def s3_settings_for_task() -> S3Settings:
         secret_access_key=conn.password or base.secret_access_key,
         region=extra.get("region_name", base.region),
     )
+
+
+def s3_readonly_settings() -> S3Settings:
+    """The read-only identity for readers of releases (the models page, serving).
+
+    ``RECSYS_S3_READONLY_ACCESS_KEY_ID``/``..._SECRET_ACCESS_KEY`` (in compose: a MinIO
+    user whose policy allows only listing and reading the bucket), or the Airflow
+    connection ``recsys_s3_readonly``; without either, the pipeline's own identity
+    (the local moto server enforces no policies, so there is nothing to separate).
+    """
+    base = s3_settings_for_task()
+    conn = _airflow_connection(S3_READONLY_CONN_ID)
+    if conn is not None and conn.login:
+        return replace(base, access_key_id=conn.login, secret_access_key=conn.password or "")
+    key = os.environ.get("RECSYS_S3_READONLY_ACCESS_KEY_ID", "")
+    if not key:
+        return base
+    secret = os.environ.get("RECSYS_S3_READONLY_SECRET_ACCESS_KEY", "")
+    return replace(base, access_key_id=key, secret_access_key=secret)

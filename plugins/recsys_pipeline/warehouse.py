@@ -20,7 +20,7 @@ from pathlib import Path
 import MySQLdb
 import pandas as pd
 
-from recsys_pipeline.settings import MySQLSettings
+from recsys_pipeline.settings import MySQLSettings, WarehouseAccess
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +39,15 @@ def quote_identifier(name: str) -> str:
 
 
 @contextlib.contextmanager
-def connect(settings: MySQLSettings, database: str | None = None) -> Iterator[MySQLdb.Connection]:
-    """A connection with ``local_infile`` on and autocommit off; closed on exit."""
+def connect(
+    settings: MySQLSettings, database: str | None = None, *, load_files: bool = False
+) -> Iterator[MySQLdb.Connection]:
+    """A connection with autocommit off; closed on exit.
+
+    ``load_files=True`` (the loader's connections only) lets the client send local files
+    for ``LOAD DATA LOCAL INFILE``. Every other connection refuses that, so a server (or
+    whoever answers in its place) can never ask it for a file of this machine.
+    """
     conn = MySQLdb.connect(
         host=settings.host,
         port=settings.port,
@@ -48,24 +55,43 @@ def connect(settings: MySQLSettings, database: str | None = None) -> Iterator[My
         password=settings.password,
         database=database if database is not None else settings.database,
         charset="utf8mb4",
-        local_infile=1,
+        local_infile=1 if load_files else 0,
         connect_timeout=10,
     )
+    conn.recsys_loads_files = load_files
     try:
         yield conn
     finally:
         conn.close()
 
 
-def bootstrap(admin: MySQLSettings, app: MySQLSettings, databases: Sequence[str]) -> None:
-    """Create ``databases`` and the least-privileged pipeline user, idempotently.
+# What the pipeline's user may do on its databases: the loader's and dbt's tables, indexes,
+# renames (ALTER and DROP), dbt's temporary tables and, in the marts database, its views.
+# No GRANT OPTION, FILE, SUPER, PROCESS, user administration, routines, triggers or events,
+# and nothing on any other database.
+RAW_PRIVILEGES = "SELECT, INSERT, UPDATE, DELETE, CREATE, DROP, ALTER, INDEX, CREATE TEMPORARY TABLES"
+MARTS_PRIVILEGES = RAW_PRIVILEGES + ", CREATE VIEW, SHOW VIEW"
+ANALYST_PRIVILEGES = "SELECT"
 
-    The user gets every privilege on these databases and nothing else (no global
-    privileges, no FILE: ``LOAD DATA LOCAL`` reads files on the client side).
+
+def bootstrap(
+    admin: MySQLSettings,
+    app: MySQLSettings,
+    databases: Sequence[str],
+    access: WarehouseAccess | None = None,
+) -> None:
+    """Create ``databases``, the pipeline's user and the analysts' read-only role, idempotently.
+
+    The pipeline's user gets ``MARTS_PRIVILEGES`` on ``app.database`` and
+    ``RAW_PRIVILEGES`` on the others, nothing global; whatever it held before is revoked
+    first, so rerunning this narrows an older, broader grant. The analysts' role
+    (``access``) gets SELECT on ``app.database`` only, and its login has that role by
+    default. ``LOAD DATA LOCAL`` needs no FILE privilege (the client reads the file), but
+    the server must allow it: this checks, and never changes a server-wide setting.
     """
     if not app.password:
         raise ValueError("RECSYS_MYSQL_PASSWORD is empty: `make setup` writes a generated one into .env")
-    hosts = sorted({"localhost", "127.0.0.1", app.host})
+    hosts = sorted(set(access.client_hosts if access else ()) | {"localhost", "127.0.0.1", app.host})
     with connect(admin, database="") as conn:
         cur = conn.cursor()
         for database in databases:
@@ -74,15 +100,48 @@ def bootstrap(admin: MySQLSettings, app: MySQLSettings, databases: Sequence[str]
                 "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
             )
         for host in hosts:
-            cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (app.user, host, app.password))
-            cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (app.user, host, app.password))
+            _create_user(cur, app.user, host, app.password)
             for database in databases:
-                cur.execute(f"GRANT ALL PRIVILEGES ON {quote_identifier(database)}.* TO %s@%s", (app.user, host))
-        cur.execute("SHOW VARIABLES LIKE 'local_infile'")
-        row = cur.fetchone()
-        if row is None or str(row[1]).upper() != "ON":
-            cur.execute("SET GLOBAL local_infile = 1")
+                privileges = MARTS_PRIVILEGES if database == app.database else RAW_PRIVILEGES
+                cur.execute(f"GRANT {privileges} ON {quote_identifier(database)}.* TO %s@%s", (app.user, host))
+        if access is not None:
+            _analysts(cur, app.database, access, hosts)
+        _check_local_infile(cur)
         conn.commit()
+
+
+def _create_user(cur, user: str, host: str, password: str) -> None:
+    """The user with this password and no privileges (an older grant is revoked)."""
+    cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
+    cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
+    cur.execute("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", (user, host))
+
+
+def _analysts(cur, marts_database: str, access: WarehouseAccess, hosts: Sequence[str]) -> None:
+    """The read-only role on the marts, and (when a password is set) the analysts' login with it."""
+    role = quote_identifier(access.analyst_role)
+    cur.execute(f"CREATE ROLE IF NOT EXISTS {role}")
+    cur.execute(f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {role}")
+    cur.execute(f"GRANT {ANALYST_PRIVILEGES} ON {quote_identifier(marts_database)}.* TO {role}")
+    if not access.analyst_password:
+        log.info("RECSYS_MYSQL_ANALYST_PASSWORD is not set: role %s created, no analysts' login", access.analyst_role)
+        return
+    for host in hosts:
+        _create_user(cur, access.analyst_user, host, access.analyst_password)
+        cur.execute(f"GRANT {role} TO %s@%s", (access.analyst_user, host))
+        cur.execute(f"SET DEFAULT ROLE {role} FOR %s@%s", (access.analyst_user, host))
+
+
+def _check_local_infile(cur) -> None:
+    """The loader needs a server that allows ``LOAD DATA LOCAL``; MariaDB's default does."""
+    cur.execute("SHOW GLOBAL VARIABLES LIKE 'local_infile'")
+    row = cur.fetchone()
+    if row is None or str(row[1]).upper() != "ON":
+        raise RuntimeError(
+            "the MySQL server has local_infile OFF, and the loader stages raw files with LOAD DATA LOCAL INFILE: "
+            "set local_infile = 1 in the server's configuration (MariaDB's default; see "
+            "deploy/mariadb/recsys-warehouse.cnf). Only the loader's connections ask for it."
+        )
 
 
 def _escape_for_load_data(series: pd.Series) -> pd.Series:
@@ -126,6 +185,8 @@ def load_frame(conn: MySQLdb.Connection, table: str, frame: pd.DataFrame, tmp_di
     Returns the number of rows loaded. Raises LoadError naming the table and the first
     warnings when MySQL skipped, truncated or coerced anything.
     """
+    if not getattr(conn, "recsys_loads_files", False):
+        raise ValueError(f"load into {table}: use a connection from warehouse.connect(..., load_files=True)")
     tmp_dir.mkdir(parents=True, exist_ok=True)
     path = tmp_dir / f"{table.replace('.', '__')}.tsv"
     write_load_file(frame, path)

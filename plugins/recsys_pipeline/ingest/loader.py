@@ -128,7 +128,7 @@ def stage_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> Loa
     frames = {"events": dataset.events, "items": dataset.items, "users": dataset.users}
     rows: dict[str, int] = {}
     new_events, changed_or_removed = 0, 0
-    with warehouse.connect(settings, database=database) as conn, tempfile.TemporaryDirectory() as tmp:
+    with warehouse.connect(settings, database=database, load_files=True) as conn, tempfile.TemporaryDirectory() as tmp:
         cur = conn.cursor()
         for entity, frame in frames.items():
             new_table = STAGED_TABLES[entity]
