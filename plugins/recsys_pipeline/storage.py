@@ -2,7 +2,10 @@
 
 Uploads return the size and sha256 of what was sent so the release manifest can be
 verified later; transient errors are retried by botocore with backoff, and large
-files go up in multipart chunks.
+files go up in multipart chunks. Small JSON objects can be written conditionally
+(``If-Match`` an ETag read before, or ``If-None-Match: *`` for "only if absent"), which
+AWS S3, MinIO and the local moto server enforce: a writer that lost a race is refused
+with ``PreconditionFailed`` instead of silently overwriting the winner.
 """
 
 from __future__ import annotations
@@ -89,22 +92,61 @@ def upload_file(s3, bucket: str, key: str, path: Path) -> StoredObject:
     return StoredObject(key=key, size=path.stat().st_size, sha256=checksum)
 
 
-def put_json(s3, bucket: str, key: str, payload: dict) -> StoredObject:
+class PreconditionFailed(RuntimeError):
+    """A conditional write was refused: the object changed (or appeared) since it was read."""
+
+
+# 412 on every server; AWS answers 409 ConditionalRequestConflict when two conditional writes overlap
+_CONDITION_CODES = ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+def put_json(
+    s3, bucket: str, key: str, payload: dict, if_match: str | None = None, if_absent: bool = False
+) -> StoredObject:
+    """Write ``payload`` as JSON; only over the ETag ``if_match``, or only where nothing is (``if_absent``)."""
     body = json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
     checksum = hashlib.sha256(body).hexdigest()
-    s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json", Metadata={"sha256": checksum})
+    condition = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"} if if_absent else {}
+    try:
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ContentType="application/json",
+            Metadata={"sha256": checksum},
+            **condition,
+        )
+    except ClientError as error:
+        if condition and error.response.get("Error", {}).get("Code") in _CONDITION_CODES:
+            raise PreconditionFailed(f"s3://{bucket}/{key} changed since it was read ({condition})") from error
+        raise
     return StoredObject(key=key, size=len(body), sha256=checksum)
 
 
-def get_json(s3, bucket: str, key: str) -> dict | None:
-    """The JSON object at ``key``, or None when there is none."""
+def get_json_tagged(s3, bucket: str, key: str) -> tuple[dict | None, str | None]:
+    """The JSON object at ``key`` and its ETag (what a conditional write compares), or (None, None)."""
     try:
         response = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as error:
         if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            return None, None
+        raise
+    return json.loads(response["Body"].read()), response["ETag"]
+
+
+def get_json(s3, bucket: str, key: str) -> dict | None:
+    """The JSON object at ``key``, or None when there is none."""
+    return get_json_tagged(s3, bucket, key)[0]
+
+
+def etag(s3, bucket: str, key: str) -> str | None:
+    """The object's current ETag, or None when there is none."""
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)["ETag"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
             return None
         raise
-    return json.loads(response["Body"].read())
 
 
 def download_sha256(s3, bucket: str, key: str) -> tuple[int, str]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shutil
 import socket
 import threading
 import time
@@ -28,10 +30,19 @@ import pandas as pd
 import pytest
 
 from recsys_pipeline import storage, warehouse
+from recsys_pipeline.release.champion import (
+    ChampionMoved,
+    champion_pointer,
+    read_champion_tagged,
+    read_history,
+    write_champion,
+)
 from recsys_pipeline.release.layout import ReleaseError, champion_key, release_prefix
 from recsys_pipeline.release.publish import publish
-from recsys_pipeline.release.recommendations_table import replace_recommendations
+from recsys_pipeline.release.recommendations_table import load_recommendations, loaded_release, replace_recommendations
+from recsys_pipeline.release.rollback import rollback
 from recsys_pipeline.release.verify import check_complete
+from recsys_pipeline.release.writer_lock import champion_lock, champion_lock_name
 from recsys_pipeline.run import RunArtifacts, RunContext
 from recsys_pipeline.settings import mysql_admin_settings
 
@@ -93,11 +104,11 @@ class TcpProxy:
                     sock.shutdown(socket.SHUT_RDWR)
 
 
-def run_folder(root: Path, release_id: str, model_bytes: int) -> RunContext:
+def run_folder(root: Path, release_id: str, model_bytes: int, dataset: str = DATASET) -> RunContext:
     """A run whose folder holds what ``publish`` reads, for a promoted model."""
-    run = RunContext(DATASET, release_id, work_root=root)
+    run = RunContext(dataset, release_id, work_root=root)
     folder = run.artifacts.folder
-    (folder / "two_tower" / "saved_model" / "variables").mkdir(parents=True)
+    (folder / "two_tower" / "saved_model" / "variables").mkdir(parents=True, exist_ok=True)
     metrics = {
         "recall@10": 0.2,
         "ndcg@10": 0.1,
@@ -148,12 +159,12 @@ def proxy(s3_test_settings):
 
 
 def test_the_s3_server_stopping_mid_publish_leaves_the_previous_champion_and_the_next_run_completes(
-    s3_test_settings, proxy, tmp_path
+    s3_test_settings, mysql_test_settings, proxy, tmp_path
 ):
     through_proxy = replace(s3_test_settings, endpoint_url=f"http://127.0.0.1:{proxy.port}")
     s3 = storage.client(s3_test_settings)  # the test's own view, straight to the server
     bucket = s3_test_settings.bucket
-    first = publish(through_proxy, run_folder(tmp_path, "20260105T000000Z-aaaa", 1024), "data-1")
+    first = publish(through_proxy, run_folder(tmp_path, "20260105T000000Z-aaaa", 1024), "data-1", mysql_test_settings)
     pointer = storage.get_json(s3, bucket, champion_key(s3_test_settings, DATASET))
     assert pointer["release_id"] == first["release_id"]
 
@@ -163,7 +174,7 @@ def test_the_s3_server_stopping_mid_publish_leaves_the_previous_champion_and_the
 
     def publish_second():
         try:
-            outcome["result"] = publish(through_proxy, second_run, "data-2")
+            outcome["result"] = publish(through_proxy, second_run, "data-2", mysql_test_settings)
         except Exception as error:  # the failure is what the test looks at
             outcome["error"] = error
 
@@ -184,19 +195,14 @@ def test_the_s3_server_stopping_mid_publish_leaves_the_previous_champion_and_the
         check_complete(s3, s3_test_settings, DATASET, "20260112T000000Z-bbbb")
 
     proxy.start()  # the server is back: the retried run completes
-    second = publish(through_proxy, second_run, "data-2")
+    second = publish(through_proxy, second_run, "data-2", mysql_test_settings)
     pointer = storage.get_json(s3, bucket, champion_key(s3_test_settings, DATASET))
     assert pointer["release_id"] == second["release_id"] == "20260112T000000Z-bbbb"
     manifest, _ = check_complete(s3, s3_test_settings, DATASET, second["release_id"])
     assert sorted(storage.list_keys(s3, bucket, second_prefix)) == sorted(
         [o["key"] for o in manifest["objects"]] + [second_prefix + "manifest.json"]
     )
-    history = (
-        s3.get_object(Bucket=bucket, Key=f"{s3_test_settings.prefix}/{DATASET}/champion_history.jsonl")["Body"]
-        .read()
-        .decode()
-    )
-    assert [json.loads(line)["release_id"] for line in history.splitlines()] == [
+    assert [e["release_id"] for e in read_history(s3, s3_test_settings, DATASET)] == [
         first["release_id"],
         second["release_id"],
     ]
@@ -233,6 +239,7 @@ def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_a
     assert before == (("old-model", 20_000),)
     admin = mysql_admin_settings()
     killed: list[int] = []
+    statements: list[str] = []
 
     def kill_the_load():
         deadline = time.monotonic() + 120
@@ -240,12 +247,13 @@ def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_a
             while time.monotonic() < deadline and not killed:
                 frame = warehouse.read_frame(
                     conn,
-                    "SELECT id FROM information_schema.processlist WHERE user = %s AND info LIKE %s",
+                    "SELECT id, info FROM information_schema.processlist WHERE user = %s AND info LIKE %s",
                     (mysql_test_settings.user, "LOAD DATA%recommendations__new%"),
                 )
                 if not frame.empty:
                     conn.cursor().execute(f"KILL CONNECTION {int(frame['id'].iloc[0])}")
                     killed.append(int(frame["id"].iloc[0]))
+                    statements.append(str(frame["info"].iloc[0]))
                 time.sleep(0.01)
 
     killer = threading.Thread(target=kill_the_load)
@@ -256,6 +264,8 @@ def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_a
         replace_recommendations(mysql_test_settings, _recommendations("new-model", 40_000))
     killer.join()
     assert killed, "the load finished before it could be interrupted"
+    # the writer loaded through a staging table of its own, never a shared recommendations__new
+    assert re.search(r"recommendations__new_[0-9a-f]{12}", statements[0]), statements[0]
     assert _table_state(mysql_test_settings) == before, "the live table must be untouched and queryable"
 
     loaded = replace_recommendations(mysql_test_settings, _recommendations("new-model", 40_000))  # the retry
@@ -265,3 +275,257 @@ def test_mysql_going_away_during_the_recommendations_load_leaves_the_old_table_a
             conn, "SELECT model_version, COUNT(*) AS n FROM recommendations__previous GROUP BY model_version"
         )
     assert tuple(previous.itertuples(index=False)) == before  # kept for one release, to roll back
+    with warehouse.connect(mysql_test_settings) as conn:  # the killed writer's staging table is gone too
+        leftovers = warehouse.read_frame(
+            conn,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s AND table_name LIKE %s",
+            (mysql_test_settings.database, "recommendations\\_\\_new%"),
+        )
+    assert leftovers.empty, leftovers
+
+
+# --- one writer of the champion and of `recommendations` ----------------------------------------
+
+
+def _promoted(tmp_path: Path, dataset: str, release_id: str, mysql, s3_settings, model_bytes: int = 1024):
+    """A training run's publish and load, one after the other (as the DAG runs them)."""
+    run = run_folder(tmp_path, release_id, model_bytes, dataset)
+    published = publish(s3_settings, run, "data", mysql)
+    load_recommendations(mysql, run.artifacts, s3_settings)
+    return run, published
+
+
+def _in_thread(name: str, finished: list[str], outcome: dict, function, *args) -> threading.Thread:
+    def work():
+        try:
+            outcome[name] = function(*args)
+        except Exception as error:  # what the test looks at
+            outcome[name] = error
+        finished.append(name)
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    return worker
+
+
+def _wait_for_keys(s3, bucket: str, prefix: str) -> None:
+    deadline = time.monotonic() + 60
+    while not storage.list_keys(s3, bucket, prefix) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert storage.list_keys(s3, bucket, prefix), f"nothing was uploaded under {prefix}"
+
+
+def _consistent_champion(s3, s3_settings, mysql, dataset: str) -> str:
+    """The release that the pointer, the last history event and MySQL's table all name."""
+    pointer = storage.get_json(s3, s3_settings.bucket, champion_key(s3_settings, dataset))
+    history = read_history(s3, s3_settings, dataset)
+    assert history[-1]["release_id"] == pointer["release_id"], (pointer, history[-1])
+    assert loaded_release(mysql) == pointer["release_id"]
+    assert {model for model, _ in _table_state(mysql)} == {pointer["model_version"]}
+    check_complete(s3, s3_settings, dataset, pointer["release_id"])
+    return pointer["release_id"]
+
+
+def _third_release_publishing(tmp_path: Path, dataset: str, tag: str, mysql, s3_settings):
+    """Releases <tag>0 and <tag>1 promoted in turn, then <tag>2 (64 MB) publishing in a thread, mid-upload."""
+    for week, number in (("05", 0), ("12", 1)):
+        _promoted(tmp_path, dataset, f"202601{week}T000000Z-{tag}{number}", mysql, s3_settings)
+    training = run_folder(tmp_path, f"20260119T000000Z-{tag}2", 64 * 1024 * 1024, dataset)
+    finished: list[str] = []
+    outcome: dict = {}
+    publishing = _in_thread("publish", finished, outcome, publish, s3_settings, training, "d", mysql)
+    s3 = storage.client(s3_settings)
+    _wait_for_keys(s3, s3_settings.bucket, release_prefix(s3_settings, dataset, f"20260119T000000Z-{tag}2"))
+    return training, publishing, finished, outcome
+
+
+def test_a_rollback_started_while_a_training_run_publishes_waits_and_the_training_load_says_why(
+    s3_test_settings, mysql_test_settings, tmp_path
+):
+    dataset = "race-shop"
+    s3 = storage.client(s3_test_settings)
+    training, publishing, finished, outcome = _third_release_publishing(
+        tmp_path, dataset, "r", mysql_test_settings, s3_test_settings
+    )
+    rolling = _in_thread(  # the operator rolls back while the release uploads
+        "rollback", finished, outcome, rollback, s3_test_settings, mysql_test_settings, dataset, "20260105T000000Z-r0"
+    )
+    publishing.join(300)
+    rolling.join(300)
+    assert finished == ["publish", "rollback"], outcome  # the rollback waited for the publish's lock
+    assert outcome["publish"]["champion_pointer"], outcome
+    assert outcome["rollback"]["rolled_back_from"] == "20260119T000000Z-r2"
+
+    # the training run's load comes after the rollback: it loses, says why, and MySQL keeps r0's rows
+    with pytest.raises(ChampionMoved, match=r"champion of race-shop is now 20260105T000000Z-r0 \(rollback at"):
+        load_recommendations(mysql_test_settings, training.artifacts, s3_test_settings)
+    assert _consistent_champion(s3, s3_test_settings, mysql_test_settings, dataset) == "20260105T000000Z-r0"
+    assert [(e["event"], e["release_id"]) for e in read_history(s3, s3_test_settings, dataset)] == [
+        ("promote", "20260105T000000Z-r0"),
+        ("promote", "20260112T000000Z-r1"),
+        ("promote", "20260119T000000Z-r2"),
+        ("rollback", "20260105T000000Z-r0"),
+    ]
+
+
+def test_a_publish_that_starts_after_a_rollback_promotes_over_it_in_order(
+    s3_test_settings, mysql_test_settings, tmp_path
+):
+    dataset = "order-shop"
+    s3 = storage.client(s3_test_settings)
+    _promoted(tmp_path, dataset, "20260105T000000Z-o0", mysql_test_settings, s3_test_settings, 64 * 1024 * 1024)
+    _promoted(tmp_path, dataset, "20260112T000000Z-o1", mysql_test_settings, s3_test_settings)
+    finished: list[str] = []
+    outcome: dict = {}
+    lock = champion_lock_name(s3_test_settings, dataset)
+    rolling = _in_thread(  # checking o0's 64 MB keeps the rollback in its lock for a while
+        "rollback", finished, outcome, rollback, s3_test_settings, mysql_test_settings, dataset, "20260105T000000Z-o0"
+    )
+    with warehouse.connect(mysql_test_settings) as conn:
+        deadline = time.monotonic() + 60
+        while warehouse.read_frame(conn, "SELECT IS_USED_LOCK(%s) AS c", (lock,))["c"].isna().all():
+            assert time.monotonic() < deadline and rolling.is_alive(), f"the rollback never took its lock: {outcome}"
+            time.sleep(0.01)
+    _promoted(tmp_path, dataset, "20260119T000000Z-o2", mysql_test_settings, s3_test_settings)  # waits, then wins
+    rolling.join(300)
+    assert finished == ["rollback"] and outcome["rollback"]["champion"] == "20260105T000000Z-o0"
+    assert _consistent_champion(s3, s3_test_settings, mysql_test_settings, dataset) == "20260119T000000Z-o2"
+    assert [(e["event"], e.get("from")) for e in read_history(s3, s3_test_settings, dataset)][-2:] == [
+        ("rollback", "20260112T000000Z-o1"),
+        ("promote", "20260105T000000Z-o0"),  # the promotion replaced the rolled-back champion, not o1
+    ]
+
+
+def test_a_writer_without_the_lock_moving_the_pointer_mid_publish_makes_the_publish_refuse(
+    s3_test_settings, mysql_test_settings, tmp_path
+):
+    """Another deployment (or a lost lock connection) writes the pointer: the compare-and-swap refuses."""
+    dataset, bucket = "cas-shop", s3_test_settings.bucket
+    s3 = storage.client(s3_test_settings)
+    key = champion_key(s3_test_settings, dataset)
+    _, publishing, _, outcome = _third_release_publishing(tmp_path, dataset, "c", mysql_test_settings, s3_test_settings)
+    manifest, manifest_object = check_complete(s3, s3_test_settings, dataset, "20260105T000000Z-c0")
+    theirs = champion_pointer(manifest, manifest_object, "2026-01-20T00:00:00+00:00", written_by="elsewhere")
+    storage.put_json(s3, bucket, key, theirs)  # no lock, no condition: as an older version would
+    publishing.join(300)
+
+    assert isinstance(outcome["publish"], ChampionMoved), outcome
+    assert "moved from 20260112T000000Z-c1 to 20260105T000000Z-c0" in str(outcome["publish"])
+    assert storage.get_json(s3, bucket, key) == theirs  # left as the other writer set it
+    check_complete(s3, s3_test_settings, dataset, "20260119T000000Z-c2")  # the release itself is whole
+
+
+def test_the_dataset_s_first_champion_is_written_only_where_there_is_none(
+    s3_test_settings, mysql_test_settings, tmp_path
+):
+    dataset = "first-shop"
+    s3 = storage.client(s3_test_settings)
+    key = champion_key(s3_test_settings, dataset)
+    with champion_lock(mysql_test_settings, s3_test_settings, dataset, "test") as lock:
+        read = read_champion_tagged(s3, s3_test_settings, dataset)
+        assert read == (None, None)
+        storage.put_json(s3, s3_test_settings.bucket, key, {"release_id": "someone-else"})  # appears meanwhile
+        with pytest.raises(ChampionMoved, match="moved from none to someone-else"):
+            write_champion(s3, s3_test_settings, dataset, {"release_id": "mine"}, read, lock, "test write")
+    assert storage.get_json(s3, s3_test_settings.bucket, key) == {"release_id": "someone-else"}
+
+
+def test_the_server_itself_refuses_a_pointer_write_whose_etag_moved(s3_test_settings):
+    """The S3 server's own condition (If-Match / If-None-Match), which guards writers that skip the lock."""
+    s3 = storage.client(s3_test_settings)
+    bucket, key = s3_test_settings.bucket, f"{s3_test_settings.prefix}/conditional/champion.json"
+    storage.put_json(s3, bucket, key, {"v": 1}, if_absent=True)
+    with pytest.raises(storage.PreconditionFailed):
+        storage.put_json(s3, bucket, key, {"v": 2}, if_absent=True)
+    _, tag = storage.get_json_tagged(s3, bucket, key)
+    storage.put_json(s3, bucket, key, {"v": 3}, if_match=tag)
+    with pytest.raises(storage.PreconditionFailed):
+        storage.put_json(s3, bucket, key, {"v": 4}, if_match=tag)  # the ETag read before moved
+    assert storage.get_json(s3, bucket, key) == {"v": 3}
+
+
+# --- releases are immutable; a rerun of a promoted release id ------------------------------------
+
+
+def servable_run(root: Path, release_id: str, dataset: str, seed: int) -> RunContext:
+    """A run folder with a real (small) SavedModel, its recommendations, and a 64 MB object uploaded last."""
+    import scipy.sparse as sp
+    import tensorflow as tf
+
+    from ml.serving import RecommenderModule, export_saved_model, load_saved_model
+
+    run = run_folder(root, release_id, 1, dataset)
+    folder = run.artifacts.folder
+    shutil.rmtree(folder / RunArtifacts.SAVED_MODEL)
+    rng = np.random.default_rng(seed)
+    users = np.array(["u1", "u2", "u3"], dtype=object)
+    items = np.array([f"i{i}" for i in range(50)], dtype=object)
+    module = RecommenderModule(
+        users,
+        items,
+        rng.normal(size=(3, 8)).astype(np.float32),
+        rng.normal(size=(50, 8)).astype(np.float32),
+        sp.csr_matrix((3, 50), dtype=np.float32),
+        rng.random(50).astype(np.float32),
+        f"two_tower-{release_id}",
+    )
+    model = load_saved_model(export_saved_model(module, folder / RunArtifacts.SAVED_MODEL))
+    answer = model.recommend(user_id=tf.constant(users.astype(str)), k=tf.constant(10, tf.int32))
+    pd.DataFrame(
+        {
+            "user_id": np.repeat(users.astype(str), 10),
+            "rank": np.tile(np.arange(1, 11, dtype=np.int16), 3),
+            "item_id": answer["item_ids"].numpy().astype(str).ravel(),
+            "score": answer["scores"].numpy().ravel(),
+            "model_version": f"two_tower-{release_id}",
+            "generated_at": pd.Timestamp("2026-01-05"),
+        }
+    ).to_parquet(folder / RunArtifacts.RECOMMENDATIONS, index=False)
+    # large enough for a multipart upload that the test can cut; sorted after every other object
+    (folder / "two_tower" / "zz_large_object.bin").write_bytes(os.urandom(64 * 1024 * 1024))
+    return run
+
+
+def test_a_rerun_of_the_champion_s_release_id_never_touches_it_and_the_champion_still_verifies(
+    s3_test_settings, mysql_test_settings, proxy, tmp_path
+):
+    from recsys_pipeline.release.verify import verify
+
+    dataset, release_id, bucket = "rerun-shop", "20260105T000000Z-v1", s3_test_settings.bucket
+    s3 = storage.client(s3_test_settings)
+    first = servable_run(tmp_path / "first", release_id, dataset, seed=1)
+    publish(s3_test_settings, first, "d", mysql_test_settings)
+    load_recommendations(mysql_test_settings, first.artifacts, s3_test_settings)
+    assert verify(s3_test_settings, dataset)["matches_published"]
+    pointer = storage.get_json(s3, bucket, champion_key(s3_test_settings, dataset))
+
+    # the same bytes again (a retried task): proven identical, nothing rewritten, the pointer as it was
+    again = publish(s3_test_settings, first, "d", mysql_test_settings)
+    assert again["reused"] and again["release_id"] == release_id
+    assert storage.get_json(s3, bucket, champion_key(s3_test_settings, dataset)) == pointer
+    assert len(read_history(s3, s3_test_settings, dataset)) == 1
+
+    # a retrained model under the same release id, and the S3 server drops in the middle of it
+    retrained = servable_run(tmp_path / "retrained", release_id, dataset, seed=2)
+    through_proxy = replace(s3_test_settings, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+    outcome: dict = {}
+    worker = _in_thread("publish", [], outcome, publish, through_proxy, retrained, "d", mysql_test_settings)
+    releases = f"{s3_test_settings.prefix}/{dataset}/releases/"
+    deadline = time.monotonic() + 120
+    while not s3.list_multipart_uploads(Bucket=bucket, Prefix=releases).get("Uploads"):
+        assert time.monotonic() < deadline and worker.is_alive(), f"no multipart upload was cut: {outcome}"
+        time.sleep(0.01)
+    proxy.stop()
+    worker.join(300)
+    assert isinstance(outcome["publish"], Exception), outcome
+    assert storage.get_json(s3, bucket, champion_key(s3_test_settings, dataset)) == pointer
+    checked = verify(s3_test_settings, dataset)  # every sha256 of the champion still matches its manifest
+    assert checked["release_id"] == release_id and checked["matches_published"]
+
+    proxy.start()  # the retry completes, as a new attempt beside the champion's release
+    second = publish(through_proxy, retrained, "d", mysql_test_settings)
+    assert second["release_id"] == f"{release_id}-attempt2" and second["attempt"] == 2 and not second["reused"]
+    load_recommendations(mysql_test_settings, retrained.artifacts, s3_test_settings)
+    assert verify(s3_test_settings, dataset)["release_id"] == f"{release_id}-attempt2"
+    assert verify(s3_test_settings, dataset, release_id=release_id)["matches_published"]  # the first, untouched
+    assert _consistent_champion(s3, s3_test_settings, mysql_test_settings, dataset) == f"{release_id}-attempt2"

@@ -2,8 +2,12 @@
 
 ``<prefix>/<dataset>/champion.json`` points at the champion's manifest;
 ``<prefix>/<dataset>/releases/<release id>/`` holds one release (its manifest last);
-``<prefix>/<dataset>/champion_history.jsonl`` lists every promotion and rollback.
-Readers (verify, rollback, the models page) and the writer (publish) share these.
+``<prefix>/<dataset>/history/<time>-<event>-<release id>-<uuid>.json`` is one promotion or
+rollback each (one object per event, so two writers never rewrite one shared file);
+``<prefix>/<dataset>/champion_history.jsonl`` is where buckets written before that kept them.
+A release is written once: a rerun of the same release id whose bytes differ goes to
+``releases/<release id>-attempt<n>/`` instead. Readers (verify, rollback, the models page)
+and the writer (publish) share these.
 """
 
 from __future__ import annotations
@@ -25,7 +29,17 @@ def champion_key(s3_settings: S3Settings, dataset_key: str) -> str:
 
 
 def history_key(s3_settings: S3Settings, dataset_key: str) -> str:
+    """The shared history file of buckets written before history became one object per event (read only)."""
     return dataset_prefix(s3_settings, dataset_key) + "champion_history.jsonl"
+
+
+def history_prefix(s3_settings: S3Settings, dataset_key: str) -> str:
+    return dataset_prefix(s3_settings, dataset_key) + "history/"
+
+
+def attempt_id(release_id: str, attempt: int) -> str:
+    """The id a rerun's release is published under when the first attempt's bytes differ."""
+    return release_id if attempt == 1 else f"{release_id}-attempt{attempt}"
 
 
 def releases_prefix(s3_settings: S3Settings, dataset_key: str) -> str:
