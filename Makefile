@@ -11,6 +11,7 @@ PYTHON_BASE ?= python3.11
 VENV := $(CURDIR)/.venv
 DBT_VENV := $(CURDIR)/.venv-dbt
 COMPOSE_VENV := $(CURDIR)/.venv-compose
+BENCH_VENV := $(CURDIR)/.venv-bench
 PY := $(VENV)/bin/python
 DATASET ?= online-retail
 EPOCHS ?= 20
@@ -40,7 +41,7 @@ export AIRFLOW__API__WORKERS := 1
 export AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT := 120
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help setup demo demo-bad-load airflow lint format test test-fast stop services lock clean
+.PHONY: help setup demo demo-bad-load airflow serve bench-serving lint format test test-fast stop services lock clean
 
 help:
 	@echo "make demo   - install, start services, run the training DAG on DATASET=$(DATASET), print a summary"
@@ -49,6 +50,7 @@ help:
 	@echo "make format - let ruff format the Python and sqlfluff fix the dbt models' layout"
 	@echo "make demo-bad-load - a refused load (unseen event type): the raw gate's message, Data Docs, quarantine"
 	@echo "make airflow - a local Airflow (UI, scheduler, dag-processor, triggerer) with these DAGs; prints URL and login"
+	@echo "make serve  - real-time recommendations over HTTP from DATASET's champion (after make demo); docs at /docs"
 	@echo "make stop   - stop the local S3 API server started by the demo"
 	@echo "make lock   - re-resolve requirements*.in into the pinned requirements*.txt"
 
@@ -124,6 +126,23 @@ demo: services
 AIRFLOW_PORT ?= 8080
 airflow: services
 	$(PY) scripts/airflow_local.py --port $(AIRFLOW_PORT)
+
+# The real-time service in the foreground, answering from the champion `make demo` published.
+# Requests need an API key: `.venv/bin/recsys api-key create --name shop-backend` prints one.
+SERVING_PORT ?= 8000
+serve: services
+	$(VENV)/bin/recsys serve --dataset "$(DATASET)" --port $(SERVING_PORT)
+
+# The service under load (bench/serving_load.py): Locust, in an environment of its own, drives each
+# endpoint at fixed rates against DATASET's champion; figures in .work/bench/serving.json.
+$(BENCH_VENV)/.installed: requirements-bench.in
+	@test -x $(BENCH_VENV)/bin/python || $(PYTHON_BASE) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install -q -r requirements-bench.in
+	@touch $@
+
+bench-serving: services $(BENCH_VENV)/.installed
+	$(PY) bench/serving_load.py --dataset "$(DATASET)" --locust $(BENCH_VENV)/bin/locust
 
 # A refused load, for the README: groceries with an event type never seen before. The raw gate
 # stops the run before dbt; the summary shows the message, the Data Docs and the quarantine.

@@ -6,6 +6,8 @@ recsys quarantine        list what the gates refused for a load: rule, reason, r
 recsys verify            download the champion, check every checksum, load its SavedModel, recommend
 recsys rollback          point the champion back to an earlier complete release (and reload MySQL)
 recsys unlock            show who holds the warehouse for a feature build (--force: free it)
+recsys serve             answer recommendation requests over HTTP from the champion, in real time
+recsys api-key           create, list or revoke the API keys the shop's backend sends to the service
 recsys stop              stop the local S3 API server
 """
 
@@ -308,6 +310,44 @@ def cmd_unlock(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from recsys_pipeline.serving.champion import NoChampion
+    from recsys_pipeline.serving.server import serve, serving_settings
+
+    settings = serving_settings(
+        dataset_key=dataset_key(args.dataset) if args.dataset else None, host=args.host, port=args.port
+    )
+    print(f"serving {settings.dataset_key}'s champion on http://{settings.host}:{settings.port} (docs: /docs)")
+    try:
+        serve(settings)
+    except NoChampion as error:
+        print(f"recsys serve: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_api_key(args: argparse.Namespace) -> int:
+    from recsys_pipeline.serving import api_keys
+
+    if args.action == "create":
+        created = api_keys.create_key(mysql_settings(), args.name)
+        print(f"API key {created.key_id} for {created.name!r} (shown once; send it as {api_keys.HEADER}):")
+        print(created.key)
+    elif args.action == "revoke":
+        if not api_keys.revoke_key(mysql_settings(), args.key_id):
+            print(f"no active API key {args.key_id}", file=sys.stderr)
+            return 1
+        print(f"revoked {args.key_id}: the service refuses it within seconds")
+    else:
+        rows = [["key id", "name", "created (UTC)", "revoked (UTC)"]]
+        rows += [
+            [k["key_id"], k["name"], str(k["created_at"]), str(k["revoked_at"] or "")]
+            for k in api_keys.list_keys(mysql_settings())
+        ]
+        print(_fmt_table(rows))
+    return 0
+
+
 def cmd_stop(args: argparse.Namespace) -> int:
     print(
         "stopped the local S3 API server"
@@ -350,6 +390,19 @@ def main(argv: list[str] | None = None) -> int:
     unlock = sub.add_parser("unlock", help="show who holds the warehouse for a feature build; --force frees it")
     unlock.add_argument("--force", action="store_true", help="free it (only when that DAG run is no longer running)")
     unlock.set_defaults(func=cmd_unlock)
+    serve = sub.add_parser("serve", help="answer recommendation requests over HTTP from the champion, in real time")
+    serve.add_argument("--dataset", help="the dataset whose champion to serve (default: RECSYS_SERVING_DATASET)")
+    serve.add_argument("--host", help="address to listen on (default: RECSYS_SERVING_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: RECSYS_SERVING_PORT or 8000)")
+    serve.set_defaults(func=cmd_serve)
+    keys = sub.add_parser("api-key", help="create, list or revoke the service's API keys (stored hashed)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    key_actions.add_parser("create", help="create a key and print it once").add_argument(
+        "--name", required=True, help="who or what uses it, e.g. shop-backend"
+    )
+    key_actions.add_parser("list", help="list keys (ids and names, never the keys)")
+    key_actions.add_parser("revoke", help="revoke a key by its id").add_argument("key_id")
+    keys.set_defaults(func=cmd_api_key)
     sub.add_parser("stop", help="stop the local S3 API server").set_defaults(func=cmd_stop)
     args = parser.parse_args(argv)
     return args.func(args)
