@@ -118,16 +118,15 @@ def point_champion_at(s3_settings, release_id: str, manifest_object=None) -> Non
 class RunningService:
     """The service under uvicorn in a thread, on a free port, with an API key; real HTTP to it."""
 
-    def __init__(self, mysql, s3_settings, tmp: Path, **overrides):
+    def __init__(self, mysql, s3_settings, tmp: Path, dataset: str = DATASET):
         import uvicorn
 
         settings = serving_settings(
-            dataset_key=DATASET,
+            dataset_key=dataset,
             port=_free_port(),
             poll_seconds=0.5,
             cache_dir=tmp / "cache",
             spool_path=tmp / "spool.jsonl",
-            **overrides,
         )
         self.key = api_keys.create_key(mysql, "tests").key
         self.service = build_service(settings, mysql, s3_settings)

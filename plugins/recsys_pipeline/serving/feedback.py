@@ -52,6 +52,7 @@ TABLES = {
         KEY served_items_by_item (item_id)""",
     "online_events": f"""
         event_id CHAR(32) NOT NULL PRIMARY KEY COMMENT 'assigned by the service (or the idempotency key sent)',
+        seq BIGINT UNSIGNED NOT NULL AUTO_INCREMENT UNIQUE COMMENT 'arrival order: the raw load numbers rows by it',
         dataset VARCHAR(64) NOT NULL,
         user_id {_ID} NOT NULL,
         item_id {_ID} NOT NULL,
