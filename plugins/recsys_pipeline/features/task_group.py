@@ -42,6 +42,7 @@ from cosmos import DbtTaskGroup, ExecutionConfig, ProfileConfig, ProjectConfig, 
 from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRenderingBehavior, TestBehavior
 from cosmos.operators._watcher.base import BaseConsumerSensor
 
+from recsys_pipeline.orchestration import warehouse_lock
 from recsys_pipeline.settings import dbt_executable, dbt_project_dir, mysql_settings_for_task
 
 # the task that admits the raw load (after the raw gate); its XCom says how dbt must build
@@ -152,6 +153,8 @@ def _watch_after_the_build(group: DbtTaskGroup) -> None:
     # dbt 1.7 refuses for `dbt source freshness`; the environment variable works for both
     producer.log_format = None
     producer.env = {**producer.env, "DBT_LOG_FORMAT": "json"}
+    # the build is the long task of the run's warehouse lease: renewed while dbt runs
+    producer.execute = warehouse_lock.execute_holding_warehouse
     in_group = {task.task_id for task in tasks}
     for task in tasks:
         if not isinstance(task, BaseConsumerSensor):

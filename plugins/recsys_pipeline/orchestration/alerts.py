@@ -5,8 +5,10 @@ load: <rule>" before opening a single log. The callback runs once a task has fai
 for good (after its retries), writes that one line to the task log at ERROR level and,
 when ``RECSYS_ALERT_WEBHOOK_URL`` is set, posts it as JSON (``{"text": ...}``, which
 Slack, Mattermost and Teams incoming webhooks accept). A broken webhook is logged and
-never masks the task's own failure. The callback also gives back the warehouse lease
-(``warehouse_lock``) if this run holds it, so a failed build does not block the next.
+never masks the task's own failure. When the failed task is one whose failure ends the
+feature build (``warehouse_lock.failure_ends_the_build``: not a watcher of one dbt node,
+while the build it reports on may still run), the callback also gives back the warehouse
+lease if this run holds it, so a failed build does not block the next.
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ def notify_failure(context) -> None:
         context.get("exception"),
     )
     log.error(message)
-    _give_back_warehouse(dag_id, context.get("run_id") or getattr(ti, "run_id", "?"))
+    _give_back_warehouse(dag_id, getattr(ti, "task_id", "?"), context.get("run_id") or getattr(ti, "run_id", "?"))
     url = os.environ.get("RECSYS_ALERT_WEBHOOK_URL")
     if url:
         try:
@@ -87,11 +89,13 @@ def notify_failure(context) -> None:
             log.warning("could not post the failure alert to RECSYS_ALERT_WEBHOOK_URL: %s", error)
 
 
-def _give_back_warehouse(dag_id: str, run_id: str) -> None:
-    """A run that fails while building features must not keep others out of the warehouse."""
+def _give_back_warehouse(dag_id: str, task_id: str, run_id: str) -> None:
+    """A run whose feature build failed must not keep others out of the warehouse."""
     from recsys_pipeline.orchestration import warehouse_lock
     from recsys_pipeline.settings import mysql_settings_for_task
 
+    if not warehouse_lock.failure_ends_the_build(task_id):
+        return
     try:
         warehouse_lock.release(mysql_settings_for_task(), warehouse_lock.holder_for(dag_id, run_id))
     except Exception as error:  # the lease expires on its own

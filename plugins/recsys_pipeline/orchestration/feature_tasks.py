@@ -71,15 +71,18 @@ def load_raw() -> dict:
     """Stage the dataset in ``raw_*__new``; a file that breaks the contract is quarantined and fails the task."""
     _, run = current_run()
     settings = mysql_settings_for_task()
-    # one feature build at a time across DAGs: given back when the features gate passes (or by the failure alert)
+    # one feature build at a time across DAGs: renewed while the build's tasks run, given back when the
+    # features gate passes (or by the failure alert of a task whose failure ends the build)
     warehouse_lock.acquire(settings, lease_holder())
-    staged = stage(settings, run.dataset, load_id=run.load_id)
+    with warehouse_lock.renewing(settings, lease_holder()):
+        staged = stage(settings, run.dataset, load_id=run.load_id)
     log.info("staged %s for the raw gate", staged["rows"])
     return staged
 
 
 @task
 @fail_fast
+@warehouse_lock.holding_warehouse
 def validate_raw(staged: dict) -> dict:
     """The raw gate: GX suites on the staged load; only a load that passes replaces the raw tables."""
     params, run = current_run()
@@ -108,6 +111,7 @@ def _publish_data_docs(run: RunContext, gate: str) -> None:
 
 @task
 @fail_fast
+@warehouse_lock.holding_warehouse
 def document_features(admitted: dict) -> dict:
     """After the dbt task group: record the build for the next incremental run, write the docs site into the run."""
     _, run = current_run()
@@ -122,11 +126,12 @@ def check_quality() -> dict:
     """The features gate: GX suites on dbt's models, before anything is trained; then the warehouse is free."""
     _, run = current_run()
     settings = mysql_settings_for_task()
-    try:
-        checked = features_gate.check_quality(settings, run)
-    finally:
-        _publish_data_docs(run, features_gate.GATE)
-    builds.record_checked_build(settings, run)
+    with warehouse_lock.renewing(settings, lease_holder()):
+        try:
+            checked = features_gate.check_quality(settings, run)
+        finally:
+            _publish_data_docs(run, features_gate.GATE)
+        builds.record_checked_build(settings, run)
     warehouse_lock.release(settings, lease_holder())
     return checked
 
