@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from airflow.plugins_manager import AirflowPlugin
 
-from recsys_pipeline.ui.model_page import MOUNT, app
+from recsys_pipeline.ui.links import MOUNT
+from recsys_pipeline.ui.model_page import app
 
 
 class RecsysModelsPlugin(AirflowPlugin):

@@ -153,6 +153,12 @@ def data_dir() -> Path:
     return Path(_env("RECSYS_DATA_DIR", str(PROJECT_ROOT.parent / "shared" / "data")))
 
 
+def models_page_max_file_bytes() -> int:
+    """The largest release file the models page streams (``RECSYS_MODELS_PAGE_MAX_FILE_BYTES``,
+    default 64 MiB): a bigger one is refused with 413 instead of tying up the API server."""
+    return int(_env("RECSYS_MODELS_PAGE_MAX_FILE_BYTES", str(64 * 2**20)))
+
+
 def _airflow_connection(conn_id: str):
     """The Airflow connection ``conn_id``, or None outside Airflow or when it is not defined."""
     try:

@@ -1,7 +1,9 @@
 """Publish a gate's Data Docs to object storage, whether the gate passed or not.
 
 They go outside ``releases/`` (under ``<prefix>/<dataset>/data-docs/<run>/<gate>/``):
-a refused run has Data Docs to read but never a release.
+a refused run has Data Docs to read but never a release. The log names them by their
+``s3://`` key and the models page's link (a training run's release carries them there),
+never by a presigned URL: that would be a days-long credential in every task log.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import logging
 from recsys_pipeline import storage
 from recsys_pipeline.run import RunContext
 from recsys_pipeline.settings import S3Settings
+from recsys_pipeline.ui import links
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +32,12 @@ def publish_data_docs(s3_settings: S3Settings, run: RunContext, gate: str) -> st
     prefix = data_docs_prefix(s3_settings, run, gate)
     for path in sorted(p for p in docs_dir.rglob("*") if p.is_file()):
         storage.upload_file(s3, s3_settings.bucket, prefix + path.relative_to(docs_dir).as_posix(), path)
-    url = s3.generate_presigned_url(
-        "get_object", Params={"Bucket": s3_settings.bucket, "Key": prefix + "index.html"}, ExpiresIn=7 * 24 * 3600
-    )
+    address = f"s3://{s3_settings.bucket}/{prefix}index.html"
     log.info(
-        "Data Docs (%s gate): s3://%s/%sindex.html\n  open: %s\n  local copy: file://%s",
+        "Data Docs (%s gate): %s\n  open: %s (the release's copy, once the run publishes)\n  local copy: file://%s",
         gate,
-        s3_settings.bucket,
-        prefix,
-        url,
+        address,
+        links.models_page_url(run.dataset_key),
         (docs_dir / "index.html").resolve(),
     )
-    return f"s3://{s3_settings.bucket}/{prefix}index.html"
+    return address

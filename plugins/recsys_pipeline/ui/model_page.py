@@ -5,29 +5,31 @@ Airflow's API server at ``/recsys``; the UI shows ``/recsys/models`` in its menu
 (inside an iframe, same origin). Every route needs a logged-in Airflow user: the
 JWT in the ``_token`` cookie the UI sets at login (or a Bearer token), checked by
 Airflow's own ``get_user``; a browser without one is sent to Airflow's login page.
-Release files (model card, metrics, Data Docs, dbt docs) are streamed from object
-storage through ``/recsys/files/...``, so the bucket stays private and relative
-links inside the Data Docs and dbt docs sites keep working.
+Release files are streamed from object storage through ``/recsys/files/...``, so the
+bucket stays private and relative links inside the Data Docs site keep working; only
+the report, model card, metrics, decision and docs are served there, each with a
+sandboxing Content-Security-Policy and a size cap (``release_files``). The page reads
+the bucket as the read-only identity (``s3_readonly_settings``), never the pipeline's.
 """
 
 from __future__ import annotations
 
 import html
-import mimetypes
 from datetime import UTC, datetime
 from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from ml.names import CHALLENGER, KEY_METRICS, NDCG_20, PER_USER_HOLDOUT, RECALL_20
 from recsys_pipeline import storage
 from recsys_pipeline.release import layout
-from recsys_pipeline.settings import s3_settings_for_task
-from recsys_pipeline.ui import model_registry
+from recsys_pipeline.settings import models_page_max_file_bytes, s3_readonly_settings
+from recsys_pipeline.ui import links, model_registry, release_files
 
-MOUNT = "/recsys"
+# the page itself: its own <style>, nothing else; not sandboxed, so the Airflow UI's frame can show it
+PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
 app = FastAPI(title="recsys models", docs_url=None, redoc_url=None, openapi_url=None)
 
 
@@ -67,8 +69,8 @@ def _fmt(value) -> str:
 
 
 def _file_link(dataset: str, release_id: str, path: str, label: str) -> str:
-    href = f"{MOUNT}/files/{quote(dataset)}/{quote(release_id)}/{quote(path)}"
-    return f'<a href="{href}" target="_blank">{html.escape(label)}</a>'
+    href = links.release_file_path(dataset, release_id, path)
+    return f'<a href="{html.escape(href)}" target="_blank" rel="noopener">{html.escape(label)}</a>'
 
 
 def _window(view: model_registry.ReleaseView) -> str:
@@ -202,13 +204,16 @@ metrics on the test split ({html.escape(PER_USER_HOLDOUT)}); read at {now}.</sma
 
 @app.get("/models", response_class=HTMLResponse)
 def models_page(user: User) -> HTMLResponse:
-    settings = s3_settings_for_task()
-    return HTMLResponse(render(model_registry.registry(settings), settings.bucket, settings.prefix))
+    settings = s3_readonly_settings()
+    return HTMLResponse(
+        render(model_registry.registry(settings), settings.bucket, settings.prefix),
+        headers={"Content-Security-Policy": PAGE_CSP},
+    )
 
 
 @app.get("/api/releases")
 def releases_json(user: User) -> JSONResponse:
-    settings = s3_settings_for_task()
+    settings = s3_readonly_settings()
     from dataclasses import asdict
 
     return JSONResponse([asdict(view) for view in model_registry.registry(settings)])
@@ -216,19 +221,71 @@ def releases_json(user: User) -> JSONResponse:
 
 @app.get("/files/{dataset}/{release_id}/{path:path}")
 def release_file(dataset: str, release_id: str, path: str, user: User) -> Response:
-    """One object of a release (listed in its manifest), from the private bucket."""
-    settings = s3_settings_for_task()
-    s3 = storage.client(settings)
+    """One file of a release that the page serves (``release_files``), streamed from the private bucket."""
     if path == "" or path.endswith("/"):
         path += "index.html"
-    key = layout.release_prefix(settings, dataset, release_id) + path
-    manifest = storage.get_json(s3, settings.bucket, layout.manifest_key(settings, dataset, release_id))
-    if manifest is None or key not in {o["key"] for o in manifest.get("objects", [])}:
-        raise HTTPException(status_code=404, detail=f"{path} is not part of release {release_id} of {dataset}")
-    body = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
-    media_type = (
-        "text/plain; charset=utf-8"
-        if path.endswith(".md")
-        else (mimetypes.guess_type(path)[0] or "application/octet-stream")
+    try:
+        kind = release_files.kind_of(path)
+        settings = s3_readonly_settings()
+        s3 = storage.client(settings)
+        prefix = layout.release_prefix(settings, dataset, release_id)
+        manifest = storage.get_json(s3, settings.bucket, layout.manifest_key(settings, dataset, release_id))
+        listed = {o["key"] for o in (manifest or {}).get("objects", [])}
+        if prefix + path not in listed:
+            raise release_files.Refused(404, f"{path} is not part of release {release_id} of {dataset}")
+        limit = models_page_max_file_bytes()
+        if kind is release_files.DBT_DOCS:
+            return _dbt_docs(s3, settings.bucket, prefix, listed, limit)
+        obj = s3.get_object(Bucket=settings.bucket, Key=prefix + path)
+        if obj["ContentLength"] > limit:
+            obj["Body"].close()
+            raise release_files.too_large(path, obj["ContentLength"], limit)
+    except release_files.Refused as refused:
+        raise HTTPException(status_code=refused.status, detail=str(refused)) from None
+    return StreamingResponse(
+        release_files.chunks(obj["Body"]),
+        media_type=kind.media_type,
+        headers={"Content-Length": str(obj["ContentLength"]), **_served_headers(kind)},
     )
-    return Response(content=body, media_type=media_type)
+
+
+def _dbt_docs(s3, bucket: str, prefix: str, listed: set[str], limit: int) -> Response:
+    """dbt's docs page with its manifest and catalog inlined (a sandboxed page cannot fetch them)."""
+    paths = [release_files.DBT_DOCS_INDEX, *release_files.DBT_DOCS_INLINED.values()]
+    absent = [p for p in paths if prefix + p not in listed]
+    if absent:
+        raise release_files.Refused(404, f"the release's dbt docs lack {', '.join(absent)}")
+    objects = {p: s3.get_object(Bucket=bucket, Key=prefix + p) for p in paths}
+    try:
+        size = sum(o["ContentLength"] for o in objects.values())
+        if size > limit:
+            raise release_files.too_large(f"{release_files.DBT_DOCS_INDEX} with its manifest and catalog", size, limit)
+        index = b"".join(release_files.chunks(objects[release_files.DBT_DOCS_INDEX]["Body"]))
+        parts = {m: release_files.chunks(objects[p]["Body"]) for m, p in release_files.DBT_DOCS_INLINED.items()}
+        page = release_files.inline_dbt_docs(index, parts)
+    except release_files.Refused:
+        for obj in objects.values():
+            obj["Body"].close()
+        raise
+    return StreamingResponse(
+        page,
+        media_type=release_files.DBT_DOCS.media_type,
+        headers=_served_headers(release_files.DBT_DOCS),
+    )
+
+
+def _served_headers(kind: release_files.FileKind) -> dict[str, str]:
+    return {
+        "Content-Security-Policy": kind.csp,
+        "Cache-Control": "private, no-store",
+        "Referrer-Policy": "no-referrer",
+    }
+
+
+@app.middleware("http")
+async def _security_headers(request: Request, call_next):
+    """Every answer: no MIME sniffing, and a CSP that lets nothing run unless the route set its own."""
+    response = await call_next(request)
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers.setdefault("Content-Security-Policy", release_files.TEXT_CSP)
+    return response
