@@ -7,6 +7,8 @@ Authentication stays on: Airflow's simple auth manager with one ``admin`` user w
 password Airflow generates into ``$AIRFLOW_HOME/simple_auth_manager_passwords.json.generated``
 (never admin/admin). With ``--background`` it returns once Airflow is healthy and
 leaves the group's id in ``$AIRFLOW_HOME/standalone.pgid`` (what the tests use).
+Once healthy it creates the one-slot ``recsys_release`` pool the publish, load and
+rollback tasks run in (a task in a missing pool is never scheduled).
 """
 
 from __future__ import annotations
@@ -47,6 +49,22 @@ def standalone_env(home: Path, port: int) -> dict:
         AIRFLOW__COSMOS__ENABLE_TELEMETRY="False",
     )
     return env
+
+
+def create_release_pool(env: dict) -> str:
+    """Create (or reset to one slot) the pool every writer of a champion and of ``recommendations`` runs in."""
+    sys.path.insert(0, str(PROJECT_ROOT / "plugins"))
+    from recsys_pipeline.orchestration.release_pool import DESCRIPTION, POOL, SLOTS
+
+    subprocess.run(
+        [str(Path(sys.executable).parent / "airflow"), "pools", "set", POOL, str(SLOTS), DESCRIPTION],
+        env=env,
+        cwd=PROJECT_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return f"{POOL} ({SLOTS} slot)"
 
 
 def password_file(home: Path) -> Path:
@@ -128,8 +146,15 @@ def main() -> None:
         pgid_file.unlink(missing_ok=True)
         print(f"see {log_path}", file=sys.stderr)
         raise
+    try:
+        pool = create_release_pool(env)
+    except (subprocess.CalledProcessError, OSError) as error:
+        stop_group(process.pid)
+        pgid_file.unlink(missing_ok=True)
+        raise SystemExit(f"could not create the recsys_release pool: {getattr(error, 'stderr', error)}") from error
     password = json.loads(password_file(home).read_text()).get("admin", "?") if password_file(home).exists() else "?"
     print(f"Airflow is up after {time.monotonic() - started:.0f} s: {url}")
+    print(f"  pool {pool}: publish, load and rollback tasks run one at a time")
     print(f"  log in as admin with the password in {password_file(home)}: {password}")
     print(f"  DAGs: recsys_features, recsys_training, recsys_rollback; models page: {url}/plugin/recsys-models")
     print(f"  logs of every component: {log_path}")

@@ -20,8 +20,11 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from recsys_pipeline.release.champion import (
     champion_pointer,
     read_champion_tagged,
     read_history,
+    record_history,
     write_champion,
 )
 from recsys_pipeline.release.layout import ReleaseError, champion_key, release_prefix
@@ -444,6 +448,26 @@ def test_the_server_itself_refuses_a_pointer_write_whose_etag_moved(s3_test_sett
     assert storage.get_json(s3, bucket, key) == {"v": 3}
 
 
+def test_history_events_written_at_once_are_all_kept(s3_test_settings):
+    """Writers that skip the lock (or two deployments) recording at the same moment lose nothing."""
+    dataset = "history-shop"
+    s3 = storage.client(s3_test_settings)
+    barrier = threading.Barrier(16)
+
+    def record(n: int) -> None:
+        barrier.wait()
+        record_history(s3, s3_test_settings, dataset, {"event": "promote", "release_id": f"r{n}", "at": "now"})
+
+    workers = [threading.Thread(target=record, args=(n,)) for n in range(16)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert sorted(e["release_id"] for e in read_history(s3, s3_test_settings, dataset)) == sorted(
+        f"r{n}" for n in range(16)
+    )
+
+
 # --- releases are immutable; a rerun of a promoted release id ------------------------------------
 
 
@@ -529,3 +553,106 @@ def test_a_rerun_of_the_champion_s_release_id_never_touches_it_and_the_champion_
     assert verify(s3_test_settings, dataset)["release_id"] == f"{release_id}-attempt2"
     assert verify(s3_test_settings, dataset, release_id=release_id)["matches_published"]  # the first, untouched
     assert _consistent_champion(s3, s3_test_settings, mysql_test_settings, dataset) == f"{release_id}-attempt2"
+
+
+# --- the publish task retried by Airflow's own retry loop -----------------------------------------
+
+RETRY_DAG = """
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import dag, task
+
+from recsys_pipeline.orchestration.training_tasks import load_recommendations, publish_release
+
+
+@task
+def features_ready() -> dict:
+    return {{"data_version": "data-retry"}}
+
+
+@task
+def promotion_gate() -> dict:
+    return {{"promote": True, "reasons": ["pass: test"]}}
+
+
+@dag(
+    dag_id="{dag_id}",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    default_args={{"retries": 3, "retry_delay": timedelta(seconds=2)}},
+    params={{"dataset": "{dataset}", "dry_run": False}},
+)
+def publish_with_retries():
+    load_recommendations(publish_release(features_ready(), promotion_gate()))
+
+
+publish_with_retries()
+"""
+
+
+def _task_state(dag_id: str, task_id: str) -> tuple[str | None, int]:
+    import sqlite3
+
+    from conftest import TEST_AIRFLOW_HOME
+
+    with contextlib.closing(sqlite3.connect(TEST_AIRFLOW_HOME / "airflow.db", timeout=30)) as db:
+        row = db.execute(
+            "SELECT state, try_number FROM task_instance WHERE dag_id = ? AND task_id = ?", (dag_id, task_id)
+        ).fetchone()
+    return (row[0], row[1]) if row else (None, 0)
+
+
+def test_airflow_retries_the_publish_task_after_the_s3_server_drops_and_the_release_completes(
+    s3_test_settings, mysql_test_settings, proxy, airflow_home, tmp_path
+):
+    from conftest import PROJECT_ROOT, pipeline_environment
+
+    dataset, release_id, bucket = "retry-shop", "20260302T000000Z", s3_test_settings.bucket
+    dag_id = f"recsys_publish_retry_{uuid.uuid4().hex[:8]}"
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    (dags / f"{dag_id}.py").write_text(RETRY_DAG.format(dag_id=dag_id, dataset=dataset))
+    run_folder(tmp_path / "work", release_id, 64 * 1024 * 1024, dataset)  # what training left for this run
+    through_proxy = replace(s3_test_settings, endpoint_url=f"http://127.0.0.1:{proxy.port}")
+    env = pipeline_environment(
+        mysql_test_settings, through_proxy, tmp_path / "work", tmp_path, AIRFLOW__CORE__DAGS_FOLDER=str(dags)
+    )
+    s3 = storage.client(s3_test_settings)
+    prefix = release_prefix(s3_test_settings, dataset, release_id)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("airflow")), "dags", "test", dag_id, "2026-03-02"],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(process.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 300
+        while not storage.list_keys(s3, bucket, prefix):
+            assert time.monotonic() < deadline and process.poll() is None, "".join(output)[-3000:]
+            time.sleep(0.02)
+        proxy.stop()  # the S3 server goes away in the middle of the first try
+        while _task_state(dag_id, "publish_release")[0] != "up_for_retry":
+            assert time.monotonic() < deadline and process.poll() is None, "".join(output)[-3000:]
+            time.sleep(0.2)
+        proxy.start()  # back before Airflow's retry delay is over
+        assert process.wait(600) == 0, "".join(output)[-5000:]
+    finally:
+        if process.poll() is None:
+            process.kill()
+    reader.join(10)
+
+    assert _task_state(dag_id, "publish_release") == ("success", 2), "".join(output)[-3000:]
+    assert _task_state(dag_id, "load_recommendations")[0] == "success"
+    manifest, _ = check_complete(s3, s3_test_settings, dataset, release_id)  # the retry wrote the same prefix
+    assert sorted(storage.list_keys(s3, bucket, prefix)) == sorted(
+        [o["key"] for o in manifest["objects"]] + [prefix + "manifest.json"]
+    )
+    assert _consistent_champion(s3, s3_test_settings, mysql_test_settings, dataset) == release_id
+    assert [e["release_id"] for e in read_history(s3, s3_test_settings, dataset)] == [release_id]

@@ -11,8 +11,10 @@ import logging
 from airflow.sdk import get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from recsys_pipeline.orchestration.release_pool import POOL as RELEASE_POOL
 from recsys_pipeline.orchestration.runtime import current_run, fail_fast
 from recsys_pipeline.release import gate, publish, recommendations_table, rollback
+from recsys_pipeline.release.champion import ChampionMoved
 from recsys_pipeline.release.layout import ReleaseError
 from recsys_pipeline.run import dataset_key
 from recsys_pipeline.settings import mysql_settings_for_task, s3_settings_for_task
@@ -52,10 +54,8 @@ def score_users() -> dict:
 @task
 @fail_fast
 def backtest() -> dict:
-    """The global time-cut backtest, when the form asks for it (it refits every model)."""
+    """The gate's view: every model refitted before the global time cut and measured after it (always run)."""
     params, run = current_run()
-    if not params.get("backtest"):
-        raise AirflowSkipException("backtest is off (a form parameter): the per-user holdout's metrics are the run's")
     return evaluation.backtest(run.artifacts, int(params["epochs"]))
 
 
@@ -65,7 +65,7 @@ def promotion_gate(ready: dict) -> dict:
     return gate.promotion_gate(s3_settings_for_task(), run, ready["data_version"], bool(params["force_publish"]))
 
 
-@task
+@task(pool=RELEASE_POOL)  # one writer of a champion at a time, across DAGs
 def publish_release(ready: dict, decision: dict) -> dict:
     params, run = current_run()
     if params.get("dry_run"):
@@ -74,21 +74,29 @@ def publish_release(ready: dict, decision: dict) -> dict:
             f"{'promote' if decision['promote'] else 'no'}); the run's model, metrics and recommendations are in "
             f"{run.folder}"
         )
-    published = publish.publish(s3_settings_for_task(), run, ready["data_version"])
+    try:
+        published = publish.publish(s3_settings_for_task(), run, ready["data_version"], mysql_settings_for_task())
+    except ChampionMoved as error:  # another writer (a rollback) moved the pointer: a retry must not undo it
+        raise AirflowFailException(f"{error}; the release is published, only the pointer was not moved") from error
     return published | {"promote": decision["promote"]}
 
 
-@task
+@task(pool=RELEASE_POOL)
 def load_recommendations(published: dict) -> dict:
     _, run = current_run()
     if not published["promote"]:
         raise AirflowSkipException(
             "the promotion gate kept the current champion; the recommendations table is unchanged"
         )
-    return recommendations_table.load_recommendations(mysql_settings_for_task(), run.artifacts)
+    try:
+        return recommendations_table.load_recommendations(
+            mysql_settings_for_task(), run.artifacts, s3_settings_for_task(), published["release_id"]
+        )
+    except ChampionMoved as error:  # a rollback since the publish wins; loading would undo it in MySQL
+        raise AirflowFailException(str(error)) from error
 
 
-@task
+@task(pool=RELEASE_POOL)
 def rollback_champion() -> dict:
     """The rollback DAG's one step: check the release is complete, move the pointer, reload MySQL."""
     params = get_current_context()["params"]
