@@ -332,6 +332,11 @@ def test_in_a_browser_the_pages_render_sandboxed_away_from_airflows_login(served
         assert browser.evaluate("document.querySelectorAll('svg').length") >= 3
         assert "system-ui" in browser.evaluate("getComputedStyle(document.body).fontFamily")  # its <style> applies
         assert browser.evaluate("window.origin") == "null" and browser.evaluate(COOKIE) == "SecurityError"
+        # Data Docs: their relative links still lead from page to page (a sandboxed page may navigate itself)
+        browser.goto(base + file_url("data_docs/raw/index.html"))
+        browser.evaluate("document.querySelector('a').click()")
+        assert browser.wait_for("document.body.innerText.includes('12 expectations passed')")
+        assert browser.evaluate("location.pathname").endswith("/data_docs/raw/validations/v.html")
         browser.goto(base + file_url("dbt_docs/index.html") + f"#!/model/{DBT_NODE}", settle=2)
         assert browser.wait_for("document.body.innerText.includes('Referenced By')"), "dbt docs did not render"
         assert DBT_NODE.split(".")[-1] in browser.evaluate("document.body.innerText")
