@@ -31,7 +31,8 @@ Then, on the load **features_ready** names:
 4. **publish_release** — model, metrics, model card, recommendations, Data Docs and dbt docs to object
    storage under a versioned prefix, a manifest with checksums, then the champion pointer (only if
    promoted). Skipped in a **dry run**;
-5. **load_recommendations** — swaps the new `recommendations` table into MySQL (only if promoted).
+5. **load_recommendations** — swaps the new `recommendations` table into MySQL (only if promoted, and only
+   while its release is still the champion: a rollback meanwhile wins, and the task says so).
 
 A "no" from the gate is an outcome, not a crash: the run succeeds, the release is still published
 for inspection, `load_recommendations` is skipped with the reasons. A failure names its stage and
@@ -40,7 +41,9 @@ reason in the log (and in `RECSYS_ALERT_WEBHOOK_URL`'s channel when set).
 **Trigger with parameters** to choose the dataset (`online-retail`, `groceries`, or a folder of your own
 `events`/`items`/`users` files), the model family, epochs, K, to force publishing, to make a dry run
 or to add the backtest.
-Re-running a run rewrites the same release; two runs never overlap (`max_active_runs=1`).
+A rerun proves its release byte-identical (sha256) or publishes the next attempt (`<release id>-attempt<n>`)
+beside it; two runs never overlap (`max_active_runs=1`), and publish, load and rollback tasks of every DAG
+take turns in the one-slot pool `recsys_release`.
 Models and releases: the **Recsys models** page in the Airflow menu.
 """
 
