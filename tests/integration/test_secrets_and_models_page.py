@@ -229,6 +229,39 @@ def test_the_page_itself_has_a_csp_and_nosniff(client, release):
     assert f'href="/recsys/files/{DATASET}/{RELEASE}/report.html"' in page.text
 
 
+def test_the_page_shows_what_shoppers_did_with_each_models_lists(client, release, mysql_test_settings, monkeypatch):
+    """Beside the offline metrics: dbt's online_metrics for the release's model version (here built by hand)."""
+    from recsys_pipeline import warehouse
+
+    with warehouse.connect(mysql_test_settings) as conn:
+        cur = conn.cursor()
+        cur.execute("DROP TABLE IF EXISTS online_metrics")
+        cur.execute(
+            "CREATE TABLE online_metrics (dataset VARCHAR(64), model_version VARCHAR(191), served_on DATE, "
+            "lists_served BIGINT, items_shown BIGINT, items_clicked BIGINT, items_carted BIGINT, "
+            "items_purchased BIGINT, click_rate DOUBLE, cart_rate DOUBLE, purchase_rate DOUBLE)"
+        )
+        cur.executemany(
+            "INSERT INTO online_metrics VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, 0, 0)",
+            [
+                (DATASET, TRAINING["model_version"], "2026-01-06", 30, 300, 30, 6, 3),
+                (DATASET, TRAINING["model_version"], "2026-01-07", 10, 100, 10, 2, 1),
+            ],
+        )
+        conn.commit()
+    for name, value in (
+        ("RECSYS_MYSQL_USER", mysql_test_settings.user),
+        ("RECSYS_MYSQL_PASSWORD", mysql_test_settings.password),
+        ("RECSYS_MYSQL_DATABASE", mysql_test_settings.database),
+    ):
+        monkeypatch.setenv(name, value)
+    page = client.get("/recsys/models").text
+    assert "40 lists, 400 items shown" in page and "purchase 0.0100" in page and "2026-01-06 – 2026-01-07" in page
+    with warehouse.connect(mysql_test_settings) as conn:
+        conn.cursor().execute("DROP TABLE online_metrics")
+    assert "not served" in client.get("/recsys/models").text  # no table (never built): the page still renders
+
+
 @pytest.mark.parametrize(
     ("path", "media_type", "csp_needs"),
     [

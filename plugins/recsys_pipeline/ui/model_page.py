@@ -25,8 +25,8 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from ml.names import CHALLENGER, KEY_METRICS, NDCG_20, PER_USER_HOLDOUT, RECALL_20
 from recsys_pipeline import storage
 from recsys_pipeline.release import layout
-from recsys_pipeline.settings import models_page_max_file_bytes, s3_readonly_settings
-from recsys_pipeline.ui import links, model_registry, release_files
+from recsys_pipeline.settings import models_page_max_file_bytes, mysql_settings_for_task, s3_readonly_settings
+from recsys_pipeline.ui import links, model_registry, online_metrics, release_files
 
 # the page itself: its own <style>, nothing else; not sandboxed, so the Airflow UI's frame can show it
 PAGE_CSP = "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'self'"
@@ -83,7 +83,21 @@ def _window(view: model_registry.ReleaseView) -> str:
     return text
 
 
-def _release_row(dataset: str, view: model_registry.ReleaseView) -> str:
+def _online_cell(online: dict | None) -> str:
+    if not online:
+        return "<td><small>not served</small></td>"
+    rates = ", ".join(
+        f"{name} {_fmt(online[f'{name}_rate'])}"
+        for name in ("click", "cart", "purchase")
+        if online[f"{name}_rate"] is not None
+    )
+    return (
+        f"<td><small>{online['lists_served']:,} lists, {online['items_shown']:,} items shown<br>"
+        f"{rates}<br>{html.escape(online['days'])}</small></td>"
+    )
+
+
+def _release_row(dataset: str, view: model_registry.ReleaseView, online: dict | None = None) -> str:
     challenger = view.metrics.get(CHALLENGER, {})
     baselines = {m: v for m, v in view.metrics.items() if m != CHALLENGER}
     best = view.best_baseline
@@ -128,6 +142,7 @@ def _release_row(dataset: str, view: model_registry.ReleaseView) -> str:
   <td class=num>{_fmt(best[1]) if best else "–"}<br><small>{html.escape(best[0]) if best else ""}</small></td>
   <td><details><summary><b>{decision}</b></summary><ul>{reasons}</ul></details>
       <details><summary>baselines</summary><ul>{baseline_list}</ul></details>{backtest}</td>
+  {_online_cell(online)}
   <td>{links}</td>
 </tr>"""
 
@@ -141,8 +156,11 @@ def _history_rows(history: list[dict]) -> str:
     )
 
 
-def render(datasets: list[model_registry.DatasetView], bucket: str, prefix: str) -> str:
-    """The whole page as HTML (no JavaScript: it renders the same in any browser, headless included)."""
+def render(datasets: list[model_registry.DatasetView], bucket: str, prefix: str, online: dict | None = None) -> str:
+    """The whole page as HTML (no JavaScript: it renders the same in any browser, headless included).
+
+    ``online``: (dataset, model version) -> what shoppers did with its served lists (``online_metrics``)."""
+    online = online or {}
     sections = []
     for view in datasets:
         champion = view.champion
@@ -161,7 +179,7 @@ def render(datasets: list[model_registry.DatasetView], bucket: str, prefix: str)
         )
         header = "".join(f"<th>{m}</th>" for m in KEY_METRICS)
         rows = (
-            "".join(_release_row(view.dataset, r) for r in view.releases)
+            "".join(_release_row(view.dataset, r, online.get((view.dataset, r.model_version))) for r in view.releases)
             or "<tr><td colspan=10>no complete release yet</td></tr>"
         )
         sections.append(f"""
@@ -170,7 +188,8 @@ def render(datasets: list[model_registry.DatasetView], bucket: str, prefix: str)
   <p class=champion-line>{headline}</p>
   <table>
     <thead><tr><th>release / model version</th><th>data window</th>{header}
-      <th>best baseline {NDCG_20}</th><th>gate decision</th><th>links</th></tr></thead>
+      <th>best baseline {NDCG_20}</th><th>gate decision</th>
+      <th>online (served lists; rates per item shown, 24 h)</th><th>links</th></tr></thead>
     <tbody>{rows}</tbody>
   </table>
   <p><small>{len(view.releases)} newest of {view.total_releases} releases shown.</small></p>
@@ -206,7 +225,12 @@ metrics on the test split ({html.escape(PER_USER_HOLDOUT)}); read at {now}.</sma
 def models_page(user: User) -> HTMLResponse:
     settings = s3_readonly_settings()
     return HTMLResponse(
-        render(model_registry.registry(settings), settings.bucket, settings.prefix),
+        render(
+            model_registry.registry(settings),
+            settings.bucket,
+            settings.prefix,
+            online_metrics.online_by_model(mysql_settings_for_task()),
+        ),
         headers={"Content-Security-Policy": PAGE_CSP},
     )
 
