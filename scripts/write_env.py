@@ -22,6 +22,14 @@ def generated_values() -> dict[str, str]:
         # the pipeline's own MySQL user (created by `recsys services`), not root
         "RECSYS_MYSQL_USER": "recsys",
         "RECSYS_MYSQL_PASSWORD": secrets.token_urlsafe(24).replace("-", "x").replace("_", "y"),
+        # the analysts' read-only MySQL login (SELECT on the marts database)
+        "RECSYS_MYSQL_ANALYST_PASSWORD": secrets.token_hex(16),
+        # object storage: the pipeline's read-write identity and the read-only one of the models page
+        # (MinIO users in docker-compose.yaml; the local moto server accepts any key)
+        "RECSYS_S3_ACCESS_KEY_ID": "recsys-pipeline",
+        "RECSYS_S3_SECRET_ACCESS_KEY": secrets.token_hex(20),
+        "RECSYS_S3_READONLY_ACCESS_KEY_ID": "recsys-reader",
+        "RECSYS_S3_READONLY_SECRET_ACCESS_KEY": secrets.token_hex(20),
         # Airflow's signing keys for its API tokens and encrypted connection fields
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(64),
         "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),

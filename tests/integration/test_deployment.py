@@ -29,6 +29,7 @@ AIRFLOW_SERVICES = {
     "airflow-worker",
 }
 BACKING_SERVICES = {"postgres", "redis", "mariadb", "minio"}
+INIT_SERVICES = {"warehouse-init", "minio-init"}  # the only holders of the MariaDB root password and MinIO root key
 
 
 def compose_config(env_file: Path) -> subprocess.CompletedProcess:
@@ -75,7 +76,7 @@ def test_the_compose_file_validates_with_generated_secrets(generated_env):
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert set(services) == AIRFLOW_SERVICES | BACKING_SERVICES
+    assert set(services) == AIRFLOW_SERVICES | BACKING_SERVICES | INIT_SERVICES
     for name in BACKING_SERVICES | {"airflow-apiserver"}:
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     secrets = _env_values(generated_env)
@@ -83,7 +84,6 @@ def test_the_compose_file_validates_with_generated_secrets(generated_env):
         env = services[name]["environment"]
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
         assert env["AIRFLOW__CORE__FERNET_KEY"] == secrets["AIRFLOW__CORE__FERNET_KEY"]
-        assert env["RECSYS_MYSQL_PASSWORD"] == secrets["RECSYS_MYSQL_PASSWORD"]
         assert env["AIRFLOW__CELERY__BROKER_URL"] == f"redis://:{secrets['REDIS_PASSWORD']}@redis:6379/0"
         for dependency in BACKING_SERVICES:
             assert services[name]["depends_on"][dependency]["condition"] == "service_healthy"
@@ -141,3 +141,78 @@ def test_the_compose_settings_are_ones_the_pipeline_reads():
         "MINIO_ROOT_PASSWORD",
     ):
         assert re.search(rf"^#?\s*(export )?{name}=", example, re.M), f".env.example does not explain {name}"
+
+
+def _values(service: dict) -> str:
+    """Everything a container is given: its environment values and command, as one text."""
+    env = service.get("environment") or {}
+    return "\n".join([str(v) for v in env.values()] + [str(service.get("command", ""))])
+
+
+def test_the_root_secrets_reach_only_the_init_services(generated_env):
+    """MariaDB's root password and MinIO's root key: never in an Airflow container's environment."""
+    config = yaml.safe_load(compose_config(generated_env).stdout)
+    secrets = _env_values(generated_env)
+    owners = {
+        "MARIADB_ROOT_PASSWORD": {"mariadb", "warehouse-init"},
+        "MINIO_ROOT_PASSWORD": {"minio", "minio-init"},
+    }
+    for name, service in config["services"].items():
+        assert "env_file" not in service, f"{name} reads the whole .env (env_file): every secret in it"
+        for secret, allowed in owners.items():
+            if name not in allowed:
+                assert secrets[secret] not in _values(service), f"{secret} reaches {name}"
+
+
+def test_each_airflow_container_gets_only_the_identities_its_role_needs(generated_env):
+    config = yaml.safe_load(compose_config(generated_env).stdout)
+    secrets = _env_values(generated_env)
+    services = config["services"]
+    worker = services["airflow-worker"]["environment"]
+    assert worker["RECSYS_MYSQL_PASSWORD"] == secrets["RECSYS_MYSQL_PASSWORD"]
+    assert worker["RECSYS_S3_ACCESS_KEY_ID"] == secrets["RECSYS_S3_ACCESS_KEY_ID"] != secrets["MINIO_ROOT_USER"]
+    assert worker["RECSYS_S3_SECRET_ACCESS_KEY"] == secrets["RECSYS_S3_SECRET_ACCESS_KEY"]
+    api = services["airflow-apiserver"]["environment"]  # the models page: read-only
+    assert api["RECSYS_S3_READONLY_ACCESS_KEY_ID"] == secrets["RECSYS_S3_READONLY_ACCESS_KEY_ID"]
+    assert api["RECSYS_S3_READONLY_SECRET_ACCESS_KEY"] == secrets["RECSYS_S3_READONLY_SECRET_ACCESS_KEY"]
+    pipeline_secrets = [secrets[n] for n in ("RECSYS_MYSQL_PASSWORD", "RECSYS_S3_SECRET_ACCESS_KEY")]
+    for name in AIRFLOW_SERVICES - {"airflow-worker"}:
+        assert not any(s in _values(services[name]) for s in pipeline_secrets), f"{name} gets the pipeline's secrets"
+    analysts = secrets["RECSYS_MYSQL_ANALYST_PASSWORD"]
+    assert [n for n, service in services.items() if analysts in _values(service)] == ["warehouse-init"]
+    # the users are created before Airflow starts; MariaDB allows LOAD DATA LOCAL by default, nothing widens it
+    init = services["airflow-init"]["depends_on"]
+    done = "service_completed_successfully"
+    assert {n: init[n]["condition"] for n in INIT_SERVICES} == dict.fromkeys(INIT_SERVICES, done)
+    assert "local-infile" not in _values(services["mariadb"])
+    cnf = (PROJECT_ROOT / "deploy" / "mariadb" / "recsys-warehouse.cnf").read_text()
+    assert not re.search(r"^\s*local[_-]infile", cnf, re.M)
+
+
+def test_the_minio_policies_are_scoped_to_the_bucket():
+    """The pipeline may read and write objects of its bucket; the read-only user may list and read them."""
+    import json
+
+    folder = PROJECT_ROOT / "deploy" / "minio"
+    script = (folder / "init.sh").read_text()
+    allowed = {
+        "pipeline-policy.json": {
+            "s3:GetBucketLocation",
+            "s3:ListBucket",
+            "s3:ListBucketMultipartUploads",
+            "s3:GetObject",
+            "s3:PutObject",
+            "s3:DeleteObject",
+            "s3:AbortMultipartUpload",
+            "s3:ListMultipartUploadParts",
+        },
+        "readonly-policy.json": {"s3:GetBucketLocation", "s3:ListBucket", "s3:GetObject"},
+    }
+    for file, actions in allowed.items():
+        assert file in script
+        statements = json.loads((folder / file).read_text())["Statement"]
+        assert all(s["Effect"] == "Allow" for s in statements)
+        assert {a for s in statements for a in s["Action"]} == actions
+        assert {r for s in statements for r in s["Resource"]} == {"arn:aws:s3:::BUCKET", "arn:aws:s3:::BUCKET/*"}
+    result = subprocess.run(["sh", "-n", str(folder / "init.sh")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr

@@ -121,3 +121,32 @@ def test_a_plain_connection_cannot_send_local_files_only_the_loaders_can(mysql_t
         conn.commit()
     with warehouse.connect(mysql_test_settings) as conn, pytest.raises(ValueError, match="load_files=True"):
         warehouse.load_frame(conn, "privileges_demo", frame, Path(tmp_path))
+
+
+def test_the_compose_init_step_provisions_the_same_users(mysql_test_settings, analysts, tmp_path):
+    """``python -m recsys_pipeline.provision`` (docker-compose's warehouse-init) with the admin password only there."""
+    import subprocess
+    import sys
+
+    from recsys_pipeline.settings import s3_settings
+
+    from conftest import pipeline_environment
+
+    analyst, access = analysts
+    env = pipeline_environment(
+        mysql_test_settings,
+        s3_settings(),  # not used: provisioning touches MySQL only
+        tmp_path,
+        tmp_path,
+        RECSYS_MYSQL_ANALYST_ROLE=access.analyst_role,
+        RECSYS_MYSQL_ANALYST_USER=access.analyst_user,
+        RECSYS_MYSQL_ANALYST_PASSWORD=access.analyst_password,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "recsys_pipeline.provision"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"analysts' read-only role {access.analyst_role} on {mysql_test_settings.database}" in result.stdout
+    with warehouse.connect(analyst) as conn:
+        assert warehouse.scalar(conn, "SELECT COUNT(*) FROM privileges_demo") >= 1
+    assert "denied" in _refused(analyst, "DELETE FROM privileges_demo")

@@ -17,7 +17,7 @@ from recsys_pipeline.serving import feedback as feedback_log
 from recsys_pipeline.serving.api_keys import ApiKeyCheck
 from recsys_pipeline.serving.hot_swap import ChampionHolder
 from recsys_pipeline.serving.sessions import RecentActivity
-from recsys_pipeline.settings import MySQLSettings, S3Settings, mysql_settings, s3_settings, work_dir
+from recsys_pipeline.settings import MySQLSettings, S3Settings, mysql_settings, s3_readonly_settings, work_dir
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def build_service(settings: ServingSettings, mysql: MySQLSettings, s3: S3Setting
 def serve(settings: ServingSettings) -> None:
     import uvicorn
 
-    service = build_service(settings, mysql_settings(), s3_settings())
+    service = build_service(settings, mysql_settings(), s3_readonly_settings())  # it only reads releases
     try:
         uvicorn.run(service.app, host=settings.host, port=settings.port, log_level="warning", access_log=False)
     finally:
