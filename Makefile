@@ -109,6 +109,7 @@ $(AIRFLOW_HOME)/.migrated: $(VENV)/.installed
 	@touch $@
 
 setup: .env $(VENV)/.installed $(DBT_VENV)/.installed $(AIRFLOW_HOME)/.migrated
+	@$(PYTHON_BASE) scripts/write_env.py .env  # an existing .env that others can read is tightened to 600
 
 services: setup
 	$(VENV)/bin/recsys services
