@@ -187,6 +187,19 @@ def mysql_settings_for_task() -> MySQLSettings:
     )
 
 
+def mysql_readonly_settings() -> MySQLSettings:
+    """A read-only MySQL login for readers of the marts (the models page's online metrics).
+
+    ``RECSYS_MYSQL_READONLY_USER``/``..._PASSWORD`` (in compose: the analysts' login, whose
+    role may only SELECT on the marts database); without them, the pipeline's own login.
+    """
+    base = mysql_settings_for_task()
+    user = os.environ.get("RECSYS_MYSQL_READONLY_USER", "")
+    if not user:
+        return base
+    return replace(base, user=user, password=os.environ.get("RECSYS_MYSQL_READONLY_PASSWORD", ""))
+
+
 def s3_settings_for_task() -> S3Settings:
     """S3 settings inside an Airflow task: the ``recsys_s3`` connection (aws type) wins over env."""
     base = s3_settings()

@@ -178,8 +178,12 @@ def test_each_airflow_container_gets_only_the_identities_its_role_needs(generate
     pipeline_secrets = [secrets[n] for n in ("RECSYS_MYSQL_PASSWORD", "RECSYS_S3_SECRET_ACCESS_KEY")]
     for name in AIRFLOW_SERVICES - {"airflow-worker"}:
         assert not any(s in _values(services[name]) for s in pipeline_secrets), f"{name} gets the pipeline's secrets"
+    assert api["RECSYS_MYSQL_READONLY_USER"] == "recsys_analyst"  # online metrics: SELECT on the marts only
     analysts = secrets["RECSYS_MYSQL_ANALYST_PASSWORD"]
-    assert [n for n, service in services.items() if analysts in _values(service)] == ["warehouse-init"]
+    assert {n for n, service in services.items() if analysts in _values(service)} == {
+        "warehouse-init",
+        "airflow-apiserver",
+    }
     # the users are created before Airflow starts; MariaDB allows LOAD DATA LOCAL by default, nothing widens it
     init = services["airflow-init"]["depends_on"]
     done = "service_completed_successfully"

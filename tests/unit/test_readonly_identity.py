@@ -35,3 +35,16 @@ def test_client_hosts_are_loopback_unless_configured(monkeypatch):
     assert warehouse_access_settings().client_hosts == ("localhost", "127.0.0.1")
     monkeypatch.setenv("RECSYS_MYSQL_CLIENT_HOSTS", "%, 10.0.0.%")
     assert warehouse_access_settings().client_hosts == ("%", "10.0.0.%")
+
+
+def test_the_models_page_reads_mysql_with_the_read_only_login_when_one_is_configured(monkeypatch):
+    from recsys_pipeline.settings import mysql_readonly_settings, mysql_settings
+
+    monkeypatch.setenv("RECSYS_MYSQL_USER", "recsys")
+    monkeypatch.delenv("RECSYS_MYSQL_READONLY_USER", raising=False)
+    assert mysql_readonly_settings().user == "recsys"
+    monkeypatch.setenv("RECSYS_MYSQL_READONLY_USER", "recsys_analyst")
+    monkeypatch.setenv("RECSYS_MYSQL_READONLY_PASSWORD", "analyst-secret")
+    reader = mysql_readonly_settings()
+    assert (reader.user, reader.password) == ("recsys_analyst", "analyst-secret")
+    assert (reader.host, reader.database) == (mysql_settings().host, mysql_settings().database)

@@ -25,7 +25,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from ml.names import CHALLENGER, KEY_METRICS, NDCG_20, PER_USER_HOLDOUT, RECALL_20
 from recsys_pipeline import storage
 from recsys_pipeline.release import layout
-from recsys_pipeline.settings import models_page_max_file_bytes, mysql_settings_for_task, s3_readonly_settings
+from recsys_pipeline.settings import models_page_max_file_bytes, mysql_readonly_settings, s3_readonly_settings
 from recsys_pipeline.ui import links, model_registry, online_metrics, release_files
 
 # the page itself: its own <style>, nothing else; not sandboxed, so the Airflow UI's frame can show it
@@ -229,7 +229,7 @@ def models_page(user: User) -> HTMLResponse:
             model_registry.registry(settings),
             settings.bucket,
             settings.prefix,
-            online_metrics.online_by_model(mysql_settings_for_task()),
+            online_metrics.online_by_model(mysql_readonly_settings()),
         ),
         headers={"Content-Security-Policy": PAGE_CSP},
     )
