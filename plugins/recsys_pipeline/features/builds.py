@@ -94,17 +94,8 @@ def record_checked_build(settings: MySQLSettings, run: RunContext) -> None:
 def current_build(settings: MySQLSettings, dataset: str) -> dict:
     """The warehouse's current features as an announcement, if they passed the features gate and are ``dataset``'s."""
     live = loader.live_load(settings)
-    db = warehouse.quote_identifier(settings.raw_database)
-    row = None
-    if live is not None:
-        with warehouse.connect(settings, database=settings.raw_database) as conn:
-            if warehouse.table_exists(conn, settings.raw_database, CHECKED_BUILDS_TABLE):
-                row = warehouse.query_one(
-                    conn,
-                    f"SELECT run_folder FROM {db}.`{CHECKED_BUILDS_TABLE}` WHERE load_id = %s AND data_version = %s",
-                    live,
-                )
-    if row is None:
+    folder = None if live is None else _recorded_run_folder(settings, live)
+    if folder is None:
         raise warehouse.LoadError(
             f"{settings.raw_database}: the warehouse holds no feature build that passed the features gate"
             f"{'' if live is None else f' (live load {live[0]})'}: "
@@ -115,7 +106,7 @@ def current_build(settings: MySQLSettings, dataset: str) -> dict:
             f"the warehouse holds load {live[0]}, not a load of {dataset_key(dataset)}: "
             "run with build_features on to load it"
         )
-    return {"dataset": dataset, "load_id": live[0], "data_version": live[1], "features_run_folder": row[0]}
+    return {"dataset": dataset, "load_id": live[0], "data_version": live[1], "features_run_folder": str(folder)}
 
 
 def use_built_features(settings: MySQLSettings, announced: dict, run: RunContext) -> dict:
@@ -130,7 +121,14 @@ def use_built_features(settings: MySQLSettings, announced: dict, run: RunContext
             f"{'nothing' if live is None else f'load {live[0]} (data version {live[1][:12]})'}: "
             "a later load replaced it, and its own asset event triggers its own training run"
         )
-    source = Path(announced["features_run_folder"])
+    source = checked_run_folder(settings, wanted)
+    if str(source) != str(announced.get("features_run_folder", source)):
+        log.warning(
+            "the features asset's event names run folder %s; using %s, which the warehouse recorded for load %s",
+            announced.get("features_run_folder"),
+            source,
+            wanted[0],
+        )
     folder = run.artifacts.folder
     copied = []
     if source.resolve() != folder.resolve():  # a rerun of the building run has them already
@@ -150,6 +148,35 @@ def use_built_features(settings: MySQLSettings, announced: dict, run: RunContext
         "data_version": announced["data_version"],
         "features_from": str(source),
     }
+
+
+def checked_run_folder(settings: MySQLSettings, load: tuple[str, str]) -> Path:
+    """The run folder the features gate recorded for ``load`` (load id, data version).
+
+    A training run copies the build's Data Docs and dbt docs from there into its release,
+    never from a path an asset event carries: anyone who can post an event could name any
+    folder on the worker. A load the gate never passed has no folder: LoadError.
+    """
+    folder = _recorded_run_folder(settings, load)
+    if folder is None:
+        raise warehouse.LoadError(
+            f"load {load[0]} has no feature build that passed the features gate "
+            f"({settings.raw_database}.{CHECKED_BUILDS_TABLE}): run with build_features on"
+        )
+    return folder
+
+
+def _recorded_run_folder(settings: MySQLSettings, load: tuple[str, str]) -> Path | None:
+    db = warehouse.quote_identifier(settings.raw_database)
+    with warehouse.connect(settings, database=settings.raw_database) as conn:
+        if not warehouse.table_exists(conn, settings.raw_database, CHECKED_BUILDS_TABLE):
+            return None
+        row = warehouse.query_one(
+            conn,
+            f"SELECT run_folder FROM {db}.`{CHECKED_BUILDS_TABLE}` WHERE load_id = %s AND data_version = %s",
+            tuple(load),
+        )
+    return None if row is None else Path(row[0])
 
 
 def _copy(source: Path, target: Path) -> bool:
