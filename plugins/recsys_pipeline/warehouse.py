@@ -99,37 +99,62 @@ def bootstrap(
                 f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)} "
                 "CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
             )
+        wanted = {database: MARTS_PRIVILEGES if database == app.database else RAW_PRIVILEGES for database in databases}
         for host in hosts:
-            _create_user(cur, app.user, host, app.password)
-            for database in databases:
-                privileges = MARTS_PRIVILEGES if database == app.database else RAW_PRIVILEGES
-                cur.execute(f"GRANT {privileges} ON {quote_identifier(database)}.* TO %s@%s", (app.user, host))
+            account = _create_user(cur, app.user, host, app.password)
+            _narrow(cur, account, wanted)
+            for database, privileges in wanted.items():
+                cur.execute(f"GRANT {privileges} ON {quote_identifier(database)}.* TO {account}")
         if access is not None:
             _analysts(cur, app.database, access, hosts)
         _check_local_infile(cur)
         conn.commit()
 
 
-def _create_user(cur, user: str, host: str, password: str) -> None:
-    """The user with this password and no privileges (an older grant is revoked)."""
+def _create_user(cur, user: str, host: str, password: str) -> str:
+    """The user with this password; returns the account as SQL (``'user'@'host'``, quoted by the driver)."""
     cur.execute("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s", (user, host, password))
     cur.execute("ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
-    cur.execute("REVOKE ALL PRIVILEGES, GRANT OPTION FROM %s@%s", (user, host))
+    return cur.connection.literal(user).decode() + "@" + cur.connection.literal(host).decode()
+
+
+_GRANT_LINE = re.compile(r"^GRANT (.+?) ON (\S+) TO .*?( WITH GRANT OPTION)?$")
+
+
+def _narrow(cur, account: str, wanted: dict[str, str]) -> None:
+    """Revoke everything from ``account`` if it holds more than ``wanted`` (database -> privileges).
+
+    An account created by an older version (``ALL PRIVILEGES``) is narrowed; one that
+    already has no more than this keeps its grants, so tasks running during a rerun of
+    bootstrap never find their privileges missing for a moment.
+    """
+    allowed = {"*.*": {"USAGE"}} | {f"`{db}`.*": {p.strip() for p in privs.split(",")} for db, privs in wanted.items()}
+    cur.execute(f"SHOW GRANTS FOR {account}")
+    for (line,) in cur.fetchall():
+        match = _GRANT_LINE.match(line)
+        if match is None:  # a role granted to the account, or its password
+            continue
+        privileges = {p.strip() for p in match.group(1).split(",")}
+        if match.group(3) or not privileges <= allowed.get(match.group(2), set()):
+            log.info("narrowing %s: it held %s", account, line.split(" IDENTIFIED ")[0])
+            cur.execute(f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {account}")
+            return
 
 
 def _analysts(cur, marts_database: str, access: WarehouseAccess, hosts: Sequence[str]) -> None:
     """The read-only role on the marts, and (when a password is set) the analysts' login with it."""
     role = quote_identifier(access.analyst_role)
     cur.execute(f"CREATE ROLE IF NOT EXISTS {role}")
-    cur.execute(f"REVOKE ALL PRIVILEGES, GRANT OPTION FROM {role}")
+    _narrow(cur, role, {marts_database: ANALYST_PRIVILEGES})
     cur.execute(f"GRANT {ANALYST_PRIVILEGES} ON {quote_identifier(marts_database)}.* TO {role}")
     if not access.analyst_password:
         log.info("RECSYS_MYSQL_ANALYST_PASSWORD is not set: role %s created, no analysts' login", access.analyst_role)
         return
     for host in hosts:
-        _create_user(cur, access.analyst_user, host, access.analyst_password)
-        cur.execute(f"GRANT {role} TO %s@%s", (access.analyst_user, host))
-        cur.execute(f"SET DEFAULT ROLE {role} FOR %s@%s", (access.analyst_user, host))
+        account = _create_user(cur, access.analyst_user, host, access.analyst_password)
+        _narrow(cur, account, {})  # its only privilege is the role
+        cur.execute(f"GRANT {role} TO {account}")
+        cur.execute(f"SET DEFAULT ROLE {role} FOR {account}")
 
 
 def _check_local_infile(cur) -> None:

@@ -55,9 +55,8 @@ def _refused(settings, sql: str, database: str | None = None) -> str:
 
 
 def test_the_pipeline_user_has_only_its_databases_privileges(mysql_test_settings):
-    with warehouse.connect(mysql_test_settings) as conn:
-        grants = [row[0] for row in warehouse.read_frame(conn, "SHOW GRANTS").itertuples(index=False)]
-    text = "\n".join(grants)
+    text = _grants(mysql_test_settings)
+    grants = text.splitlines()
     assert "ALL PRIVILEGES" not in text and "GRANT OPTION" not in text, text
     assert f"GRANT USAGE ON *.* TO `{mysql_test_settings.user}`" in text  # nothing server-wide
     on_databases = [g for g in grants if " ON *.* " not in g]
@@ -65,6 +64,24 @@ def test_the_pipeline_user_has_only_its_databases_privileges(mysql_test_settings
         f"`{mysql_test_settings.database}`.*",
         f"`{mysql_test_settings.raw_database}`.*",
     }
+
+
+def _grants(settings) -> str:
+    with warehouse.connect(settings) as conn:
+        return "\n".join(row[0] for row in warehouse.read_frame(conn, "SHOW GRANTS").itertuples(index=False))
+
+
+def test_bootstrap_narrows_the_all_privileges_an_older_version_granted(mysql_test_settings):
+    admin = mysql_admin_settings()
+    databases = [mysql_test_settings.database, mysql_test_settings.raw_database]
+    with warehouse.connect(admin, database="") as conn:
+        conn.cursor().execute(f"GRANT ALL ON `{databases[0]}`.* TO %s@'127.0.0.1'", (mysql_test_settings.user,))
+    assert "ALL PRIVILEGES" in _grants(mysql_test_settings)
+    warehouse.bootstrap(admin, mysql_test_settings, databases)
+    narrowed = _grants(mysql_test_settings)
+    assert "ALL PRIVILEGES" not in narrowed and "CREATE VIEW" in narrowed
+    warehouse.bootstrap(admin, mysql_test_settings, databases)  # a rerun changes nothing
+    assert _grants(mysql_test_settings) == narrowed
 
 
 @pytest.mark.parametrize(
