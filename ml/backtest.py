@@ -18,6 +18,14 @@ carved from train the same way, the last ``validation_days`` before the cut; nev
 the test period. The ranking stage is replayed too: trained on that period's items and,
 when it beats the retrieval order there, reported as ``two_tower+ranking`` (new items
 only: it re-orders unseen candidates).
+
+As the gate's view (``choice``: ``ml.time_cut.choose_cut``) the cut is placed by the
+protocol's rule (moved back until enough known users return; or the per-user holdout
+with baskets kept whole where few do), and ``recipe`` -- the run's own choices of
+training objective, user profile and ranking stage -- replaces their tuning: the gate
+measures the configuration the run publishes, refitted before the cut, with only its
+epochs and popularity prior chosen again on the validation period (one tuning fit
+instead of four). Every model's per-user NDCG@20 is kept for the gate's bootstrap.
 """
 
 from __future__ import annotations
@@ -31,14 +39,17 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ml.data import InteractionData, SplitError, binary_matrix, checked_columns, index_ids, time_ordered_histories
-from ml.evaluate import BASELINE_NAMES, category_ids, evaluate_scores, fit_baselines
+from ml.evaluate import BASELINE_NAMES, PER_USER_NDCG, category_ids, evaluate_scores, fit_baselines
 from ml.item_attributes import encode as encode_item_attributes
 from ml.names import BOUGHT_BEFORE, NDCG_20, NEW_ITEMS, TWO_TOWER, TWO_TOWER_RANKED, WITH_REPEATS
+from ml.time_cut import ViewChoice, view_data
 from ml.user_segments import encode as encode_segments
 
 log = logging.getLogger(__name__)
 
-TIME_SPLIT_COLUMNS = ["user_id", "item_id", "split", "is_repeat_after_cut", "first_event_at", "cut_at"]
+TIME_SPLIT_COLUMNS = ["user_id", "item_id", "split", "is_repeat_after_cut", "first_event_at", "last_event_at", "cut_at"]
+# what the mart's own cut needs; last_event_at lets ``ml.time_cut`` move the cut
+REQUIRED_COLUMNS = [c for c in TIME_SPLIT_COLUMNS if c != "last_event_at"]
 VARIANTS = (NEW_ITEMS, WITH_REPEATS)
 VALIDATION_DAYS = 30
 
@@ -49,7 +60,7 @@ def time_cut_data(frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS) -
     ``fit`` / ``validation`` split train at ``cut - validation_days`` (validation: items
     first had in that period). Users and items are indexed in sorted id order.
     """
-    frame = checked_columns(frame, TIME_SPLIT_COLUMNS, "interactions_time_split")
+    frame = checked_columns(frame, REQUIRED_COLUMNS, "interactions_time_split")
     frame["first_event_at"] = pd.to_datetime(frame["first_event_at"])
     cuts = pd.to_datetime(frame["cut_at"]).unique()
     if len(cuts) != 1:
@@ -90,8 +101,9 @@ def time_cut_data(frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS) -
     return data, matrix(repeated)
 
 
-def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segments=None):
-    """The two-tower model with its epochs, training objective and profile chosen on the validation period.
+def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segments=None, recipe: dict | None = None):
+    """The two-tower model with its epochs, training objective and profile chosen on the validation period
+    (with a run's ``recipe``: its own objective and profile, as in ``config``; epochs and prior only).
 
     The objective is tuned here because the two answer different questions: "the next
     item from the items before it" (causal, the per-user holdout's favourite: a basket
@@ -101,10 +113,14 @@ def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segmen
     """
     from ml.train import tune_on_validation
 
-    choices = {
-        "causal_history": (config.causal_history, not config.causal_history),
-        "user_profile": (config.user_profile, not config.user_profile),
-    }  # the run chose the profile on its own holdout
+    choices = (
+        {}
+        if recipe is not None
+        else {
+            "causal_history": (config.causal_history, not config.causal_history),
+            "user_profile": (config.user_profile, not config.user_profile),
+        }
+    )  # the run chose the profile on its own holdout
     model, chosen, tuned, record = tune_on_validation(data, config, choices, item_attributes, user_segments)
     return (
         model,
@@ -119,16 +135,18 @@ def _tuned_two_tower(data: InteractionData, config, item_attributes, user_segmen
     )
 
 
-def _ranking_stage(data: InteractionData, tuned, model, price_band, item_category, record: dict):
+def _ranking_stage(data: InteractionData, tuned, model, price_band, item_category, record: dict, use=None):
     """The pipeline's ranking stage replayed on the cut: trained on the validation period's items (candidates
-    of the model fitted before it), kept only if it beats the retrieval order on held-out validation users.
-    Returns a model whose ``score`` ranks by it, or None; its decision goes into ``record``."""
+    of the model fitted before it), kept if it beats the retrieval order on held-out validation users (or,
+    ``use`` given, when the run used it). Returns a model whose ``score`` ranks by it, or None; its decision
+    goes into ``record``."""
     from ml.evaluate import KS
     from ml.reranker import RankingFeatures, fit_on_validation
 
     ranker = fit_on_validation(data, tuned, item_category, price_band)
-    record["ranking_stage"] = ranker.record | {"used": ranker.record["improves"]}
-    if not ranker.record["improves"]:
+    used = ranker.mlp is not None and (ranker.record["improves"] if use is None else bool(use))
+    record["ranking_stage"] = ranker.record | {"used": used}
+    if not used:
         return None
     score = ranker.using(RankingFeatures(data.train, item_category, price_band)).score_fn(
         model.score, data.train, max(KS)
@@ -136,14 +154,13 @@ def _ranking_stage(data: InteractionData, tuned, model, price_band, item_categor
     return SimpleNamespace(score=score)
 
 
-def _window(cut: pd.Timestamp, frame: pd.DataFrame, validation_days: int) -> dict:
+def _window(cut: pd.Timestamp | None, frame: pd.DataFrame, validation_days: int) -> dict:
     times = pd.to_datetime(frame["first_event_at"])
-    return {
-        "cut_at": str(cut),
-        "validation_from": str(cut - pd.Timedelta(days=validation_days)),
-        "train_from": str(times.min()),
-        "test_until": str(times.max()),
-    }
+    last = pd.to_datetime(frame["last_event_at"]) if "last_event_at" in frame.columns else times
+    span = {"train_from": str(times.min()), "test_until": str(max(times.max(), last.max()))}
+    if cut is None:  # the per-user holdout: no one cut
+        return span
+    return {"cut_at": str(cut), "validation_from": str(cut - pd.Timedelta(days=validation_days))} | span
 
 
 def run_backtest(
@@ -152,23 +169,35 @@ def run_backtest(
     catalogue: pd.DataFrame | None = None,
     validation_days: int = VALIDATION_DAYS,
     user_segments: pd.DataFrame | None = None,
+    choice: ViewChoice | None = None,
+    recipe: dict | None = None,
 ) -> dict:
     """Every baseline (and the two-tower model with ``two_tower_config``) on the time cut, both variants.
 
     ``catalogue`` (item_id, category, price_band, title: the ``item_features`` mart) feeds the
     item tower, the ranking stage and the diversity metric; ``user_segments`` (user_id,
-    country) the user tower's segment.
+    country) the user tower's segment. ``choice`` (the gate's view) places the cut instead of
+    the mart, or falls back to the per-user holdout with baskets whole (new items only);
+    ``recipe`` ({"ranking_stage": used}: the run's choices) fixes what the run chose.
     """
-    data, repeats_test = time_cut_data(frame, validation_days)
+    if choice is None:
+        data, repeats_test = time_cut_data(frame, validation_days)
+        cut = pd.Timestamp(pd.to_datetime(frame["cut_at"]).iloc[0])
+    else:
+        data, repeats_test = view_data(frame, choice)
+        validation_days = choice.test_days
+        cut = pd.Timestamp(choice.cut_at) if choice.cut_at else None
     item_category = category_ids(data.item_ids, catalogue) if catalogue is not None else None
     attributes = encode_item_attributes(data.item_ids, catalogue) if catalogue is not None else None
-    variants = {NEW_ITEMS: data, WITH_REPEATS: dataclasses.replace(data, test=repeats_test)}
+    variants = {NEW_ITEMS: data}
+    if repeats_test is not None:
+        variants[WITH_REPEATS] = dataclasses.replace(data, test=repeats_test)
     models, tuning, seconds = fit_baselines(data, (*BASELINE_NAMES, BOUGHT_BEFORE))
     if two_tower_config is not None:
         started = time.perf_counter()
         segments = encode_segments(data.user_ids, user_segments) if user_segments is not None else None
         models[TWO_TOWER], tuned, tuning[TWO_TOWER] = _tuned_two_tower(
-            data, two_tower_config, attributes if two_tower_config.item_attributes else None, segments
+            data, two_tower_config, attributes if two_tower_config.item_attributes else None, segments, recipe
         )
         ranked = _ranking_stage(
             data,
@@ -177,30 +206,42 @@ def run_backtest(
             attributes.price_band if attributes else None,
             item_category,
             tuning[TWO_TOWER],
+            (recipe or {}).get("ranking_stage"),
         )
         if ranked is not None:
             models[TWO_TOWER_RANKED] = ranked
         seconds[TWO_TOWER] = round(time.perf_counter() - started, 2)
     results = {}
     for variant, variant_data in variants.items():
-        scored = {}
+        scored, per_user = {}, {}
         for name, model in models.items():
             if name == BOUGHT_BEFORE and variant == NEW_ITEMS:
                 continue  # with bought items excluded it is most_popular
             if name == TWO_TOWER_RANKED and variant == WITH_REPEATS:
                 continue  # the stage re-orders unseen items only
             scored[name] = evaluate_scores(
-                model.score, variant_data, item_category=item_category, exclude_seen=variant == NEW_ITEMS
+                model.score,
+                variant_data,
+                item_category=item_category,
+                exclude_seen=variant == NEW_ITEMS,
+                per_user=True,
             )
-        results[variant] = {"evaluated_users": int(len(variant_data.evaluated_users())), "models": scored}
+            per_user[name] = [round(float(v), 6) for v in scored[name].pop(PER_USER_NDCG)]
+        results[variant] = {
+            "evaluated_users": int(len(variant_data.evaluated_users())),
+            "models": scored,
+            PER_USER_NDCG: per_user,  # aligned: entry u is the same user for every model
+        }
+        if TWO_TOWER in scored:  # the run's model as it ranks this view
+            results[variant]["challenger"] = TWO_TOWER_RANKED if TWO_TOWER_RANKED in scored else TWO_TOWER
         log.info("backtest %s: %s", variant, {n: round(m[NDCG_20], 4) for n, m in scored.items()})
-    cut = pd.Timestamp(pd.to_datetime(frame["cut_at"]).iloc[0])
     return {
         "protocol": "global time cut: fitted on interactions first seen before cut_at, tested on the users' items "
         "after it; "
         "new_items excludes what a user already had, with_repeats counts repeat purchases and ranks every item; "
         "hyper-parameters chosen on the validation period before the cut",
         "window": _window(cut, frame, validation_days),
+        **({"view": choice.to_dict()} if choice is not None else {}),
         "users": data.n_users,
         "items": data.n_items,
         "train_interactions": int(data.train.nnz),

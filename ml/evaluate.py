@@ -21,13 +21,14 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ml.data import InteractionData
-from ml.metrics import intra_list_diversity, novelty, popularity_share, ranking_metrics
+from ml.metrics import intra_list_diversity, novelty, per_user_ndcg, popularity_share, ranking_metrics
 from ml.names import BASELINES, EASE, KS, PRIMARY_METRIC
 from ml.ranking import batched_top_k
 
 log = logging.getLogger(__name__)
 
 COLD_START_MAX_TRAIN_ITEMS = 5
+PER_USER_NDCG = "per_user_ndcg@20"
 
 
 def evaluate_scores(
@@ -37,12 +38,15 @@ def evaluate_scores(
     ks: Sequence[int] = KS,
     item_category: np.ndarray | None = None,
     exclude_seen: bool = True,
+    per_user: bool = False,
 ) -> dict[str, float]:
     """Metrics of ``score_fn`` on ``holdout`` ('test': seen = train; 'validation': seen = fit).
 
     On 'test' also novelty, diversity (with ``item_category``: one category id per item)
     and the cold-start slice (keys prefixed ``cold_start_``). ``exclude_seen=False`` ranks
     the seen items too (the backtest's repeat purchases); the protocol excludes them.
+    ``per_user=True`` adds ``PER_USER_NDCG``: every evaluated user's NDCG@20 (sorted user
+    index order), for the gate's paired bootstrap.
     """
     if holdout == "test":
         seen, truth = data.train, data.test
@@ -54,6 +58,8 @@ def evaluate_scores(
     top_items, _ = batched_top_k(score_fn, users, max(ks), exclude=seen if exclude_seen else None)
     metrics = ranking_metrics(top_items, truth[users], data.n_items, ks)
     metrics["evaluated_users"] = int(len(users))
+    if per_user:
+        metrics[PER_USER_NDCG] = per_user_ndcg(top_items, truth[users], data.n_items, 20)
     if holdout != "test":
         return metrics
     k = max(ks)

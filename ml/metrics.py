@@ -36,6 +36,7 @@ import scipy.sparse as sp
 __all__ = [
     "hits_matrix",
     "ranking_metrics",
+    "per_user_ndcg",
     "popularity_share",
     "novelty",
     "intra_list_diversity",
@@ -151,8 +152,6 @@ def ranking_metrics(
     top_eval = top[evaluated, :max_k]
 
     ranks = np.arange(1, max_k + 1, dtype=np.float64)
-    discounts = 1.0 / np.log2(ranks + 1.0)
-    ideal_cum = np.cumsum(discounts)  # ideal_cum[m - 1] = IDCG with m hits
     precision_at_r = np.cumsum(hits, axis=1) / ranks
 
     out: dict[str, float] = {}
@@ -161,13 +160,34 @@ def ranking_metrics(
         denom = np.minimum(k, n_test)
         n_hits = h.sum(axis=1)
         out[f"recall@{k}"] = float(np.mean(n_hits / denom))
-        out[f"ndcg@{k}"] = float(np.mean((h @ discounts[:k]) / ideal_cum[denom - 1]))
+        out[f"ndcg@{k}"] = float(np.mean(_ndcg_rows(h, n_test, k)))
         out[f"hit_rate@{k}"] = float(np.mean(n_hits > 0))
         out[f"map@{k}"] = float(np.mean((precision_at_r[:, :k] * h).sum(axis=1) / denom))
         recommended = top_eval[:, :k]
         recommended = recommended[(recommended >= 0) & (recommended < n_items)]
         out[f"coverage@{k}"] = float(np.unique(recommended).size / n_items)
     return out
+
+
+def _ndcg_rows(hits: np.ndarray, n_test: np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k of each row of the hit indicator ``hits`` (at least k columns), ideal DCG over min(k, n_test)."""
+    discounts = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
+    ideal_cum = np.cumsum(discounts)
+    return (hits[:, :k].astype(np.float64) @ discounts) / ideal_cum[np.minimum(k, n_test) - 1]
+
+
+def per_user_ndcg(top_items: np.ndarray, test: TestSet, n_items: int, k: int = 20) -> np.ndarray:
+    """NDCG@k of every evaluated user (rows with a test item), in row order: what ``ndcg@k`` averages.
+
+    The gate's paired bootstrap (``ml.bootstrap``) resamples these values: two models
+    scored on the same users give aligned arrays.
+    """
+    top = np.asarray(top_items)
+    if top.ndim != 2 or top.shape[1] < k:
+        raise ValueError(f"top_items must have shape (n_users, >= {k}), got {top.shape}")
+    hits, n_test = hits_matrix(top[:, :k], test, n_items)
+    evaluated = n_test > 0
+    return _ndcg_rows(hits[evaluated], n_test[evaluated], k)
 
 
 def popularity_share(train: sp.spmatrix | sp.sparray) -> np.ndarray:
