@@ -22,12 +22,14 @@ Then, on the load **features_ready** names:
    user tower's sequence encoder: weighted pooling or a GRU over the recent items); epochs are chosen on
    the validation split, never on test;
 2. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN,
-   user-kNN, EASE) under the offline protocol; top-K for every user;
-   **backtest** (the form's *backtest*, off by default: it refits every model) — the protocol's global
-   time-cut backtest, train before the last month and test on it, with repeat purchases counted and
-   with already-bought items excluded; reported beside the metrics, not gated on;
-3. **promotion_gate** — promote only if the model clears the absolute thresholds, beats the best
-   baseline and is not worse than the champion; the decision and every reason are in its log;
+   user-kNN, EASE) on the per-user holdout (the "basket completion" view, reported); top-K for every user;
+   **backtest** — the gate's view: the run's configuration and every baseline refitted before the global
+   time cut (the last 30 days, moved back until 1,000 known shoppers return; the per-user holdout with
+   baskets kept whole where few ever do) and tested after it, with already-bought items excluded and with
+   repeat purchases counted;
+3. **promotion_gate** — on that view, promote only if the model clears the absolute floors, beats the
+   best baseline with a 95% paired bootstrap interval above zero, and is not significantly worse than
+   the champion refitted on the same cut; the decision, every interval and reason are in its log;
 4. **publish_release** — model, metrics, model card, recommendations, Data Docs and dbt docs to object
    storage under a versioned prefix, a manifest with checksums, then the champion pointer (only if
    promoted). Skipped in a **dry run**;
@@ -39,8 +41,7 @@ for inspection, `load_recommendations` is skipped with the reasons. A failure na
 reason in the log (and in `RECSYS_ALERT_WEBHOOK_URL`'s channel when set).
 
 **Trigger with parameters** to choose the dataset (`online-retail`, `groceries`, or a folder of your own
-`events`/`items`/`users` files), the model family, epochs, K, to force publishing, to make a dry run
-or to add the backtest.
+`events`/`items`/`users` files), the model family, epochs, K, to force publishing or to make a dry run.
 A rerun proves its release byte-identical (sha256) or publishes the next attempt (`<release id>-attempt<n>`)
 beside it; two runs never overlap (`max_active_runs=1`), and publish, load and rollback tasks of every DAG
 take turns in the one-slot pool `recsys_release`.
@@ -127,8 +128,8 @@ SCHEDULE = (
         "backtest": Param(
             False,
             type="boolean",
-            description="also run the global time-cut backtest (train before the last month, test on it; repeats "
-            "counted and excluded): refits every model, so a run takes about twice as long",
+            description="no longer used: the global time cut is the gate's view and always runs (kept so that "
+            "older trigger forms and configurations still validate)",
         ),
         "build_features": Param(
             True,

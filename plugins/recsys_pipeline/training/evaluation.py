@@ -1,8 +1,13 @@
 """Measure the challenger beside every baseline, on the same split and under the same protocol.
 
-``evaluate`` writes ``metrics.json``: the per-user holdout that the gate decides on,
-with both orders of the ranking stage. ``backtest`` adds the protocol's global time
-cut beside it (refitting every model), reported and never gated on.
+``evaluate`` writes ``metrics.json``: the per-user holdout (the "basket completion" view:
+it splits baskets, so it is reported, never gated on), with both orders of the ranking
+stage. ``backtest`` adds the gate's view: the protocol's global time cut, placed by
+``ml.time_cut`` (or its fallback, the per-user holdout with baskets kept whole), with the
+run's configuration and every baseline refitted on what came before the cut and each
+model's per-user NDCG@20 kept for the gate's bootstrap. ``champion_on_gate_view``
+refits the champion's recorded configuration on the same data, so that the gate
+compares the two on the same users.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ from recsys_pipeline.run import RunArtifacts
 from recsys_pipeline.training import scoring, snapshot
 
 log = logging.getLogger(__name__)
+
+BASKET_COMPLETION = "basket completion: the per-user holdout splits baskets; reported, never the gate's view"
 
 
 def evaluate(artifacts: RunArtifacts) -> dict:
@@ -43,6 +50,7 @@ def evaluate(artifacts: RunArtifacts) -> dict:
         "tuning": tuning,
         "ranking_stage": ranking | {"test": orders},
         "protocol": PER_USER_HOLDOUT,
+        "role": BASKET_COMPLETION,
         "data_window": snapshot.data_window(pd.read_parquet(artifacts.path(RunArtifacts.SPLIT))),
     }
     artifacts.write_json(RunArtifacts.METRICS, report)
@@ -52,15 +60,25 @@ def evaluate(artifacts: RunArtifacts) -> dict:
 
 
 def backtest(artifacts: RunArtifacts, max_epochs: int) -> dict:
-    """The protocol's global time-cut backtest (``ml.backtest``) of every baseline and the run's two-tower
-    configuration, added to ``metrics.json`` under ``backtest``: beside the gate's metrics, not in them."""
+    """The gate's view (``ml.backtest`` on the cut ``ml.time_cut`` places) of every baseline and the run's
+    two-tower configuration -- its objective, profile and ranking stage as the run chose them, epochs up to
+    ``max_epochs`` chosen again before the cut -- added to ``metrics.json`` under ``backtest``."""
     from ml.backtest import run_backtest
+    from ml.time_cut import choose_cut
     from ml.two_tower import TwoTowerConfig
 
     frame = pd.read_parquet(artifacts.path(RunArtifacts.TIME_SPLIT))
-    config = TwoTowerConfig(**(artifacts.read_json(RunArtifacts.TRAINING)["config"] | {"epochs": max_epochs}))
+    training = artifacts.read_json(RunArtifacts.TRAINING)
+    config = TwoTowerConfig(**(training["config"] | {"epochs": max_epochs}))
+    choice = choose_cut(frame, start=pd.Timestamp(pd.to_datetime(frame["cut_at"]).iloc[0]) if len(frame) else None)
+    log.info("gate's view: %s (%s)", choice.view, choice.reason)
     result = run_backtest(
-        frame, config, catalogue=snapshot.read_catalogue(artifacts), user_segments=snapshot.read_segments(artifacts)
+        frame,
+        config,
+        catalogue=snapshot.read_catalogue(artifacts),
+        user_segments=snapshot.read_segments(artifacts),
+        choice=choice,
+        recipe={"ranking_stage": bool(training.get("ranking_stage", {}).get("used"))},
     )
     artifacts.write_json(RunArtifacts.METRICS, artifacts.read_json(RunArtifacts.METRICS) | {"backtest": result})
     for view, values in result["variants"].items():
@@ -77,4 +95,42 @@ def backtest(artifacts: RunArtifacts, max_epochs: int) -> dict:
     return {
         view: {name: round(m[NDCG_20], 4) for name, m in values["models"].items()}
         for view, values in result["variants"].items()
-    } | {"cut_at": result["window"]["cut_at"]}
+    } | {"view": choice.view, "cut_at": choice.cut_at}
+
+
+def champion_on_gate_view(artifacts: RunArtifacts, champion_training: dict, variant: str) -> tuple[dict, list]:
+    """The champion's configuration (its ``training.json``: hyper-parameters and epochs as it chose them)
+    refitted on the train side of this run's gate view and scored on ``variant``: its metrics and per-user
+    NDCG@20, aligned with the challenger's. Its ranking stage is not replayed (retrieval order)."""
+    import dataclasses
+
+    from ml.evaluate import PER_USER_NDCG, evaluate_scores
+    from ml.item_attributes import encode as encode_item_attributes
+    from ml.names import NEW_ITEMS
+    from ml.time_cut import ViewChoice, view_data
+    from ml.train import TwoTowerRecommender
+    from ml.two_tower import TwoTowerConfig
+    from ml.user_segments import encode as encode_segments
+
+    frame = pd.read_parquet(artifacts.path(RunArtifacts.TIME_SPLIT))
+    choice = ViewChoice.from_dict(artifacts.read_json(RunArtifacts.METRICS)["backtest"]["view"])
+    data, repeats = view_data(frame, choice)
+    if variant != NEW_ITEMS:
+        data = dataclasses.replace(data, test=repeats)
+    known = {f.name for f in dataclasses.fields(TwoTowerConfig)}
+    config = TwoTowerConfig(**{k: v for k, v in champion_training["config"].items() if k in known})
+    catalogue, segments = snapshot.read_catalogue(artifacts), snapshot.read_segments(artifacts)
+    attributes = encode_item_attributes(data.item_ids, catalogue) if config.item_attributes else None
+    user_segments = encode_segments(data.user_ids, segments) if segments is not None else None
+    model = TwoTowerRecommender(config, item_attributes=attributes, user_segments=user_segments)
+    model.fit(data.train, data.histories)
+    metrics = evaluate_scores(model.score, data, exclude_seen=variant == NEW_ITEMS, per_user=True)
+    per_user = [round(float(v), 6) for v in metrics.pop(PER_USER_NDCG)]
+    log.info(
+        "champion %s on the gate's view (%s): %s=%.4f",
+        champion_training.get("model_version"),
+        variant,
+        NDCG_20,
+        metrics[NDCG_20],
+    )
+    return metrics, per_user
