@@ -149,12 +149,60 @@ def test_the_backtest_gets_a_chart_and_a_table_per_variant():
     }
     page = render(RunSummary(TRAINING, REPORT | {"backtest": backtest}, DECISION), "r")
     assert page.count("<svg") == 7
-    assert "Backtest on a global time cut" in page and "2011-11-09 00:00:00" in page
+    assert "The gate's view: backtest on a global time cut" in page and "2011-11-09 00:00:00" in page
     assert "new items only (already-bought items excluded): 1500 users" in page
     assert "repeat purchases counted (every item ranked): 1800 users" in page
-    section = page[page.index("Backtest on a global time cut") :]
+    section = page[page.index("The gate's view") :]
     assert section.index("<tr><th>ease</th>") < section.index("<tr><th>two_tower</th>")  # sorted by ndcg@20
-    assert "Backtest" not in render(RunSummary(TRAINING, REPORT, DECISION), "r")
+    assert "The gate's view" not in render(RunSummary(TRAINING, REPORT, DECISION), "r")
+
+
+def _comparison(against: str, role: str, mean: float, low: float, high: float, verdict: str) -> dict:
+    return {
+        "against": against,
+        "role": role,
+        "challenger_ndcg@20": 0.30,
+        "other_ndcg@20": 0.30 - mean,
+        "mean_difference": mean,
+        "low": low,
+        "high": high,
+        "users": 1330,
+        "resamples": 1000,
+        "seed": 20,
+        "level": 0.95,
+        "verdict": verdict,
+    }
+
+
+def test_the_gate_section_says_which_view_decided_and_plots_every_interval():
+    decision = {
+        "promote": False,
+        "outcome": "no significant difference",
+        "challenger": "two_tower",
+        "view": {
+            "label": "global time cut",
+            "variant": "new_items",
+            "test_users": 1330,
+            "reason": "1330 known users have a positive event in the 90-day test period",
+        },
+        "champion_evaluation": {"note": "no champion yet"},
+        "comparisons": [
+            _comparison("most_popular", "best baseline", 0.001, -0.004, 0.006, "no significant difference"),
+            _comparison("item_knn", "baseline", 0.012, 0.003, 0.021, "better"),
+        ],
+        "reasons": ["FAIL: beats baseline most_popular (the best): ndcg@20 difference +0.0010"],
+    }
+    page = render(RunSummary(TRAINING, REPORT, decision), "r")
+    section = page[page.index("Promotion gate: no significant difference") :]
+    assert "global time cut (new_items, 1330 test users)" in section and "90-day test period" in section
+    assert "1000 resamples, seed 20" in section and "no champion yet" in section
+    assert "95% paired bootstrap interval" in section and section.count("<svg") == 1
+    for row in ("two_tower − most_popular (best baseline)", "two_tower − item_knn"):
+        assert f"<tr><th>{row}</th>" in section
+    assert "[-0.0040, +0.0060]" in section and "[+0.0030, +0.0210]" in section
+    # the chart's tooltips carry each interval
+    assert "two_tower − item_knn: +0.0120 [+0.0030, +0.0210]" in section
+    assert "<li class=fail>FAIL: beats baseline most_popular" in section
 
 
 def test_the_ranking_stage_shows_the_check_that_decided_and_both_orders_on_test():
@@ -194,3 +242,30 @@ def test_the_report_names_the_two_tower_choices_made_on_validation():
     assert "Two-tower setting" not in render(
         RunSummary(TRAINING, REPORT, DECISION), "Evaluation report"
     )  # older runs: nothing to say
+
+
+def test_the_model_card_shows_the_gate_view_and_every_interval():
+    from recsys_pipeline.reporting.model_card import render_model_card
+
+    backtest = {
+        "view": {"label": "global time cut", "reason": "1330 known users have a positive event in the 90-day period"},
+        "variants": {
+            "new_items": {"models": {"two_tower": {"ndcg@20": 0.348}, "most_popular": {"ndcg@20": 0.3456}}},
+            "with_repeats": {"models": {"two_tower": {"ndcg@20": 0.352}, "bought_before": {"ndcg@20": 0.286}}},
+        },
+    }
+    decision = {
+        "promote": False,
+        "reasons": ["FAIL: beats baseline most_popular (the best)"],
+        "comparisons": [
+            _comparison("most_popular", "best baseline", 0.0024, -0.001, 0.005, "no significant difference")
+        ],
+    }
+    card = render_model_card(
+        RunSummary(TRAINING, REPORT | {"backtest": backtest}, decision), "groceries", "v" * 16, "r1"
+    )
+    assert "## The gate's view: global time cut (NDCG@20)" in card and "90-day period" in card
+    assert "| model | new_items | with_repeats |" in card
+    assert "| two_tower | 0.3480 | 0.3520 |" in card and "| bought_before | – | 0.2860 |" in card
+    assert "| most_popular (best baseline) | +0.0024 | [-0.0010, +0.0050] | no significant difference |" in card
+    assert "## Basket completion view, not the gate's" in card

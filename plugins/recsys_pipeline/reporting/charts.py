@@ -168,3 +168,35 @@ def bar_chart(title: str, values: dict[str, float], threshold: tuple[str, float]
             _plain(*fig.legend(loc="outside lower center").get_texts())
         _plain(ax.set_title(_wrap(title)))
         return _svg(fig, title, tips)
+
+
+def interval_chart(title: str, intervals: dict[str, tuple[float, float, float]], x_label: str = "") -> str:
+    """One row per comparison: the mean difference as a dot, its interval (low, high) as a line, and the zero
+    line a decision turns on (an interval left of it: significantly worse; right of it: significantly better)."""
+    rows = {name: tuple(float(v) for v in values) for name, values in intervals.items() if all(map(_finite, values))}
+    if not rows:
+        return _no_data(title)
+    names = list(rows)
+    key = _key("interval", title, rows, x_label)
+    tips: dict[str, str] = {}
+    with _LOCK, matplotlib.rc_context(_STYLE | {"svg.hashsalt": key}):
+        fig = Figure(figsize=(WIDTH_IN, 1.3 + 0.35 * len(names)), layout="constrained")
+        ax = fig.add_subplot()
+        for i, name in enumerate(names):
+            mean, low, high = rows[name]
+            color = "#2a6b3c" if low > 0 else ("#b3261e" if high < 0 else "#57606a")
+            gid = f"tip-{key}-{i}"
+            tips[gid] = f"{name}: {mean:+.4f} [{low:+.4f}, {high:+.4f}]"
+            ax.plot([low, high], [i, i], color=color, linewidth=2.2, solid_capstyle="butt", gid=gid)
+            ax.plot([mean], [i], "o", color=color, markersize=5)
+        ax.axvline(0.0, color=MARKER_COLOR, linestyle="--", linewidth=1.2)
+        ax.set_yticks(range(len(names)), labels=names, parse_math=False)
+        ax.invert_yaxis()
+        ax.set_ylim(len(names) - 0.5, -0.5)
+        ax.margins(x=0.15)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.tick_params(axis="y", length=0)
+        ax.grid(axis="x", color="#e6e8eb", linewidth=0.8)
+        ax.set_axisbelow(True)
+        _plain(ax.set_title(_wrap(title)), ax.set_xlabel(x_label))
+        return _svg(fig, title, tips)

@@ -18,7 +18,8 @@ KNOWN_LIMITS = (
     "Users with fewer than 5 distinct items are not evaluated; their recommendations lean on popularity.",
     "Users unseen in training get recommendations from the recent items the caller passes "
     "(`recommend_in_context`); with none, their segment's best-sellers, or everyone's.",
-    "Offline metrics on a temporal holdout of one shop's history; no online test has measured this model.",
+    "Offline metrics on one shop's history (a global time cut, or a per-user holdout where few shoppers return); "
+    "no online test has measured this model.",
     "Recommendations exclude every item the user already interacted with, including repeat-purchase staples.",
 )
 
@@ -49,16 +50,43 @@ def render_model_card(summary: RunSummary, dataset_key: str, data_version: str, 
     header, *rows = summary.metric_rows(SUMMARY_METRICS)
     lines += [
         "",
-        f"## Offline metrics ({summary.protocol})",
+        f"## Basket completion view, not the gate's ({summary.protocol})",
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += _gate_view_lines(summary)
     lines += ["", f"## Promotion gate: {'PROMOTED' if summary.promoted else 'not promoted'}", ""]
     lines += [f"- {reason}" for reason in summary.reasons]
+    comparisons = (summary.decision or {}).get("comparisons", [])
+    if comparisons:
+        lines += ["", "| comparison (NDCG@20) | difference | 95% interval | verdict |", "|---|---|---|---|"]
+        lines += [
+            f"| {c['against']} ({c['role']}) | {c['mean_difference']:+.4f} | [{c['low']:+.4f}, {c['high']:+.4f}] "
+            f"| {c['verdict']} |"
+            for c in comparisons
+        ]
     lines += ["", "## Known limits", ""] + [f"- {limit}" for limit in KNOWN_LIMITS]
     return "\n".join(lines) + "\n"
+
+
+def _gate_view_lines(summary: RunSummary) -> list[str]:
+    """NDCG@20 of every model on the gate's view, one column per variant."""
+    scores = summary.backtest_scores()
+    if not scores:
+        return []
+    view = (summary.metrics.get("backtest") or {}).get("view", {})
+    variants = list(scores)
+    models = sorted({m for v in scores.values() for m in v}, key=lambda m: -max(v.get(m) or 0 for v in scores.values()))
+    lines = ["", f"## The gate's view: {view.get('label', 'global time cut')} (NDCG@20)", ""]
+    if view.get("reason"):
+        lines += [view["reason"], ""]
+    lines += ["| model | " + " | ".join(variants) + " |", "|---" * (len(variants) + 1) + "|"]
+    for model in models:
+        cells = [f"{scores[v][model]:.4f}" if scores[v].get(model) is not None else "–" for v in variants]
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def write_model_card(artifacts: RunArtifacts, dataset_key: str, data_version: str, release_id: str) -> Path:
