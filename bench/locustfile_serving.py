@@ -20,22 +20,22 @@ HEADERS = {"X-API-Key": os.environ["SERVING_API_KEY"]}
 class Shopper(FastHttpUser):
     wait_time = constant_throughput(float(os.environ["SERVING_RATE_PER_USER"]))
 
-    def known(self):
+    def ask_known(self):
         user = random.choice(IDS["users"])
         self.client.get(f"/v1/users/{user}/recommendations?k=10", headers=HEADERS, name="known shopper")
 
-    def context(self):
+    def ask_context(self):
         recent = random.sample(IDS["items"], 3)
         body = {"recent_item_ids": recent, "cart_item_ids": recent[:1], "k": 10, "segment": IDS.get("segment")}
         self.client.post("/v1/recommendations", json=body, headers=HEADERS, name="shopper in context")
 
-    def related(self):
+    def ask_related(self):
         item = random.choice(IDS["items"])
         self.client.get(f"/v1/items/{item}/related?k=10", headers=HEADERS, name="related items")
 
     @task
-    def run(self):
+    def ask(self):
         if SCENARIO == "mixed":
-            random.choice((self.known, self.known, self.context, self.related))()
+            random.choice((self.ask_known, self.ask_known, self.ask_context, self.ask_related))()
         else:
-            getattr(self, SCENARIO)()
+            getattr(self, f"ask_{SCENARIO}")()  # (User.context is Locust's own)
