@@ -30,6 +30,7 @@ AIRFLOW_SERVICES = {
 }
 BACKING_SERVICES = {"postgres", "redis", "mariadb", "minio"}
 INIT_SERVICES = {"warehouse-init", "minio-init"}  # the only holders of the MariaDB root password and MinIO root key
+SERVING = "recsys-serving"  # the real-time service: read-only MinIO user, never a root secret
 
 
 def compose_config(env_file: Path) -> subprocess.CompletedProcess:
@@ -76,8 +77,8 @@ def test_the_compose_file_validates_with_generated_secrets(generated_env):
     assert result.returncode == 0, result.stderr
     config = yaml.safe_load(result.stdout)
     services = config["services"]
-    assert set(services) == AIRFLOW_SERVICES | BACKING_SERVICES | INIT_SERVICES
-    for name in BACKING_SERVICES | {"airflow-apiserver"}:
+    assert set(services) == AIRFLOW_SERVICES | BACKING_SERVICES | INIT_SERVICES | {SERVING}
+    for name in BACKING_SERVICES | {"airflow-apiserver", SERVING}:
         assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
     secrets = _env_values(generated_env)
     for name in AIRFLOW_SERVICES:
@@ -220,3 +221,14 @@ def test_the_minio_policies_are_scoped_to_the_bucket():
         assert {r for s in statements for r in s["Resource"]} == {"arn:aws:s3:::BUCKET", "arn:aws:s3:::BUCKET/*"}
     result = subprocess.run(["sh", "-n", str(folder / "init.sh")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_serving_container_reads_releases_read_only_and_answers_on_loopback(generated_env):
+    config = yaml.safe_load(compose_config(generated_env).stdout)
+    secrets = _env_values(generated_env)
+    serving = config["services"][SERVING]
+    env = serving["environment"]
+    assert "recsys serve" in " ".join(serving["command"]) and "/healthz" in " ".join(serving["healthcheck"]["test"])
+    assert env["RECSYS_S3_READONLY_ACCESS_KEY_ID"] == secrets["RECSYS_S3_READONLY_ACCESS_KEY_ID"]
+    assert secrets["RECSYS_S3_SECRET_ACCESS_KEY"] not in _values(serving)  # never the pipeline's write key
+    assert env["RECSYS_SERVING_DATASET"] == "online-retail"
