@@ -607,6 +607,9 @@ def _prepare(args: argparse.Namespace) -> Bench:
         "errors": [],
     }
     folder = args.work_dir / "data" / f"synthetic-{events}-seed{args.seed}"
+    # the pipeline reads dataset folders only inside RECSYS_DATA_DIR or a folder RECSYS_DATASET_DIRS lists
+    listed = os.environ.get("RECSYS_DATASET_DIRS", "")
+    os.environ["RECSYS_DATASET_DIRS"] = os.pathsep.join(p for p in (listed, str(folder.parent)) if p)
     started = time.perf_counter()
     manifest = ensure_dataset(Params(events=events, seed=args.seed), folder, regenerate=args.regenerate)
     reused = bool(manifest.get("reused"))

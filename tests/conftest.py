@@ -12,6 +12,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,6 +30,8 @@ os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(PROJECT_ROOT / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(PROJECT_ROOT / "plugins"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# the tests write datasets as a user's own folders under pytest's temporary folders: allow them there
+os.environ.setdefault("RECSYS_DATASET_DIRS", tempfile.gettempdir())
 
 from recsys_pipeline import services, storage, warehouse  # noqa: E402 - after Airflow's configuration
 from recsys_pipeline.settings import MySQLSettings, S3Settings, mysql_admin_settings, mysql_settings  # noqa: E402

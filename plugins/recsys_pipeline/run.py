@@ -12,21 +12,22 @@ same folder and the same release, never a second copy.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from recsys_pipeline.ingest.contract import ContractError
+from recsys_pipeline.ingest.inputs import dataset_key
 from recsys_pipeline.settings import work_dir
 
+__all__ = ["RELEASE_ID_MAX_LENGTH", "RunArtifacts", "RunContext", "dataset_key", "release_id_for"]
+
 LOAD_ID_MAX_LENGTH = 64  # raw_database.load_audit.load_id
-
-
-def dataset_key(dataset: str) -> str:
-    """A key-safe name for a dataset given by name or by folder."""
-    name = Path(dataset).name if "/" in dataset else dataset
-    return re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-")
+# the model version is "two_tower-<release id>-<10-hex digest>" in recommendations.model_version, VARCHAR(128)
+RELEASE_ID_MAX_LENGTH = 100
 
 
 def release_id_for(logical_date: datetime | None, run_id: str) -> str:
@@ -122,6 +123,16 @@ class RunContext:
     release_id: str
     work_root: Path | None = None
 
+    def __post_init__(self):
+        """Names too long for the tables and keys they end up in are refused before anything is written."""
+        dataset_key(self.dataset)  # raises ContractError for a name too long or without a key
+        if not self.release_id or len(self.release_id) > RELEASE_ID_MAX_LENGTH:
+            raise ContractError(
+                f"run id {self.release_id!r} gives a release id of {len(self.release_id)} characters; it must have "
+                f"1 to {RELEASE_ID_MAX_LENGTH} (the model version two_tower-<release id>-<digest> is VARCHAR(128)): "
+                "trigger the run with a shorter run id"
+            )
+
     @classmethod
     def for_run(cls, dataset: str, logical_date: datetime | None, run_id: str) -> RunContext:
         return cls(dataset, release_id_for(logical_date, run_id))
@@ -147,8 +158,17 @@ class RunContext:
 
     @property
     def load_id(self) -> str:
-        """One load per dataset and run: a rerun replaces its own audit row, never another dataset's."""
-        return f"{self.dataset_key}:{self.release_id}"[:LOAD_ID_MAX_LENGTH]
+        """One load per dataset and run: a rerun replaces its own audit row, never another dataset's.
+
+        A release id too long for ``load_audit.load_id`` keeps its start and a digest of the
+        whole, so two runs never share a load id (which would skip the volume and drift gates).
+        """
+        load_id = f"{self.dataset_key}:{self.release_id}"
+        if len(load_id) <= LOAD_ID_MAX_LENGTH:
+            return load_id
+        digest = hashlib.sha256(self.release_id.encode()).hexdigest()[:10]
+        head = LOAD_ID_MAX_LENGTH - len(self.dataset_key) - 2 - len(digest)
+        return f"{self.dataset_key}:{self.release_id[:head]}~{digest}"
 
     @property
     def folder(self) -> Path:

@@ -153,6 +153,29 @@ def data_dir() -> Path:
     return Path(_env("RECSYS_DATA_DIR", str(PROJECT_ROOT.parent / "shared" / "data")))
 
 
+def dataset_dirs() -> list[Path]:
+    """Folders whose sub-folders may be loaded as datasets, besides ``RECSYS_DATA_DIR``.
+
+    ``RECSYS_DATASET_DIRS`` lists them (separated by ``:``). The ``dataset`` a run is given
+    comes from a form anyone who may trigger a DAG fills in: without this list it could name
+    any folder the worker can read.
+    """
+    listed = os.environ.get("RECSYS_DATASET_DIRS", "")
+    return [data_dir()] + [Path(p).expanduser() for p in listed.split(os.pathsep) if p.strip()]
+
+
+def max_input_file_bytes() -> int:
+    """The largest input file a load reads (``RECSYS_MAX_INPUT_FILE_BYTES``, default 20 GiB)."""
+    return int(_env("RECSYS_MAX_INPUT_FILE_BYTES", str(20 * 2**30)))
+
+
+def max_input_decompressed_bytes() -> int:
+    """The most bytes one input file may expand to when decompressed and decoded
+    (``RECSYS_MAX_INPUT_DECOMPRESSED_BYTES``, default 100 GiB): a small, highly compressed
+    Parquet or gzip file is refused instead of filling the worker's memory or disk."""
+    return int(_env("RECSYS_MAX_INPUT_DECOMPRESSED_BYTES", str(100 * 2**30)))
+
+
 def models_page_max_file_bytes() -> int:
     """The largest release file the models page streams (``RECSYS_MODELS_PAGE_MAX_FILE_BYTES``,
     default 64 MiB): a bigger one is refused with 413 instead of tying up the API server."""

@@ -22,13 +22,15 @@ last good load of the same dataset.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from recsys_pipeline import warehouse
-from recsys_pipeline.ingest import loader
+from recsys_pipeline.ingest import loader, readers
 from recsys_pipeline.ingest.adapters import online_retail
 from recsys_pipeline.ingest.contract import ContractError
 from recsys_pipeline.ingest.staging import stage
@@ -38,6 +40,9 @@ from recsys_pipeline.quality.raw_gate import validate_raw
 from recsys_pipeline.run import RunContext
 
 from pipeline_steps import build_features
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from write_bad_load import CONFUSABLE_IDS, SCRIPT_IDS, SHOP_FORMATS, unicode_ids, write_format
 
 pytestmark = pytest.mark.integration
 
@@ -310,11 +315,10 @@ def dirty_but_usable(mysql_test_settings, baseline, retail, tmp_path_factory):
     copies = events.loc[events.index[500:520]].copy()
     copies["source_row_id"] = range(SAMPLE_EVENTS + 1, SAMPLE_EVENTS + 1 + len(copies))
     events = pd.concat([events, copies], ignore_index=True)
-    items = retail["items"].copy()
+    # ids in many scripts, and ids a case- or accent-insensitive collation would merge: kept exactly, apart
+    events, items, users = unicode_ids(events, retail["items"], retail["users"])
     items.loc[0, "title"] = SQL_TITLE
-    admitted = admit(
-        mysql_test_settings, root, {"events": events, "items": items, "users": retail["users"]}, "shop:dirty"
-    )
+    admitted = admit(mysql_test_settings, root, {"events": events, "items": items, "users": users}, "shop:dirty")
     run = RunContext("shop", "run", work_root=root)
     build_features(mysql_test_settings, run, admitted["dbt_vars"], full_refresh=True)
     checked = check_quality(mysql_test_settings, run)
@@ -362,6 +366,16 @@ def test_a_negative_quantity_is_a_return_not_a_purchase(mysql_test_settings, dir
     ids = dirty_but_usable["ids"]["negative_quantity"]
     staged = _staged(mysql_test_settings, ids)
     assert len(staged) == len(ids) and set(staged["is_return"].astype(int)) == {1}
+
+
+def test_ids_in_any_script_are_kept_exactly_and_apart_through_the_dbt_build(mysql_test_settings, dirty_but_usable):
+    """Accents (composed and decomposed), case, CJK and emoji: utf8mb4 columns with a binary collation."""
+    with warehouse.connect(mysql_test_settings) as conn:
+        for table in ("stg_raw__events", "int_interactions", "interactions_split", "item_features"):
+            items = warehouse.read_frame(conn, f"SELECT DISTINCT item_id FROM {table}")["item_id"].tolist()
+            assert set(CONFUSABLE_IDS + SCRIPT_IDS) <= set(items), table
+        users = set(warehouse.read_frame(conn, "SELECT DISTINCT user_id FROM int_interactions")["user_id"])
+    assert {f"u-{i}" for i in SCRIPT_IDS} <= users
 
 
 def test_a_title_with_sql_metacharacters_is_kept_verbatim(mysql_test_settings, dirty_but_usable):
@@ -435,3 +449,117 @@ def test_iso_8601_epoch_and_utc_suffixed_times_load_with_none_unparseable(mysql_
     run = RunContext("shop", "iso-epoch-utc", work_root=tmp_path)
     build_features(mysql_test_settings, run, admitted["dbt_vars"], full_refresh=True)
     assert _rejected(mysql_test_settings, "unparseable_event_time") == set()
+
+
+# --- what a real shop sends: loaded exactly, in batches, or refused naming file, column and rule ---
+
+
+@pytest.fixture
+def small_batches(monkeypatch):
+    """Batches of a few thousand rows: the 20,000-event slice is read, checked and loaded in several."""
+    monkeypatch.setattr(readers, "BATCH_ROWS", 1_500)
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 1 << 17)
+
+
+def _raw_table(settings, table: str, order: str) -> pd.DataFrame:
+    with warehouse.connect(settings, database=settings.raw_database) as conn:
+        return warehouse.read_frame(conn, f"SELECT * FROM `{table}` ORDER BY `{order}`")
+
+
+def _same(loaded: pd.Series, expected: pd.Series) -> bool:
+    loaded, expected = loaded.reset_index(drop=True), expected.reset_index(drop=True)
+    both_null = loaded.isna() & expected.isna()
+    if pd.api.types.is_numeric_dtype(expected):
+        close = np.isclose(loaded.astype(float), expected.astype(float), rtol=0, atol=1e-9)
+        return bool((both_null | close).all())
+    return bool((both_null | (loaded.astype(object) == expected.astype(object))).all())
+
+
+LOADED_FORMATS = [kind for kind, (outcome, _) in SHOP_FORMATS.items() if outcome == "loaded"]
+
+
+@pytest.mark.parametrize("kind", LOADED_FORMATS)
+def test_a_real_shops_format_is_loaded_exactly_in_batches(
+    mysql_test_settings, baseline, retail, tmp_path, small_batches, kind
+):
+    written = write_format(kind, retail["events"], retail["items"], retail["users"], tmp_path / "shop")
+    staged = stage(mysql_test_settings, str(tmp_path / "shop"), f"shop:format-{kind}")
+    expected = written["events"].sort_values("source_row_id").reset_index(drop=True)
+    assert staged["rows"]["events"] == len(expected) == SAMPLE_EVENTS, "no row lost"
+    events = _raw_table(mysql_test_settings, "raw_events__new", "source_row_id")
+    columns = ["source_row_id", "user_id", "item_id", "event_type", "quantity", "price", "basket_id"]
+    columns += [] if kind == "typed-parquet" else ["event_time"]  # a Parquet timestamp has no text as written
+    for column in columns:
+        assert _same(events[column], expected[column]), f"{kind}: column {column} changed on the way in"
+    reference = retail["events"].sort_values("source_row_id")["event_at"]
+    assert _same(pd.to_datetime(events["event_at"]), reference), f"{kind}: event times read differently"
+    items = _raw_table(mysql_test_settings, "raw_items__new", "item_id").set_index("item_id")
+    written_items = written["items"].set_index("item_id")
+    assert len(items) == len(written_items) and _same(items.loc[written_items.index, "title"], written_items["title"])
+    users = _raw_table(mysql_test_settings, "raw_users__new", "user_id")
+    assert set(users["user_id"]) == set(written["users"]["user_id"])
+
+
+REFUSALS = {
+    "semicolon-undeclared": ["events.csv: the header 'source_row_id;user_id;", "seems separated by ';', not ','"],
+    "long-ids": ["events.csv: column 'item_id' holds ids longer than 64 characters", "first at data row 8"],
+    "ragged-row": ["events.csv: a row does not fit the header", "Expected 9 columns, got 10", "is quoted"],
+    "duplicate-rows-ids": ["events.csv: column 'source_row_id' must be unique", "Duplicate entry '1'"],
+    "gzip-bomb": ["events.csv.gz: expands to more than RECSYS_MAX_INPUT_DECOMPRESSED_BYTES (5,000,000 bytes)"],
+}
+
+
+def test_every_refused_format_of_the_corpus_is_tested():
+    assert set(REFUSALS) == {kind for kind, (outcome, _) in SHOP_FORMATS.items() if outcome == "refused"}
+
+
+@pytest.mark.parametrize("kind", REFUSALS)
+def test_a_real_shops_format_the_contract_cannot_read_is_refused_naming_file_column_and_rule(
+    mysql_test_settings, baseline, retail, tmp_path, small_batches, monkeypatch, kind
+):
+    monkeypatch.setenv("RECSYS_MAX_INPUT_DECOMPRESSED_BYTES", "5000000")
+    folder = tmp_path / "shop"
+    write_format(kind, retail["events"], retail["items"], retail["users"], folder)
+    error = str(contract_refusal(mysql_test_settings, folder, f"shop:refused-{kind}"))
+    for part in REFUSALS[kind]:
+        assert part in error, f"{part!r} not in {error!r}"
+    with warehouse.connect(mysql_test_settings, database=mysql_test_settings.raw_database) as conn:
+        assert not warehouse.table_exists(conn, mysql_test_settings.raw_database, "raw_events__new"), (
+            "a load refused half-way leaves nothing staged"
+        )
+
+
+def test_a_folder_outside_the_allowed_folders_or_behind_a_link_is_refused(
+    mysql_test_settings, baseline, retail, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("RECSYS_DATASET_DIRS", str(tmp_path / "uploads"))
+    (tmp_path / "uploads").mkdir()
+    outside = write_shop(tmp_path / "elsewhere", retail["events"], retail["items"], retail["users"])
+    error = str(contract_refusal(mysql_test_settings, outside, "shop:outside"))
+    assert str(outside) in error and "RECSYS_DATASET_DIRS" in error and "RECSYS_DATA_DIR" in error
+    (tmp_path / "uploads" / "shop").symlink_to(outside, target_is_directory=True)
+    error = str(contract_refusal(mysql_test_settings, tmp_path / "uploads" / "shop", "shop:linked"))
+    assert "is a symbolic link; links are refused" in error
+
+
+def test_an_unchanged_reload_in_batches_keeps_every_rows_stamp(mysql_test_settings, retail, tmp_path, small_batches):
+    """Rows that did not change keep load_id and loaded_at, batch after batch (the incremental build's input)."""
+    events = retail["events"].copy()
+    events.loc[events.index[-10:], "quantity"] = 99.0  # ten rows differ from any earlier load
+    folder = write_shop(tmp_path, events, retail["items"], retail["users"], events_as_csv=True)
+    first = admit_folder(mysql_test_settings, folder, "shop:stamps-1", tmp_path)
+    assert first["new_events"] >= 10
+    stamps = ["source_row_id", "load_id", "loaded_at"]
+    live = _raw_table(mysql_test_settings, "raw_events", "source_row_id")[stamps]
+    assert "shop:stamps-1" in set(live["load_id"])
+    again = stage(mysql_test_settings, str(folder), "shop:stamps-2")
+    assert again["new_events"] == 0 and again["changed_or_removed_events"] == 0 and again["append_only"]
+    staged = _raw_table(mysql_test_settings, "raw_events__new", "source_row_id")[
+        ["source_row_id", "load_id", "loaded_at"]
+    ]
+    pd.testing.assert_frame_equal(staged, live)
+
+
+def admit_folder(settings, folder: Path, load_id: str, root: Path) -> dict:
+    staged = stage(settings, str(folder), load_id)
+    return validate_raw(settings, RunContext("shop", f"run-{load_id.replace(':', '_')}", work_root=root), staged)

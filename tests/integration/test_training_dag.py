@@ -170,7 +170,7 @@ def test_a_refused_raw_load_stops_before_dbt_keeps_the_champion_and_links_its_da
     from recsys_pipeline.quality import quarantine
 
     raw = groceries(groceries_path)
-    shop = tmp_path / "groceries"  # the same dataset key: its champion and last good load are the real groceries'
+    shop = tmp_path / "groceries"  # named like the built-in, but keyed apart: never the real groceries' champion
     shop.mkdir()
     events = raw.events.copy()
     events.loc[:49, "event_type"] = "teleport"
@@ -192,18 +192,18 @@ def test_a_refused_raw_load_stops_before_dbt_keeps_the_champion_and_links_its_da
     assert "Running command:" not in log and "validate_raw did not succeed: dbt did not run" in log
     assert storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "groceries")) == pointer_before
     docs = storage.list_keys(
-        s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/data-docs/20260119T000000Z"
+        s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries-folder/data-docs/20260119T000000Z"
     )
     assert any(k.endswith("/raw/index.html") for k in docs)
     assert not storage.list_keys(
-        s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/20260119T000000Z"
+        s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries-folder/releases/20260119T000000Z"
     )
     with warehouse.connect(mysql_test_settings, database=mysql_test_settings.raw_database) as conn:
         cur = conn.cursor()
         cur.execute("CHECKSUM TABLE raw_events")
         assert cur.fetchone()[1] == raw_before, "the live raw events are the last good load's"
         load_id = warehouse.scalar(
-            conn, "SELECT DISTINCT load_id FROM quarantine WHERE load_id LIKE 'groceries:20260119%'"
+            conn, "SELECT DISTINCT load_id FROM quarantine WHERE load_id LIKE 'groceries-folder:20260119%'"
         )
     teleports = [
         r

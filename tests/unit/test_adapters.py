@@ -103,7 +103,7 @@ def test_contract_files_derive_missing_items_and_users(tmp_path):
 def test_contract_refuses_bad_files_naming_file_column_and_problem(tmp_path, events, message):
     _write(tmp_path, "events.csv", events)
     with pytest.raises(ContractError) as error:
-        contract_files(tmp_path)
+        _ = contract_files(tmp_path).events
     assert str(tmp_path / "events.csv") in str(error.value)
     assert message in str(error.value)
 
@@ -111,12 +111,12 @@ def test_contract_refuses_bad_files_naming_file_column_and_problem(tmp_path, eve
 def test_contract_refuses_empty_and_non_utf8_files(tmp_path):
     (tmp_path / "events.csv").write_bytes(b"")
     with pytest.raises(ContractError, match="empty"):
-        contract_files(tmp_path)
+        _ = contract_files(tmp_path).events
     (tmp_path / "events.csv").write_bytes(
         "user_id,item_id,event_type,event_time\nu,caf\xe9,view,2024-01-01\n".encode("latin-1")
     )
     with pytest.raises(ContractError, match="not valid UTF-8"):
-        contract_files(tmp_path)
+        _ = contract_files(tmp_path).events
 
 
 def test_duplicate_primary_keys_are_refused():

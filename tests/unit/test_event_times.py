@@ -91,7 +91,7 @@ def test_a_folder_that_declares_nothing_about_ambiguous_dates_is_refused_with_th
     with pytest.raises(
         ContractError, match=r"events.csv: column 'event_time': dates such as '03/04/2024', '05/06/2024'"
     ):
-        contract_files(folder)
+        _ = contract_files(folder).events
     (folder / "contract.yaml").write_text("event_time:\n  format: day_first\n")
     assert contract_files(folder).events["event_at"].tolist() == [
         pd.Timestamp("2024-04-03"),
@@ -113,4 +113,4 @@ def test_a_malformed_declaration_is_refused_naming_the_file_and_the_key(tmp_path
     (folder / "events.csv").write_text("user_id,item_id,event_type,event_time\nu,i,view,2024-01-01\n")
     (folder / "contract.json").write_text(declared)
     with pytest.raises(ContractError, match=r"contract.json: " + message):
-        contract_files(folder)
+        _ = contract_files(folder).events

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from recsys_pipeline.ingest.contract import ContractError
 from recsys_pipeline.run import RunArtifacts, RunContext, dataset_key
 
 pytestmark = pytest.mark.unit
@@ -18,7 +19,28 @@ def test_a_run_is_named_by_its_logical_date_and_its_dataset_key(tmp_path):
     assert RunContext.for_run("groceries", None, "manual__2026-01-05T00:00:00+00:00").release_id == (
         "manual__2026-01-05T00-00-00-00-00"
     )
-    assert len(RunContext("x" * 80, "r").load_id) == 64  # the load audit's column
+
+
+def test_long_names_and_run_ids_are_refused_or_keep_their_load_ids_apart():
+    """Dataset names of 63+ characters once gave every run the same (truncated) load id."""
+    with pytest.raises(ContractError, match="has 80 characters, at most 40 .* give the folder a shorter name"):
+        RunContext("x" * 80, "r")
+    with pytest.raises(ContractError, match="release id of 129 characters; it must have 1 to 100"):
+        RunContext.for_run("shop", None, "r" * 129)
+    longest = "s" * 40
+    runs = [RunContext(longest, f"manual__2026-01-05T00-00-00-{i:06d}-00-00") for i in range(2)]
+    assert runs[0].load_id != runs[1].load_id
+    assert all(len(r.load_id) == 64 and r.load_id.startswith(longest + ":") for r in runs)
+    assert RunContext(longest, "r" * 100).load_id != RunContext(longest, "r" * 99 + "s").load_id
+
+
+def test_a_folder_never_takes_a_built_in_datasets_key():
+    assert dataset_key("groceries") == "groceries" and dataset_key("online-retail") == "online-retail"
+    assert dataset_key("/data/groceries") == "groceries-folder" == dataset_key("/x/Groceries").lower()
+    assert dataset_key("/data/online retail/") == "online-retail-folder"
+    assert dataset_key(dataset_key("/data/groceries")) == "groceries-folder"  # stable: the gate keys by it again
+    with pytest.raises(ContractError, match="no letter or digit"):
+        dataset_key("/data/!!!")
 
 
 def test_a_release_carries_every_file_but_the_run_only_working_copies(tmp_path):

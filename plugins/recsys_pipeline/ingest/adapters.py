@@ -7,29 +7,44 @@ documented cleaning rules in dbt's staging models. Supported sources:
 * ``online-retail``: UCI Online Retail (Chen, 2015; DOI 10.24432/C5BW33), one Parquet file.
 * ``groceries``: the Kaggle groceries purchase log, one CSV (``Member_number, Date, itemDescription``).
 * a folder of the user's own files ``events``, ``items`` (optional), ``users`` (optional),
-  each ``.csv`` or ``.parquet``, already in the contract's column names.
+  each ``.csv``, ``.csv.gz`` or ``.parquet``, already in the contract's column names: read in
+  batches (``readers``), never whole, and only from an allowed folder (``inputs``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import yaml
 
-from recsys_pipeline.ingest.contract import ContractError, check_frame
-from recsys_pipeline.ingest.event_times import TimeFormat
+from recsys_pipeline.ingest.contract import CONTRACT, ContractError, EventTimeTally, check_frame
+from recsys_pipeline.ingest.event_times import AmbiguousTimes, TimeFormat, date_order, has_numeric_dates
+from recsys_pipeline.ingest.inputs import BUILTIN_DATASETS, dataset_key, refuse_link, resolve_dataset_folder
+from recsys_pipeline.ingest.readers import CsvFormat, check_file_size, find_table_file, read_batches
 from recsys_pipeline.settings import data_dir
+
+
+def fingerprint(paths: list[Path]) -> str:
+    """sha256 over the source files' bytes: the version of the data a model was trained on."""
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        digest.update(path.name.encode())
+        with path.open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass
 class RawDataset:
-    """One source mapped onto the contract, with what dbt needs to know about it."""
+    """One source mapped onto the contract, with what dbt needs to know about it (held in memory)."""
 
     name: str
     events: pd.DataFrame
@@ -40,14 +55,19 @@ class RawDataset:
     dbt_vars: dict[str, str] = field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """sha256 over the source files' bytes: the version of the data a model was trained on."""
-        digest = hashlib.sha256()
-        for path in sorted(self.source_files):
-            digest.update(path.name.encode())
-            with path.open("rb") as handle:
-                for chunk in iter(lambda: handle.read(1 << 20), b""):
-                    digest.update(chunk)
-        return digest.hexdigest()
+        return fingerprint(self.source_files)
+
+    def source_of(self, entity: str) -> str:
+        return str(self.source_files[0]) if self.source_files else self.name
+
+    def stream(self, entity: str) -> Iterator[pd.DataFrame]:
+        """The checked rows of ``entity`` in batches (here one); events end with the unparseable-times rule."""
+        frame = getattr(self, entity)
+        if entity == "events":
+            tally = EventTimeTally(self.source_of(entity))
+            tally.add(frame)
+            tally.check()
+        yield frame
 
 
 def _most_common(frame: pd.DataFrame, key: str, value: str) -> pd.Series:
@@ -178,37 +198,22 @@ def groceries(path: Path) -> RawDataset:
     )
 
 
-def _read_table_file(folder: Path, stem: str, required: bool) -> tuple[pd.DataFrame | None, Path | None]:
-    for suffix, reader in (
-        (".parquet", pd.read_parquet),
-        (".csv", lambda p: pd.read_csv(p, dtype="string", encoding="utf-8")),
-    ):
-        path = folder / f"{stem}{suffix}"
-        if path.exists():
-            try:
-                return reader(path), path
-            except UnicodeDecodeError as error:
-                raise ContractError(
-                    f"{path}: not valid UTF-8 text ({error.reason} at byte {error.start})", str(path), stem
-                ) from error
-            except pd.errors.EmptyDataError as error:
-                raise ContractError(f"{path}: the file is empty (no header, no rows)", str(path), stem) from error
-    if required:
-        raise ContractError(f"{folder}: no {stem}.csv or {stem}.parquet found", str(folder), stem)
-    return None, None
-
-
 CONTRACT_FILES = ("contract.json", "contract.yaml", "contract.yml")
+CONTRACT_FILE_MAX_BYTES = 1 << 20
 
 
 def read_contract(folder: Path) -> tuple[dict, Path | None]:
     """What the folder declares about its files (``contract.json`` or ``.yaml``), e.g.
-    ``{"event_time": {"format": "day_first", "timezone": "Europe/Berlin"}}``."""
+    ``{"event_time": {"format": "day_first", "timezone": "Europe/Berlin"}, "csv": {"delimiter": ";"}}``."""
     for name in CONTRACT_FILES:
         path = folder / name
+        refuse_link(path, "contract file")
         if path.exists():
+            if path.stat().st_size > CONTRACT_FILE_MAX_BYTES:
+                raise ContractError(f"{path}: larger than {CONTRACT_FILE_MAX_BYTES:,} bytes", str(path), "events")
             try:
-                declared = json.loads(path.read_text()) if path.suffix == ".json" else yaml.safe_load(path.read_text())
+                text = path.read_text(encoding="utf-8-sig")
+                declared = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
             except (ValueError, yaml.YAMLError) as error:
                 raise ContractError(
                     f"{path}: not a valid {path.suffix[1:]} file: {error}", str(path), "events"
@@ -219,38 +224,119 @@ def read_contract(folder: Path) -> tuple[dict, Path | None]:
     return {}, None
 
 
-def contract_files(folder: Path) -> RawDataset:
-    """A user's own files, already in the contract's column names.
+class FolderDataset:
+    """A user's folder of contract files, read in batches while it is loaded.
+
+    ``stream(entity)`` checks each batch against the contract as it goes; ``events``,
+    ``items`` and ``users`` read everything at once, for tools and tests only. Items and
+    users absent from the folder are derived from the ids the events stream saw, so
+    ``events`` must be streamed first.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.name = dataset_key(str(folder.absolute()))
+        self.dbt_vars: dict[str, str] = {}
+        declared, self.contract_path = read_contract(folder)
+        try:
+            self.times = TimeFormat.from_contract(declared)
+            self.csv = CsvFormat.from_contract(declared)
+        except ValueError as error:
+            raise ContractError(f"{self.contract_path}: {error}", str(self.contract_path), "events") from error
+        self.files = {entity: find_table_file(folder, entity) for entity in CONTRACT}
+        if self.files["events"] is None:
+            raise ContractError(
+                f"{folder}: no events.csv, events.csv.gz or events.parquet found", str(folder), "events"
+            )
+        for entity, path in self.files.items():
+            if path is not None:
+                check_file_size(path, entity)
+        self._seen_ids: dict[str, set] | None = None
+
+    @property
+    def source_files(self) -> list[Path]:
+        return [p for p in (*self.files.values(), self.contract_path) if p is not None]
+
+    def fingerprint(self) -> str:
+        return fingerprint(self.source_files)
+
+    def source_of(self, entity: str) -> str:
+        return str(self.files[entity] or self.files["events"])
+
+    def stream(self, entity: str) -> Iterator[pd.DataFrame]:
+        if entity == "events":
+            yield from self._events()
+            return
+        path = self.files[entity]
+        if path is not None:
+            row = 0
+            for frame in read_batches(path, entity, self.csv):
+                yield check_frame(frame, entity, str(path), first_row=row)
+                row += len(frame)
+            return
+        if self._seen_ids is None:
+            raise RuntimeError(f"{entity} of {self.folder} are derived from the events: stream the events first")
+        key = f"{entity.removesuffix('s')}_id"
+        derived = pd.DataFrame({key: sorted(self._seen_ids[key])}, dtype="string")
+        yield check_frame(derived, entity, self.source_of(entity))
+
+    def _events(self) -> Iterator[pd.DataFrame]:
+        path = self.files["events"]
+        source = str(path)
+        tally = EventTimeTally(source)
+        # the ids of the entities the folder has no file for: their rows are derived from them
+        seen: dict[str, set] = {f"{e.removesuffix('s')}_id": set() for e in ("items", "users") if not self.files[e]}
+        times, decided, row = self.times, self.times.format is not None, 0
+        for frame in read_batches(path, "events", self.csv):
+            if "source_row_id" not in frame.columns:
+                frame.insert(0, "source_row_id", range(row + 1, row + len(frame) + 1))
+            if not decided and "event_time" in frame.columns and has_numeric_dates(frame["event_time"]):
+                times, decided = self._date_order(path, times), True
+            checked = check_frame(frame, "events", source, times, first_row=row)
+            tally.add(checked)
+            for column, ids in seen.items():
+                ids.update(checked[column].dropna().unique())
+            row += len(frame)
+            yield checked
+        if row == 0:
+            raise ContractError(f"{path}: the file has a header but no rows", source, "events")
+        tally.check()
+        self._seen_ids = seen
+
+    def _date_order(self, path: Path, times: TimeFormat) -> TimeFormat:
+        """Day- or month-first, decided over the whole file's times (a column-only pass)."""
+        chunks = (f["event_time"] for f in read_batches(path, "events", self.csv, columns=["event_time"]))
+        try:
+            return dataclasses.replace(times, format=date_order(chunks))
+        except AmbiguousTimes as error:
+            raise ContractError(f"{path}: column 'event_time': {error}", str(path), "events") from error
+
+    def _read_all(self, entity: str) -> pd.DataFrame:
+        if entity != "events" and self.files[entity] is None and self._seen_ids is None:
+            for _ in self.stream("events"):  # the ids the derived rows come from
+                pass
+        return pd.concat(list(self.stream(entity)), ignore_index=True)
+
+    @property
+    def events(self) -> pd.DataFrame:
+        return self._read_all("events")
+
+    @property
+    def items(self) -> pd.DataFrame:
+        return self._read_all("items")
+
+    @property
+    def users(self) -> pd.DataFrame:
+        return self._read_all("users")
+
+
+def contract_files(folder: Path) -> FolderDataset:
+    """A user's own files, already in the contract's column names (read in batches when loaded).
 
     ``events`` is required; ``items`` and ``users`` are derived from the events' ids when
     absent. ``source_row_id`` is the row number when the file has none.
     """
-    declared, contract_path = read_contract(folder)
-    events, events_path = _read_table_file(folder, "events", required=True)
-    assert events is not None and events_path is not None
-    if events.empty:
-        raise ContractError(f"{events_path}: the file has a header but no rows", str(events_path), "events")
-    if "source_row_id" not in events.columns:
-        events.insert(0, "source_row_id", range(1, len(events) + 1))
-    try:
-        times = TimeFormat.from_contract(declared)
-    except ValueError as error:
-        raise ContractError(f"{contract_path}: {error}", str(contract_path), "events") from error
-    events = check_frame(events, "events", str(events_path), times)
-    items, items_path = _read_table_file(folder, "items", required=False)
-    if items is None:
-        items = pd.DataFrame({"item_id": events["item_id"].dropna().drop_duplicates().sort_values().to_numpy()})
-    users, users_path = _read_table_file(folder, "users", required=False)
-    if users is None:
-        users = pd.DataFrame({"user_id": events["user_id"].dropna().drop_duplicates().sort_values().to_numpy()})
-    files = [p for p in (events_path, items_path, users_path, contract_path) if p is not None]
-    return RawDataset(
-        name=folder.name,
-        events=events,
-        items=check_frame(items, "items", str(items_path or events_path)),
-        users=check_frame(users, "users", str(users_path or events_path)),
-        source_files=files,
-    )
+    return FolderDataset(Path(folder))
 
 
 BUILTIN: dict[str, tuple[Callable[[Path], RawDataset], str]] = {
@@ -259,8 +345,11 @@ BUILTIN: dict[str, tuple[Callable[[Path], RawDataset], str]] = {
 }
 
 
-def read_dataset(dataset: str) -> RawDataset:
-    """Resolve ``dataset`` -- a built-in name or a path to a folder of contract files -- and map it."""
+assert tuple(BUILTIN) == BUILTIN_DATASETS, "inputs.BUILTIN_DATASETS names the built-in adapters"
+
+
+def read_dataset(dataset: str) -> RawDataset | FolderDataset:
+    """Resolve ``dataset`` -- a built-in name or a folder inside an allowed root -- and map it."""
     if dataset in BUILTIN:
         adapter, relative = BUILTIN[dataset]
         path = data_dir() / relative
@@ -269,9 +358,4 @@ def read_dataset(dataset: str) -> RawDataset:
                 f"dataset {dataset!r}: {path} not found (set RECSYS_DATA_DIR to the folder that holds it)"
             )
         return adapter(path)
-    path = Path(dataset).expanduser()
-    if path.is_dir():
-        return contract_files(path)
-    raise ContractError(
-        f"dataset {dataset!r} is neither a built-in ({', '.join(BUILTIN)}) nor a folder with events.csv/events.parquet"
-    )
+    return contract_files(resolve_dataset_folder(dataset))

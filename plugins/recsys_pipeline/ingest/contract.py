@@ -11,6 +11,7 @@ staging models, where analysts can read them.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pandas as pd
@@ -18,6 +19,8 @@ import pandas as pd
 from recsys_pipeline.ingest.event_times import AmbiguousTimes, TimeFormat, parse_event_times
 
 ID_MAX_LENGTH = 64
+# what spreadsheets, R and pandas write for a missing number (text columns keep them: an id 'NA' is an id)
+NUMBER_NULLS = ("NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A", "<NA>")
 # Ids compare byte for byte: with the default case-insensitive collation 'A1' and 'a1'
 # would silently become one item (and collide in primary keys).
 _ID_SQL = f"VARCHAR({ID_MAX_LENGTH}) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
@@ -88,33 +91,42 @@ def create_table_sql(entity: str, qualified_table: str) -> str:
     )
 
 
-def _first_bad(frame: pd.DataFrame, mask: pd.Series, column: str) -> str:
+def _first_bad(frame: pd.DataFrame, mask: pd.Series, column: str, first_row: int = 0) -> str:
     position = int(mask.to_numpy().nonzero()[0][0])
-    return f"{int(mask.sum())} rows, first at data row {position + 1}: {frame[column].iloc[position]!r}"
+    value = frame[column].iloc[position]
+    value = value.item() if hasattr(value, "item") else value  # 1, not np.int64(1)
+    return f"{int(mask.sum())} rows, first at data row {first_row + position + 1}: {value!r}"
 
 
-def check_frame(frame: pd.DataFrame, entity: str, source: str, times: TimeFormat | None = None) -> pd.DataFrame:
+def check_frame(
+    frame: pd.DataFrame, entity: str, source: str, times: TimeFormat | None = None, first_row: int = 0
+) -> pd.DataFrame:
     """``frame`` checked against the contract of ``entity`` (see ``_check_frame``); errors name ``source``.
 
-    ``times`` is what the source declares about its event times (format, time zone).
+    ``times`` is what the source declares about its event times (format, time zone);
+    ``first_row`` is how many data rows of the file came before ``frame`` (a batch), so
+    errors name the row in the file.
     """
     try:
-        return _check_frame(frame, entity, source, times or TimeFormat())
+        return _check_frame(frame, entity, source, times or TimeFormat(), first_row)
     except ContractError as error:
         error.source = error.source or source
         error.entity = error.entity or entity
         raise
 
 
-def _check_frame(frame: pd.DataFrame, entity: str, source: str, times: TimeFormat) -> pd.DataFrame:
+def _check_frame(frame: pd.DataFrame, entity: str, source: str, times: TimeFormat, first_row: int) -> pd.DataFrame:
     """Return ``frame`` restricted to and ordered like the contract's columns, typed.
 
     Raises ContractError naming ``source``, the column and the problem when a required
     column is missing, a numeric column holds text, an id is too long, or the primary
-    key repeats. Optional columns that are absent are added as NULL.
+    key repeats. Optional columns that are absent are added as NULL. Numbers are
+    floats (the key an integer) whatever the batch holds, so the same values always
+    give the same row digest.
     """
     if entity not in CONTRACT:
         raise ValueError(f"unknown entity {entity!r}")
+    key = PRIMARY_KEYS[entity]
     out = pd.DataFrame(index=frame.index)
     parsed_times = None
     for column in CONTRACT[entity]:
@@ -133,13 +145,16 @@ def _check_frame(frame: pd.DataFrame, entity: str, source: str, times: TimeForma
             continue
         values = frame[column.name]
         if column.kind == "number":
+            if not pd.api.types.is_numeric_dtype(values):  # text: the empty markers exports write for a number
+                values = values.mask(values.astype("string").str.strip().isin(NUMBER_NULLS))
             numbers = pd.to_numeric(values, errors="coerce")
             bad = numbers.isna() & values.notna()
             if bad.any():
                 raise ContractError(
-                    f"{source}: column '{column.name}' must be numeric; {_first_bad(frame, bad, column.name)}"
+                    f"{source}: column '{column.name}' must be numeric; "
+                    f"{_first_bad(frame, bad, column.name, first_row)}"
                 )
-            out[column.name] = numbers
+            out[column.name] = numbers if column.name == key else numbers.astype("float64")
         elif column.kind == "time_text":
             try:
                 out[column.name], parsed_times = parse_event_times(values, times)
@@ -153,13 +168,62 @@ def _check_frame(frame: pd.DataFrame, entity: str, source: str, times: TimeForma
                 if too_long.any():
                     raise ContractError(
                         f"{source}: column '{column.name}' holds ids longer than {ID_MAX_LENGTH} characters; "
-                        f"{_first_bad(frame, too_long.fillna(False), column.name)}"
+                        f"{_first_bad(frame, too_long.fillna(False), column.name, first_row)}"
                     )
             out[column.name] = text
-    key = PRIMARY_KEYS[entity]
     if out[key].isna().any():
-        raise ContractError(f"{source}: column '{key}' must not be empty; {_first_bad(out, out[key].isna(), key)}")
+        raise ContractError(
+            f"{source}: column '{key}' must not be empty; {_first_bad(out, out[key].isna(), key, first_row)}"
+        )
+    if entity == "events":
+        fraction = out[key] % 1 != 0
+        if fraction.any():
+            raise ContractError(
+                f"{source}: column '{key}' must hold whole numbers; {_first_bad(out, fraction, key, first_row)}"
+            )
+        out[key] = out[key].astype("int64")
     duplicated = out[key].duplicated()
     if duplicated.any():
-        raise ContractError(f"{source}: column '{key}' must be unique; {_first_bad(out, duplicated, key)}")
+        raise ContractError(f"{source}: column '{key}' must be unique; {_first_bad(out, duplicated, key, first_row)}")
     return out.reset_index(drop=True)
+
+
+def max_unparseable_share() -> float:
+    """The share of event times no format may read before a load is refused (the rest are quarantined)."""
+    return float(os.environ.get("RECSYS_MAX_UNPARSEABLE_EVENT_TIME_SHARE", "0.01"))
+
+
+class EventTimeTally:
+    """Event times no format reads, counted over a file's batches: too many refuse the whole load.
+
+    Below the share the rows are kept, and dbt's staging lists them as
+    ``unparseable_event_time`` in ``stg_raw__rejected_events``; above it the format is
+    wrong or undeclared, not a few rows.
+    """
+
+    def __init__(self, source: str):
+        self.source, self.written, self.failed, self.examples = source, 0, 0, []
+
+    def add(self, events: pd.DataFrame) -> None:
+        written = events["event_time"].notna()
+        failed = written & events["event_at"].isna()
+        self.written += int(written.sum())
+        self.failed += int(failed.sum())
+        if len(self.examples) < 3 and failed.any():
+            new = [v for v in pd.unique(events.loc[failed, "event_time"]) if v not in self.examples]
+            self.examples += new[: 3 - len(self.examples)]
+
+    def check(self) -> None:
+        limit = max_unparseable_share()
+        share = self.failed / max(self.written, 1)
+        if share <= limit:
+            return
+        examples = ", ".join(repr(v) for v in self.examples)
+        raise ContractError(
+            f"{self.source}: column 'event_time': {share:.1%} of {self.written:,} values match no time format "
+            f"(rule unparseable_event_time: at most {limit:.1%}, RECSYS_MAX_UNPARSEABLE_EVENT_TIME_SHARE), "
+            f"e.g. {examples}; "
+            'declare the format in the folder\'s contract.json, e.g. {"event_time": {"format": "%d.%m.%Y %H:%M"}}',
+            self.source,
+            "events",
+        )

@@ -24,6 +24,7 @@ _EPOCH = re.compile(r"^\d{9,13}(\.\d+)?$")
 _ISO = re.compile(r"^\d{4}-\d{1,2}-\d{1,2}([T ]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}(:?\d{2})?)?$")
 # day and month in either order, then the year: 21-07-2015, 5/1/2015, 05.01.2015 10:30
 _NUMERIC_DATE = r"^(\d{1,2})[/.-](\d{1,2})[/.-](\d{4})(?:[ T](\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?))?$"
+_NUMERIC_DATE_START = r"^\s*\d{1,2}[/.-]\d{1,2}[/.-]\d{4}"
 _UTC_SUFFIX = re.compile(r"\s*(?:UTC|GMT)$", re.IGNORECASE)
 
 
@@ -107,23 +108,72 @@ def parse_event_times(values: pd.Series, declared: TimeFormat | None = None) -> 
 
 def _day_and_month(parts: pd.DataFrame, text: pd.Series, declared: TimeFormat) -> tuple[pd.Series, pd.Series]:
     """Which of the first two numbers is the day: declared, or told by a value above 12."""
-    first, second = parts[0].astype(int), parts[1].astype(int)
     if declared.format == "day_first":
         return parts[0], parts[1]
     if declared.format == "month_first":
         return parts[1], parts[0]
-    day_first, month_first = (first > 12).any(), (second > 12).any()
-    if day_first and month_first:
-        raise AmbiguousTimes(
-            f"dates read both day-first ({text[first > 12].iloc[0]!r}) and month-first ({text[second > 12].iloc[0]!r})"
-        )
-    if not day_first and not month_first:
-        examples = ", ".join(repr(v) for v in text.drop_duplicates().head(2))
-        raise AmbiguousTimes(
-            f"dates such as {examples} could be day-first or month-first; declare which in the folder's "
-            'contract.json: {"event_time": {"format": "day_first"}} (or "month_first", or a strptime format)'
-        )
-    return (parts[0], parts[1]) if day_first else (parts[1], parts[0])
+    order = _DateOrder()
+    order.add(parts, text)
+    return (parts[0], parts[1]) if order.decide() == "day_first" else (parts[1], parts[0])
+
+
+class _DateOrder:
+    """What the numeric dates seen so far say about day and month: a value above 12 tells which is which."""
+
+    def __init__(self):
+        self.day_first: str | None = None  # the first value only day-first reads
+        self.month_first: str | None = None
+        self.examples: list[str] = []
+
+    def add(self, parts: pd.DataFrame, text: pd.Series) -> None:
+        first, second = parts[0].astype(int), parts[1].astype(int)
+        if self.day_first is None and (first > 12).any():
+            self.day_first = text[first > 12].iloc[0]
+        if self.month_first is None and (second > 12).any():
+            self.month_first = text[second > 12].iloc[0]
+        if len(self.examples) < 2:
+            new = [v for v in text.drop_duplicates().head(2) if v not in self.examples]
+            self.examples += new[: 2 - len(self.examples)]
+
+    def decide(self) -> str:
+        if self.day_first is not None and self.month_first is not None:
+            raise AmbiguousTimes(
+                f"dates read both day-first ({self.day_first!r}) and month-first ({self.month_first!r})"
+            )
+        if self.day_first is None and self.month_first is None:
+            examples = ", ".join(repr(v) for v in self.examples)
+            raise AmbiguousTimes(
+                f"dates such as {examples} could be day-first or month-first; declare which in the folder's "
+                'contract.json: {"event_time": {"format": "day_first"}} (or "month_first", or a strptime format)'
+            )
+        return "day_first" if self.day_first is not None else "month_first"
+
+
+def _numeric_dates(values: pd.Series) -> tuple[pd.DataFrame, pd.Series]:
+    """The parts (day or month, day or month, year, time) of the values written as numeric dates, and their text."""
+    text = values.astype("string").str.strip()
+    parts = text.str.replace(_UTC_SUFFIX, "", regex=True).str.extract(_NUMERIC_DATE)
+    matched = parts[0].notna()
+    return parts[matched], text[matched]
+
+
+def has_numeric_dates(values: pd.Series) -> bool:
+    """Whether some text values are numeric dates (``21-07-2015``, ``5/1/2015``) whose order must be told."""
+    if not (pd.api.types.is_string_dtype(values) or values.dtype == object):
+        return False
+    return bool(values.astype("string").str.match(_NUMERIC_DATE_START, na=False).any())  # one cheap pass per batch
+
+
+def date_order(chunks) -> str:
+    """``day_first`` or ``month_first``, told by the numeric dates of all ``chunks`` of one file's times.
+
+    A file read in batches is decided as a whole, so one batch without a day above 12 is
+    not refused and two batches cannot be read in two orders. Raises AmbiguousTimes.
+    """
+    order = _DateOrder()
+    for values in chunks:
+        order.add(*_numeric_dates(values))
+    return order.decide()
 
 
 def _parse_iso(text: pd.Series, in_utc: pd.Series, timezone: str) -> pd.Series:

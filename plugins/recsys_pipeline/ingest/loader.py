@@ -28,8 +28,8 @@ from pathlib import Path
 import pandas as pd
 
 from recsys_pipeline import warehouse
-from recsys_pipeline.ingest.adapters import RawDataset
-from recsys_pipeline.ingest.contract import CONTRACT, PRIMARY_KEYS, create_table_sql
+from recsys_pipeline.ingest.adapters import FolderDataset, RawDataset
+from recsys_pipeline.ingest.contract import CONTRACT, PRIMARY_KEYS, ContractError, create_table_sql
 from recsys_pipeline.settings import MySQLSettings
 
 log = logging.getLogger(__name__)
@@ -79,74 +79,113 @@ def row_hashes(frame: pd.DataFrame, entity: str) -> pd.Series:
     return pd.util.hash_pandas_object(frame[columns], index=False).astype("uint64")
 
 
-def stamp_rows(
-    conn, database: str, entity: str, frame: pd.DataFrame, load_id: str, loaded_at: datetime
-) -> tuple[pd.DataFrame, int, int]:
-    """``frame`` with its bookkeeping columns: row_hash, and the load stamps.
+class LiveStamps:
+    """Which rows of a load are unchanged from the live table, batch by batch.
 
     A row whose key and digest match a row of the live table keeps that row's
-    ``load_id`` and ``loaded_at``; the others get this load's. Returns (stamped frame,
-    rows new or changed in this load, live rows changed or removed by it). Matching
-    happens here rather than with an UPDATE in MySQL, which rewrote every row and was
-    an order of magnitude slower.
+    ``load_id`` and ``loaded_at``; the others get this load's. Each batch looks up only
+    its own keys in the live table (events: a range of ``source_row_id``), so a large
+    table is never read whole. Matching happens here rather than with an UPDATE in
+    MySQL, which rewrote every row and was an order of magnitude slower.
     """
-    key = PRIMARY_KEYS[entity]
-    stamped = frame.assign(row_hash=row_hashes(frame, entity), load_id=load_id, loaded_at=pd.Timestamp(loaded_at))
-    table = RAW_TABLES[entity]
-    if not warehouse.table_exists(conn, database, table) or not warehouse.column_exists(
-        conn, database, table, "row_hash"
-    ):
-        return stamped, len(stamped), 0
-    live = warehouse.read_frame(
-        conn,
-        f"SELECT `{key}`, `row_hash`, `load_id`, `loaded_at` "
-        f"FROM {warehouse.quote_identifier(database)}.{warehouse.quote_identifier(table)}",
-    )
-    if live.empty:
-        return stamped, len(stamped), 0
-    live = live.astype({"row_hash": "uint64", key: stamped[key].dtype})
-    kept = stamped[[key, "row_hash"]].merge(live, on=[key, "row_hash"], how="left", validate="one_to_one")
-    unchanged = kept["load_id"].notna().to_numpy()
-    stamped.loc[unchanged, "load_id"] = kept.loc[unchanged, "load_id"].to_numpy()
-    stamped.loc[unchanged, "loaded_at"] = pd.to_datetime(kept.loc[unchanged, "loaded_at"]).to_numpy()
-    n_unchanged = int(unchanged.sum())
-    return stamped, len(stamped) - n_unchanged, len(live) - n_unchanged
+
+    IN_LIST = 20_000  # keys per lookup when a batch's keys are not one dense range
+
+    def __init__(self, conn, database: str, entity: str, load_id: str, loaded_at: datetime):
+        self.conn, self.entity, self.load_id, self.loaded_at = conn, entity, load_id, pd.Timestamp(loaded_at)
+        self.key = PRIMARY_KEYS[entity]
+        self.table = f"{warehouse.quote_identifier(database)}.{warehouse.quote_identifier(RAW_TABLES[entity])}"
+        has_live = warehouse.table_exists(conn, database, RAW_TABLES[entity]) and warehouse.column_exists(
+            conn, database, RAW_TABLES[entity], "row_hash"
+        )
+        self.live_rows = int(warehouse.scalar(conn, f"SELECT COUNT(*) FROM {self.table}")) if has_live else 0
+        self.rows = self.unchanged = 0
+
+    @property
+    def fresh(self) -> int:
+        """Rows new or changed in this load."""
+        return self.rows - self.unchanged
+
+    @property
+    def gone(self) -> int:
+        """Live rows this load changed or removed."""
+        return self.live_rows - self.unchanged
+
+    def stamp(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """``frame`` with its bookkeeping columns: row_hash, and the load stamps."""
+        stamped = frame.assign(row_hash=row_hashes(frame, self.entity), load_id=self.load_id, loaded_at=self.loaded_at)
+        self.rows += len(stamped)
+        live = self._live(stamped[self.key])
+        if live.empty:
+            return stamped
+        live = live.astype({"row_hash": "uint64", self.key: stamped[self.key].dtype})
+        kept = stamped[[self.key, "row_hash"]].merge(live, on=[self.key, "row_hash"], how="left", validate="one_to_one")
+        unchanged = kept["load_id"].notna().to_numpy()
+        stamped.loc[unchanged, "load_id"] = kept.loc[unchanged, "load_id"].to_numpy()
+        stamped.loc[unchanged, "loaded_at"] = pd.to_datetime(kept.loc[unchanged, "loaded_at"]).to_numpy()
+        self.unchanged += int(unchanged.sum())
+        return stamped
+
+    def _live(self, keys: pd.Series) -> pd.DataFrame:
+        columns = ["row_hash", "load_id", "loaded_at"]
+        if not self.live_rows or keys.empty:
+            return pd.DataFrame(columns=[self.key, *columns])
+        select = f"SELECT `{self.key}`, {', '.join(f'`{c}`' for c in columns)} FROM {self.table} WHERE `{self.key}` "
+        if pd.api.types.is_integer_dtype(keys) and int(keys.max()) - int(keys.min()) < 4 * len(keys):
+            return warehouse.read_frame(self.conn, select + "BETWEEN %s AND %s", (int(keys.min()), int(keys.max())))
+        values = keys.tolist()
+        parts = [
+            warehouse.read_frame(self.conn, select + f"IN ({', '.join(['%s'] * len(chunk))})", [*chunk])
+            for chunk in (values[i : i + self.IN_LIST] for i in range(0, len(values), self.IN_LIST))
+        ]
+        return pd.concat(parts, ignore_index=True)
 
 
-def stage_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> LoadSummary:
-    """Load ``dataset`` into ``raw_events__new``, ``raw_items__new`` and ``raw_users__new``.
+def stage_raw(dataset: RawDataset | FolderDataset, settings: MySQLSettings, load_id: str) -> LoadSummary:
+    """Load ``dataset`` into ``raw_events__new``, ``raw_items__new`` and ``raw_users__new``, batch by batch.
 
     The live raw tables are not touched: the raw gate checks the staged tables, then
-    ``admit_staged`` swaps them in or ``reject_staged`` sets them aside. Raises
-    warehouse.LoadError (naming the table) if any row was lost or coerced.
+    ``admit_staged`` swaps them in or ``reject_staged`` sets them aside. A file that breaks
+    the contract in any batch raises ContractError and the staged tables are dropped; so
+    does warehouse.LoadError (naming the table) if any row was lost or coerced.
     """
     database = settings.raw_database
     db = warehouse.quote_identifier(database)
     loaded_at = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
     started = time.perf_counter()
     data_version = dataset.fingerprint()
-    frames = {"events": dataset.events, "items": dataset.items, "users": dataset.users}
     rows: dict[str, int] = {}
     new_events, changed_or_removed = 0, 0
-    with warehouse.connect(settings, database=database, load_files=True) as conn, tempfile.TemporaryDirectory() as tmp:
-        cur = conn.cursor()
-        for entity, frame in frames.items():
-            new_table = STAGED_TABLES[entity]
-            cur.execute(f"DROP TABLE IF EXISTS {db}.{warehouse.quote_identifier(new_table)}")
-            cur.execute(create_table_sql(entity, f"{db}.{warehouse.quote_identifier(new_table)}"))
-            stamped, fresh, gone = stamp_rows(conn, database, entity, frame, load_id, loaded_at)
-            rows[entity] = warehouse.load_frame(conn, f"{database}.{new_table}", stamped, Path(tmp))
-            conn.commit()
-            log.info(
-                "staged %s rows in %s.%s: %s new or changed, %s live rows changed or removed",
-                rows[entity],
-                database,
-                new_table,
-                fresh,
-                gone,
-            )
-            if entity == "events":
-                new_events, changed_or_removed = fresh, gone
+    try:
+        with (
+            warehouse.connect(settings, database=database, load_files=True) as conn,
+            tempfile.TemporaryDirectory() as tmp,
+        ):
+            cur = conn.cursor()
+            for entity in CONTRACT:
+                new_table = STAGED_TABLES[entity]
+                cur.execute(f"DROP TABLE IF EXISTS {db}.{warehouse.quote_identifier(new_table)}")
+                cur.execute(create_table_sql(entity, f"{db}.{warehouse.quote_identifier(new_table)}"))
+                stamps = LiveStamps(conn, database, entity, load_id, loaded_at)
+                rows[entity] = 0
+                source = dataset.source_of(entity)
+                for frame in dataset.stream(entity):
+                    stamped = stamps.stamp(frame)
+                    rows[entity] += _load_batch(conn, f"{database}.{new_table}", stamped, Path(tmp), source, entity)
+                    conn.commit()
+                log.info(
+                    "staged %s rows in %s.%s: %s new or changed, %s live rows changed or removed",
+                    rows[entity],
+                    database,
+                    new_table,
+                    stamps.fresh,
+                    stamps.gone,
+                )
+                if entity == "events":
+                    new_events, changed_or_removed = stamps.fresh, stamps.gone
+    except (ContractError, warehouse.LoadError):
+        drop_staged(settings)  # nothing half-loaded waits for the gate
+        raise
     seconds = time.perf_counter() - started
     total = sum(rows.values())
     return LoadSummary(
@@ -159,6 +198,29 @@ def stage_raw(dataset: RawDataset, settings: MySQLSettings, load_id: str) -> Loa
         new_events=new_events,
         changed_or_removed_events=changed_or_removed,
     )
+
+
+def _load_batch(conn, table: str, frame: pd.DataFrame, tmp: Path, source: str, entity: str) -> int:
+    """One batch into the staged table; a key repeated across batches is the contract's error, not MySQL's."""
+    try:
+        return warehouse.load_frame(conn, table, frame, tmp)
+    except warehouse.LoadError as error:
+        if "1062" not in str(error):  # ER_DUP_ENTRY: the primary key already holds a row of an earlier batch
+            raise
+        raise ContractError(
+            f"{source}: column '{PRIMARY_KEYS[entity]}' must be unique; a value repeats: {error}", source, entity
+        ) from error
+
+
+def drop_staged(settings: MySQLSettings) -> None:
+    """Drop whatever a failed load left in ``raw_*__new``."""
+    database = settings.raw_database
+    with warehouse.connect(settings, database=database) as conn:
+        for table in STAGED_TABLES.values():
+            conn.cursor().execute(
+                f"DROP TABLE IF EXISTS {warehouse.quote_identifier(database)}.{warehouse.quote_identifier(table)}"
+            )
+        conn.commit()
 
 
 def staged_state(settings: MySQLSettings, load_id: str, data_version: str) -> str:
