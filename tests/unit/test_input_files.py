@@ -240,6 +240,20 @@ def test_day_or_month_first_is_decided_over_the_whole_file_not_per_batch(tmp_pat
         _ = contract_files(folder).events
 
 
+def test_a_file_is_read_in_batches_never_whole(tmp_path, monkeypatch):
+    """Arrow holds one block at a time: its memory stays far below the file's size however many rows follow."""
+    monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 1 << 18)
+    rows = "".join(f"user-{i:07d},item-{i % 977:05d},view,2024-01-01 10:{i % 60:02d}:00\n" for i in range(200_000))
+    folder = _shop(tmp_path, f"{HEADER}\n{rows}")
+    size = (folder / "events.csv").stat().st_size
+    arrow_bytes, n, batches = [], 0, 0
+    for frame in contract_files(folder).stream("events"):
+        arrow_bytes.append(pa.total_allocated_bytes())
+        n, batches = n + len(frame), batches + 1
+    assert n == 200_000 and batches >= size // (1 << 18)
+    assert max(arrow_bytes) < size / 4, f"Arrow held {max(arrow_bytes):,} bytes of a {size:,}-byte file"
+
+
 def test_batches_name_the_row_in_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(readers, "CSV_BLOCK_BYTES", 1 << 10)
     rows = "".join(f"u{i},i{i},view,2024-01-01,{i}\n" for i in range(500)).replace(",417\n", ",four\n")

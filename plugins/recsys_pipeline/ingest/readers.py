@@ -167,9 +167,11 @@ class _CountingReader(io.RawIOBase):
 
 
 def _open(path: Path, budget: _DecodedBytes):
+    """A Python file object, never Arrow's own: Arrow reads a native file ahead to its end, holding it whole,
+    while from a Python file it reads one block as the next batch is asked for."""
     if path.name.endswith(".gz"):
         return _CountingReader(gzip.open(path, "rb"), budget)
-    return pa.OSFile(str(path))
+    return path.open("rb")
 
 
 def _csv_batches(
