@@ -127,7 +127,9 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
         and str(prior["chosen"]) in prior["validation_ndcg@20"]
     )
 
-    # the same DAG run again: same tables, same release, no duplicates
+    # the same DAG run again: same tables, no duplicates; the first release is immutable and stays byte for
+    # byte, and the retrained model (never bit-identical: its training.json has a new trained_at) is published
+    # beside it as the next attempt of the same release id
     second = run_dag(pipeline_env, conf)
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
     assert "dbt build will be incremental" in second.stdout + second.stderr  # same raw rows: nothing to rebuild
@@ -137,7 +139,9 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
         k.split("/releases/")[1].split("/")[0]
         for k in storage.list_keys(s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/")
     }
-    assert releases == {pointer["release_id"]}
+    rerun = storage.get_json(s3, s3_test_settings.bucket, champion_key(s3_test_settings, "groceries"))
+    assert rerun["release_id"] != pointer["release_id"]  # <id>-attempt2 (a new id if a commit landed in between)
+    assert releases == {pointer["release_id"], rerun["release_id"]}
 
 
 def test_a_file_that_breaks_the_contract_stops_the_run_before_anything_is_published(
@@ -245,7 +249,13 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
     releases = storage.list_keys(
         s3, s3_test_settings.bucket, f"{s3_test_settings.prefix}/groceries/releases/20260105T000000Z-"
     )
-    decision_key = next(k for k in releases if k.endswith("/decision.json") and f"/{champion_release}/" not in k)
+    # this run's own release (its run folder says which: the forced releases of that date are promoted ones)
+    published = json.loads(
+        (Path(pipeline_env["RECSYS_WORK_DIR"]) / "groceries" / "20260105T000000Z" / "published.json").read_text()
+    )
+    assert published["release_id"] != champion_release
+    decision_key = release_prefix(s3_test_settings, "groceries", published["release_id"]) + "decision.json"
+    assert decision_key in releases
     decision = storage.get_json(s3, s3_test_settings.bucket, decision_key)
     assert decision["promote"] is False and any(r.startswith("FAIL") for r in decision["reasons"])
     # the backtest's figures are in the release's metrics, both variants, every model; the gate ignored them
