@@ -381,7 +381,7 @@ def test_a_publish_that_starts_after_a_rollback_promotes_over_it_in_order(
     _promoted(tmp_path, dataset, "20260112T000000Z-o1", mysql_test_settings, s3_test_settings)
     finished: list[str] = []
     outcome: dict = {}
-    lock = champion_lock_name(s3_test_settings, dataset)
+    lock = champion_lock_name(mysql_test_settings, s3_test_settings, dataset)
     rolling = _in_thread(  # checking o0's 64 MB keeps the rollback in its lock for a while
         "rollback", finished, outcome, rollback, s3_test_settings, mysql_test_settings, dataset, "20260105T000000Z-o0"
     )

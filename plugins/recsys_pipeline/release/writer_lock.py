@@ -11,8 +11,9 @@ It is a MySQL named lock (``GET_LOCK``) on the warehouse every writer already re
 it belongs to one connection and is released when that connection closes, so a writer
 that crashes, is killed or loses its machine gives it back at once -- no lease to
 expire, no stale row to clean up. Two names are used, always taken in this order:
-the dataset's champion (its bucket, prefix and dataset), then the database's
-``recommendations`` table.
+the dataset's champion (the warehouse's database, the bucket, prefix and dataset), then
+the database's ``recommendations`` table. Writers that do not share the warehouse are
+still kept from overwriting each other's pointer by its compare-and-swap (``champion``).
 """
 
 from __future__ import annotations
@@ -52,8 +53,9 @@ def _name(kind: str, *parts: str) -> str:
     return f"recsys:{kind}:" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:40]
 
 
-def champion_lock_name(s3_settings: S3Settings, dataset_key: str) -> str:
-    return _name("champion", s3_settings.bucket, s3_settings.prefix, dataset_key)
+def champion_lock_name(settings: MySQLSettings, s3_settings: S3Settings, dataset_key: str) -> str:
+    """Per warehouse (its ``recommendations`` table follows this champion) and per champion in the bucket."""
+    return _name("champion", settings.database, s3_settings.bucket, s3_settings.prefix, dataset_key)
 
 
 def table_lock_name(settings: MySQLSettings) -> str:
@@ -122,7 +124,7 @@ def champion_lock(
     settings: MySQLSettings, s3_settings: S3Settings, dataset_key: str, purpose: str, wait_s: float | None = None
 ):
     """The lock every writer of ``dataset_key``'s champion pointer and history holds while it writes."""
-    return named_lock(settings, champion_lock_name(s3_settings, dataset_key), purpose, wait_s)
+    return named_lock(settings, champion_lock_name(settings, s3_settings, dataset_key), purpose, wait_s)
 
 
 def table_lock(settings: MySQLSettings, purpose: str, wait_s: float | None = None):
