@@ -120,9 +120,7 @@ def _check_frame(frame: pd.DataFrame, entity: str, source: str, times: TimeForma
 
     Raises ContractError naming ``source``, the column and the problem when a required
     column is missing, a numeric column holds text, an id is too long, or the primary
-    key repeats. Optional columns that are absent are added as NULL. Numbers are
-    floats (the key an integer) whatever the batch holds, so the same values always
-    give the same row digest.
+    key repeats. Optional columns that are absent are added as NULL.
     """
     if entity not in CONTRACT:
         raise ValueError(f"unknown entity {entity!r}")
@@ -154,7 +152,7 @@ def _check_frame(frame: pd.DataFrame, entity: str, source: str, times: TimeForma
                     f"{source}: column '{column.name}' must be numeric; "
                     f"{_first_bad(frame, bad, column.name, first_row)}"
                 )
-            out[column.name] = numbers if column.name == key else numbers.astype("float64")
+            out[column.name] = numbers
         elif column.kind == "time_text":
             try:
                 out[column.name], parsed_times = parse_event_times(values, times)
