@@ -109,6 +109,10 @@ def bootstrap(
             _analysts(cur, app.database, access, hosts)
         _check_local_infile(cur)
         conn.commit()
+        if app.raw_database in databases:
+            from recsys_pipeline.serving.feedback import create_tables  # the service's log: dbt reads it
+
+            create_tables(conn, app.raw_database)
 
 
 def _create_user(cur, user: str, host: str, password: str) -> str:

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from tcp_proxy import TcpProxy
 
 from recsys_pipeline import storage, warehouse
+from recsys_pipeline.ingest import online_events
 from recsys_pipeline.release.layout import champion_key, manifest_key, release_prefix
 from recsys_pipeline.run import RunArtifacts
 from recsys_pipeline.serving import api_keys
@@ -333,6 +334,12 @@ def test_lists_and_events_reach_mysql_exactly_once_through_an_outage(
             )
         assert sorted(rows["event_id"]) == sorted(ids) and (rows["n"] == 1).all()
         assert lists == 1 and items == 10
+        # what the next features run loads: the dataset's posted events as contract rows, times parsed back
+        staged = pd.concat(list(online_events.stream(mysql_test_settings, DATASET, batch_rows=25)))
+        mine = staged[staged["user_id"] == marker]
+        assert len(mine) == 60 and mine["source_row_id"].min() > online_events.ONLINE_ROW_ID_BASE
+        assert mine["event_at"].notna().all() and set(mine["event_type"]) == {"view"}
+        assert online_events.watermark(mysql_test_settings, DATASET)[0] >= 60
     finally:
         running.close()
         proxy.stop()

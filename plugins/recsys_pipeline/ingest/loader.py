@@ -18,6 +18,7 @@ the incremental models must be rebuilt in full (``needs_full_refresh``).
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 import time
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline import warehouse
+from recsys_pipeline.ingest import online_events
 from recsys_pipeline.ingest.adapters import FolderDataset, RawDataset
 from recsys_pipeline.ingest.contract import CONTRACT, PRIMARY_KEYS, ContractError, create_table_sql
 from recsys_pipeline.settings import MySQLSettings
@@ -149,8 +151,13 @@ class LiveStamps:
         return pd.concat(parts, ignore_index=True)
 
 
-def stage_raw(dataset: RawDataset | FolderDataset, settings: MySQLSettings, load_id: str) -> LoadSummary:
+def stage_raw(
+    dataset: RawDataset | FolderDataset, settings: MySQLSettings, load_id: str, online_key: str | None = None
+) -> LoadSummary:
     """Load ``dataset`` into ``raw_events__new``, ``raw_items__new`` and ``raw_users__new``, batch by batch.
+
+    ``online_key``: the dataset key whose events posted to ``recsys serve`` load after the
+    files' (``online_events``), so the next model trains on them.
 
     The live raw tables are not touched: the raw gate checks the staged tables, then
     ``admit_staged`` swaps them in or ``reject_staged`` sets them aside. A file that breaks
@@ -162,6 +169,8 @@ def stage_raw(dataset: RawDataset | FolderDataset, settings: MySQLSettings, load
     loaded_at = datetime.now(UTC).replace(microsecond=0, tzinfo=None)
     started = time.perf_counter()
     data_version = dataset.fingerprint()
+    if online_key is not None:  # events posted to the real-time service for this dataset load with its files
+        data_version = online_events.data_version(data_version, online_events.watermark(settings, online_key))
     rows: dict[str, int] = {}
     new_events, changed_or_removed = 0, 0
     try:
@@ -177,7 +186,10 @@ def stage_raw(dataset: RawDataset | FolderDataset, settings: MySQLSettings, load
                 stamps = LiveStamps(conn, database, entity, load_id, loaded_at)
                 rows[entity] = 0
                 source = dataset.source_of(entity)
-                for frame in dataset.stream(entity):
+                frames = dataset.stream(entity)
+                if entity == "events" and online_key is not None:
+                    frames = itertools.chain(frames, online_events.stream(settings, online_key))
+                for frame in frames:
                     stamped = stamps.stamp(frame)
                     rows[entity] += _load_batch(conn, f"{database}.{new_table}", stamped, Path(tmp), source, entity)
                     conn.commit()

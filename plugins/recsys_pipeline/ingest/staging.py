@@ -14,6 +14,7 @@ from recsys_pipeline.ingest import loader
 from recsys_pipeline.ingest.adapters import read_dataset
 from recsys_pipeline.ingest.contract import ContractError
 from recsys_pipeline.quality import quarantine
+from recsys_pipeline.run import dataset_key
 from recsys_pipeline.settings import MySQLSettings
 
 
@@ -25,7 +26,7 @@ def stage(settings: MySQLSettings, dataset: str, load_id: str) -> dict:
     """
     try:
         raw = read_dataset(dataset)
-        summary = loader.stage_raw(raw, settings, load_id=load_id)
+        summary = loader.stage_raw(raw, settings, load_id=load_id, online_key=dataset_key(dataset))
     except ContractError as error:
         source = Path(error.source) if error.source else None
         if source is not None and source.is_symlink():  # never read what a link points at
