@@ -19,6 +19,7 @@ from recsys_pipeline.serving.sessions import RecentEvent
 BOUGHT_WITH = "bought together with {item}"
 IN_CART = "goes with {item} in your cart"
 VIEWED = "similar to {item}, which you viewed"
+ANSWER_CACHE_SIZE = 200_000  # published answers kept per release (a few hundred bytes each)
 _EVENT_REASONS = {"purchase": BOUGHT_WITH, "cart": IN_CART}  # any other event type: VIEWED
 
 
@@ -135,9 +136,15 @@ def recommend(
     known = user_id is not None and champion.is_known(user_id)
     published = champion.published.get(user_id) if user_id is not None else None
     if published is not None and not context and k <= len(published[0]) and not excluded:
-        items, scores = published[0][:k], published[1][:k]
-        reasons = _reasons(champion, items, _anchors(champion, user_id, [], [], []), _fallback_reason(segment))
-        return Answer(_listed(champion, items, scores, reasons), "published", True, ignored)
+        key = (user_id, k, segment)
+        cached = champion.answer_cache.get(key)
+        if cached is None:  # the same release answers the same list: build it (and its reasons) once
+            items, scores = published[0][:k], published[1][:k]
+            reasons = _reasons(champion, items, _anchors(champion, user_id, [], [], []), _fallback_reason(segment))
+            cached = Answer(_listed(champion, items, scores, reasons), "published", True)
+            if len(champion.answer_cache) < ANSWER_CACHE_SIZE:
+                champion.answer_cache[key] = cached
+        return Answer(cached.items, cached.source, cached.known_user, ignored)
     wanted = min(k + len(excluded), len(champion.item_ids))
     items, scores, known = _model_answer(champion, user_id or "", wanted, context, segment)
     if excluded:

@@ -58,6 +58,7 @@ class LoadedChampion:
     published: dict[str, tuple[np.ndarray, np.ndarray]]  # user -> (item indices by rank, scores)
     published_k: int
     known_items: dict[str, np.ndarray]  # user -> item indices the release knows they have
+    answer_cache: dict = field(default_factory=dict)  # (user, k, segment) -> its published answer, built once
     loaded_at: float = field(default_factory=time.time)
     load_seconds: float = 0.0
 
