@@ -411,7 +411,7 @@ def test_the_service_answers_from_the_trained_champion_as_the_recommendations_ta
 ):
     """``recsys serve`` on the champion the DAG published (and the rollback restored): a known shopper gets
     exactly the rows analysts read in MySQL's ``recommendations``; a newcomer's recent items are read."""
-    from test_serving import RunningService
+    from test_realtime_service import RunningService
 
     with warehouse.connect(mysql_test_settings) as conn:
         table = warehouse.read_frame(conn, "SELECT user_id, `rank`, item_id, model_version FROM recommendations")
