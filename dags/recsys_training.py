@@ -30,6 +30,10 @@ Then, on the load **features_ready** names:
 3. **promotion_gate** — on that view, promote only if the model clears the absolute floors, beats the
    best baseline with a 95% paired bootstrap interval above zero, and is not significantly worse than
    the champion refitted on the same cut; the decision, every interval and reason are in its log;
+   **approve_promotion** — where the gate found no significant difference and the dataset's setting
+   `RECSYS_GATE_APPROVAL` asks for it, a data engineer approves or rejects promotion (Airflow's
+   human-in-the-loop approval, with the report's link); no answer within the timeout keeps the champion,
+   and scheduled runs never wait unless the setting is `always`. Otherwise it passes the gate's decision on;
 4. **publish_release** — model, metrics, model card, recommendations, Data Docs and dbt docs to object
    storage under a versioned prefix, a manifest with checksums, then the champion pointer (only if
    promoted). Skipped in a **dry run**;
@@ -55,6 +59,7 @@ from datetime import timedelta
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 
 from recsys_pipeline.features.task_group import TEMPLATE_MACROS
+from recsys_pipeline.orchestration.approval import PromotionApproval
 from recsys_pipeline.orchestration.assets import FEATURES
 from recsys_pipeline.orchestration.dag_defaults import (
     START_DATE,
@@ -155,7 +160,9 @@ def recsys_training():
     measured >> backtested
     decision = promotion_gate(ready)
     [measured, scored, backtested] >> decision
-    published = publish_release(ready, decision)
+    approved = PromotionApproval(task_id="approve_promotion")  # asks only where the dataset's setting says so
+    decision >> approved
+    published = publish_release(ready, approved.output)
     load_recommendations(published)
 
 

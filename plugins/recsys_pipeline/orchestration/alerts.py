@@ -36,6 +36,7 @@ STAGES = {
     "backtest": "evaluation (time-cut backtest)",
     "score_users": "batch scoring",
     "promotion_gate": "promotion gate",
+    "approve_promotion": "promotion approval (human in the loop)",
     "publish_release": "publishing (object storage)",
     "load_recommendations": "publishing (MySQL recommendations)",
     "rollback_champion": "rollback",
