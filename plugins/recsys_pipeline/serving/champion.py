@@ -103,7 +103,9 @@ def load_champion(s3_settings: S3Settings, dataset_key: str, cache_dir: Path) ->
     if pointer is None:
         raise NoChampion(
             f"{dataset_key} has no champion to serve (no s3://{s3_settings.bucket}/"
-            f"{champion_key(s3_settings, dataset_key)}): run the training DAG (make demo) first"
+            f"{champion_key(s3_settings, dataset_key)}): no release was promoted yet. Run the training DAG "
+            "(make demo); if its gate found no significant win over the best baseline (the summary and the "
+            "report say why), make demo FORCE_PUBLISH=true promotes its release by hand"
         )
     _, manifest_checksum = storage.download_sha256(s3, s3_settings.bucket, pointer.manifest_key)
     if manifest_checksum != pointer.manifest_sha256:
