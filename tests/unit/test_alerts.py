@@ -56,7 +56,7 @@ def test_the_alert_is_posted_to_the_webhook_and_a_dead_webhook_is_only_logged(mo
 
     server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
     threading.Thread(target=server.handle_request, daemon=True).start()
-    monkeypatch.setattr(alerts, "_give_back_warehouse", lambda dag_id, run_id: None)
+    monkeypatch.setattr(alerts, "_give_back_warehouse", lambda dag_id, task_id, run_id: None)
     context = {
         "task_instance": SimpleNamespace(
             dag_id="recsys_training", task_id="train_two_tower", run_id="r1", try_number=1
