@@ -20,8 +20,10 @@ TOP_K ?= 20
 # run that ties the best baseline publishes its release without a champion. FORCE_PUBLISH=true
 # promotes it by hand (the decision records that it was forced).
 FORCE_PUBLISH ?= false
-# the slowest tests are listed after every run (the suite must stay under 20 minutes)
-PYTEST_ARGS ?= --durations=12
+# two sessions at once, a whole file each (its module fixtures and order kept; each session has its own
+# databases, Airflow home and dbt target: tests/conftest.py); the slowest tests are listed after every
+# run (the suite must stay under 20 minutes)
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=12
 # The demo's logical date: one run (and one release) per day, so `make demo` twice rewrites it.
 DEMO_DATE ?= $(shell date -u +%Y-%m-%d)
 

@@ -20,9 +20,14 @@ import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # RECSYS_TEST_SUFFIX lets two test sessions share one MariaDB (their own databases and user)
-# and one checkout (their own Airflow home, so two SQLite metadata databases never lock each other)
-TEST_SUFFIX = os.environ.get("RECSYS_TEST_SUFFIX", "")
+# and one checkout (their own Airflow home, so two SQLite metadata databases never lock each other,
+# and their own dbt target folder). Each pytest-xdist worker (`make test` runs two) is such a session.
+TEST_SUFFIX = os.environ.get("RECSYS_TEST_SUFFIX") or (
+    f"_{os.environ['PYTEST_XDIST_WORKER']}" if os.environ.get("PYTEST_XDIST_WORKER") else ""
+)
 TEST_AIRFLOW_HOME = PROJECT_ROOT / f".airflow-test{TEST_SUFFIX}"
+if TEST_SUFFIX:
+    os.environ.setdefault("RECSYS_DBT_TARGET_PATH", str(PROJECT_ROOT / "dbt_project" / f"target{TEST_SUFFIX}"))
 
 # Airflow reads its configuration when first imported: point it at the test home first.
 os.environ["AIRFLOW_HOME"] = str(TEST_AIRFLOW_HOME)
@@ -154,3 +159,12 @@ def online_retail_path() -> Path:
 @pytest.fixture(scope="session")
 def groceries_path() -> Path:
     return require_dataset(DATA_DIR / "groceries" / "Groceries_dataset.csv")
+
+
+# the longest files start first, so two sessions (`make test`: -n 2 --dist loadfile) finish together
+SLOW_FILES_FIRST = ("test_training_dag.py", "test_airflow_standalone.py", "test_celery_scale_out.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: position for position, name in enumerate(SLOW_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOW_FILES_FIRST)))  # stable: a file keeps its order

@@ -20,7 +20,6 @@ from recsys_pipeline.ingest.adapters import RawDataset
 from recsys_pipeline.ingest.contract import check_frame
 from recsys_pipeline.ingest.loader import load_raw
 from recsys_pipeline.release.recommendations_table import ensure_recommendations_table
-from recsys_pipeline.settings import dbt_project_dir
 
 pytestmark = pytest.mark.integration
 
@@ -88,7 +87,7 @@ def test_an_append_only_load_builds_incrementally(grown):
     _, second, plan = grown
     assert second["append_only"] and second["new_events"] == 101 and second["changed_or_removed_events"] == 0
     assert not plan.full_refresh, plan.reason
-    logs = dbt_project_dir() / "logs"
+    logs = dbt.log_dir()
     # dbt rotates dbt.log at 10 MB, possibly in the middle of this build: read the previous file too
     log = "".join(path.read_text() for path in (logs / "dbt.log.1", logs / "dbt.log") if path.exists())
     last_build = log[log.rindex("Running with dbt=") :]

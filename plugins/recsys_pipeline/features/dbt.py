@@ -47,10 +47,23 @@ def dbt_env(settings: MySQLSettings) -> dict[str, str]:
     return env
 
 
+# a target folder of its own (dbt's compiled SQL, state and logs): two sessions on one checkout (parallel tests)
+TARGET_PATH_SETTING = "RECSYS_DBT_TARGET_PATH"
+
+
+def log_dir() -> Path:
+    """Where ``run_dbt``'s dbt writes dbt.log."""
+    own_target = os.environ.get(TARGET_PATH_SETTING)
+    return Path(own_target) / "logs" if own_target else dbt_project_dir() / "logs"
+
+
 def run_dbt(settings: MySQLSettings, args: Sequence[str], dbt_vars: dict | None = None) -> str:
     """Run ``dbt <args>`` in the project with ``dbt_vars``; return its output, raise DbtError on failure."""
     project = dbt_project_dir()
     command = [str(dbt_executable()), *args, "--project-dir", str(project), "--profiles-dir", str(project)]
+    own_target = os.environ.get(TARGET_PATH_SETTING)
+    if own_target and "--target-path" not in args:
+        command += ["--target-path", own_target, "--log-path", str(log_dir())]
     variables = {"raw_schema": settings.raw_database, **(dbt_vars or {})}
     command += ["--vars", json.dumps(variables)]
     log.info("running %s", " ".join(command))
