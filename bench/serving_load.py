@@ -82,7 +82,7 @@ def start_service(dataset: str, port: int, folder: Path) -> subprocess.Popen:
     raise SystemExit("recsys serve did not answer within 120 s")
 
 
-def sample_ids(dataset: str, url: str, key: str) -> dict:
+def sample_ids() -> dict:
     with warehouse.connect(mysql_settings()) as conn:
         users = [r[0] for r in _rows(conn, "SELECT DISTINCT user_id FROM recommendations LIMIT 2000")]
         items = [r[0] for r in _rows(conn, "SELECT DISTINCT item_id FROM recommendations LIMIT 2000")]
@@ -259,7 +259,7 @@ def main() -> None:
     service = start_service(dataset, port, out)
     try:
         health = httpx.get(f"{url}/healthz").json()
-        ids = sample_ids(dataset, url, created.key)
+        ids = sample_ids()
         ids_file = out / "ids.json"
         ids_file.write_text(json.dumps(ids))
         results: dict = {"dataset": dataset, "release_id": health["release_id"], "seconds_per_step": args.seconds}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import getpass
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -31,6 +30,8 @@ from recsys_pipeline.ingest.loader import load_raw
 from recsys_pipeline.release.recommendations_table import ensure_recommendations_table
 from recsys_pipeline.settings import mysql_admin_settings
 
+from conftest import _free_port
+
 pytestmark = pytest.mark.integration
 
 MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
@@ -39,9 +40,7 @@ MARIADBD = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
 class PrivateMariaDB:
     def __init__(self, datadir: Path):
         self.datadir = datadir
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = _free_port()
         self.process: subprocess.Popen | None = None
 
     def start(self) -> None:

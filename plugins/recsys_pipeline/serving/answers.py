@@ -133,7 +133,6 @@ def recommend(
     _, unknown_excluded = _context_items(champion, list(exclude_item_ids))
     ignored = tuple(dict.fromkeys(unknown + unknown_excluded))
     excluded = {champion.item_index[i] for i in exclude_item_ids if i in champion.item_index}
-    known = user_id is not None and champion.is_known(user_id)
     published = champion.published.get(user_id) if user_id is not None else None
     if published is not None and not context and k <= len(published[0]) and not excluded:
         key = (user_id, k, segment)

@@ -96,6 +96,11 @@ class ApiKeyCheck:
         self._thread = threading.Thread(target=self._refresh_loop, name="api-key-refresh", daemon=True)
 
     def start(self) -> ApiKeyCheck:
+        try:
+            with warehouse.connect(self.settings) as conn:
+                create_table(conn)
+        except MySQLdb.Error as error:
+            log.warning("could not create %s (%s): no key is valid until it exists", TABLE, error)
         self.refresh()
         self._thread.start()
         return self
@@ -106,7 +111,6 @@ class ApiKeyCheck:
     def refresh(self) -> None:
         try:
             with warehouse.connect(self.settings) as conn:
-                create_table(conn)
                 cur = conn.cursor()
                 cur.execute(f"SELECT key_sha256 FROM {TABLE} WHERE revoked_at IS NULL")
                 self._hashes = frozenset(row[0] for row in cur.fetchall())

@@ -62,9 +62,6 @@ class LoadedChampion:
     loaded_at: float = field(default_factory=time.time)
     load_seconds: float = 0.0
 
-    def is_known(self, user_id: str) -> bool:
-        return user_id in self.known_items
-
 
 def read_pointer(s3, s3_settings: S3Settings, dataset_key: str) -> PointerState | None:
     """The champion pointer with its ETag, or None when the dataset has none."""

@@ -161,9 +161,6 @@ class FeedbackLog:
         self._idle.clear()
         self._queue.put(Row(table, values))
 
-    def pending(self) -> int:
-        return self._queue.qsize() + (self._spooled_lines() if self.spool_path.exists() else 0)
-
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything queued is in MySQL (True) or the timeout passed (False)."""
         deadline = time.monotonic() + timeout
@@ -251,10 +248,6 @@ class FeedbackLog:
             handle.flush()
             os.fsync(handle.fileno())
         self.spooled_rows += len(batch)
-
-    def _spooled_lines(self) -> int:
-        with self.spool_path.open("rb") as handle:
-            return sum(1 for _ in handle)
 
     def _replay(self) -> None:
         """Insert the spool file's rows (in chunks), then remove it; a crash in between replays it again."""

@@ -51,6 +51,16 @@ class ServingMetrics:
             lambda: holder.swaps
         )
         Gauge(
+            "recsys_serving_failed_loads",
+            "New champions that failed their checks and were not swapped in",
+            registry=self.registry,
+        ).set_function(lambda: holder.failed_loads)
+        Gauge(
+            "recsys_serving_evicted_shoppers",
+            "Shoppers whose recent events were dropped for lack of room (least recently active first)",
+            registry=self.registry,
+        ).set_function(lambda: activity.evicted)
+        Gauge(
             "recsys_serving_active_shoppers", "Shoppers whose recent events are kept", registry=self.registry
         ).set_function(lambda: len(activity))
         self._model = model
