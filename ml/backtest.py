@@ -35,13 +35,34 @@ import logging
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ml.data import InteractionData, SplitError, binary_matrix, checked_columns, index_ids, time_ordered_histories
+from ml.data import (
+    InteractionData,
+    SplitError,
+    binary_matrix,
+    bought_between,
+    checked_columns,
+    index_ids,
+    repeat_history,
+    time_ordered_histories,
+)
 from ml.evaluate import BASELINE_NAMES, PER_USER_NDCG, category_ids, evaluate_scores, fit_baselines
 from ml.item_attributes import encode as encode_item_attributes
-from ml.names import BOUGHT_BEFORE, NDCG_20, NEW_ITEMS, TWO_TOWER, TWO_TOWER_RANKED, WITH_REPEATS
+from ml.names import (
+    BOUGHT_BEFORE,
+    CANDIDATE_RANKING,
+    EASE,
+    NDCG_20,
+    NEW_ITEMS,
+    TIFU_KNN,
+    TWO_TOWER,
+    TWO_TOWER_RANKED,
+    WITH_REPEATS,
+)
+from ml.repeat_buying import BuyAgain, tuned_tifu_knn
 from ml.time_cut import ViewChoice, view_data
 from ml.user_segments import encode as encode_segments
 
@@ -54,11 +75,16 @@ VARIANTS = (NEW_ITEMS, WITH_REPEATS)
 VALIDATION_DAYS = 30
 
 
-def time_cut_data(frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS) -> tuple[InteractionData, sp.csr_matrix]:
+def time_cut_data(
+    frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS, days_frame: pd.DataFrame | None = None
+) -> tuple[InteractionData, sp.csr_matrix]:
     """The time-cut split as ``InteractionData`` (test = new items after the cut) and the with-repeats test matrix.
 
     ``fit`` / ``validation`` split train at ``cut - validation_days`` (validation: items
-    first had in that period). Users and items are indexed in sorted id order.
+    first had in that period). Users and items are indexed in sorted id order. With
+    ``days_frame`` (``int_interaction_days``) the data carries how often and how recently
+    each pair was had before the cut (``repeats``) and before the validation period
+    (``fit_repeats``), never counting a day at or after them.
     """
     frame = checked_columns(frame, REQUIRED_COLUMNS, "interactions_time_split")
     frame["first_event_at"] = pd.to_datetime(frame["first_event_at"])
@@ -87,6 +113,12 @@ def time_cut_data(frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS) -
         return binary_matrix(rows["user"].to_numpy(), rows["item"].to_numpy(), shape)
 
     train_histories = time_ordered_histories(train, len(user_ids))
+    repeats = {}
+    if days_frame is not None:
+        repeats = {
+            "repeats": repeat_history(days_frame, user_ids, item_ids, cut),
+            "fit_repeats": repeat_history(days_frame, user_ids, item_ids, validation_start),
+        }
     data = InteractionData(
         user_ids=user_ids,
         item_ids=item_ids,
@@ -97,6 +129,7 @@ def time_cut_data(frame: pd.DataFrame, validation_days: int = VALIDATION_DAYS) -
         histories=train_histories,
         fit_histories=time_ordered_histories(fit, len(user_ids)),
         full_histories=train_histories,
+        **repeats,
     )
     return data, matrix(repeated)
 
@@ -154,6 +187,15 @@ def _ranking_stage(data: InteractionData, tuned, model, price_band, item_categor
     return SimpleNamespace(score=score)
 
 
+def candidate_recipe(tuning: dict) -> dict:
+    """The sources' hyper-parameters as validation chose them (``tuning``: the baselines' records)."""
+    tifu = tuning[TIFU_KNN]
+    return {
+        "ease_l2": (tuning.get(EASE) or {}).get("l2"),
+        "tifu_knn": {k: tifu[k] for k in ("basket_decay", "group_decay", "alpha")},
+    }
+
+
 def _window(cut: pd.Timestamp | None, frame: pd.DataFrame, validation_days: int) -> dict:
     times = pd.to_datetime(frame["first_event_at"])
     last = pd.to_datetime(frame["last_event_at"]) if "last_event_at" in frame.columns else times
@@ -171,6 +213,7 @@ def run_backtest(
     user_segments: pd.DataFrame | None = None,
     choice: ViewChoice | None = None,
     recipe: dict | None = None,
+    days_frame: pd.DataFrame | None = None,
 ) -> dict:
     """Every baseline (and the two-tower model with ``two_tower_config``) on the time cut, both variants.
 
@@ -179,12 +222,16 @@ def run_backtest(
     country) the user tower's segment. ``choice`` (the gate's view) places the cut instead of
     the mart, or falls back to the per-user holdout with baskets whole (new items only);
     ``recipe`` ({"ranking_stage": used}: the run's choices) fixes what the run chose.
+    ``days_frame`` (``int_interaction_days``) adds what reads how often and how recently
+    shoppers had items: the count-then-recency ``bought_before``, TIFU-KNN and the
+    candidate ranking over every source (``ml.candidate_ranking``), the run's challenger
+    where it is trained.
     """
     if choice is None:
-        data, repeats_test = time_cut_data(frame, validation_days)
+        data, repeats_test = time_cut_data(frame, validation_days, days_frame)
         cut = pd.Timestamp(pd.to_datetime(frame["cut_at"]).iloc[0])
     else:
-        data, repeats_test = view_data(frame, choice)
+        data, repeats_test = view_data(frame, choice, days_frame)
         validation_days = choice.test_days
         cut = pd.Timestamp(choice.cut_at) if choice.cut_at else None
     item_category = category_ids(data.item_ids, catalogue) if catalogue is not None else None
@@ -193,6 +240,20 @@ def run_backtest(
     if repeats_test is not None:
         variants[WITH_REPEATS] = dataclasses.replace(data, test=repeats_test)
     models, tuning, seconds = fit_baselines(data, (*BASELINE_NAMES, BOUGHT_BEFORE))
+    from ml.candidate_ranking import train_candidate_ranking
+    from ml.train import validation_ndcg
+
+    validation_repeats = None
+    if data.repeats is not None:  # how often and how recently: the repeat-buying baselines
+        started = time.perf_counter()
+        validation_repeats = bought_between(data.repeats, data.fit_repeats)
+        models[BOUGHT_BEFORE] = BuyAgain(data.repeats).fit(data.train)  # count, then recency
+        nothing_seen = sp.csr_matrix(data.fit.shape, dtype=np.float32)
+        models[TIFU_KNN], tuning[TIFU_KNN] = tuned_tifu_knn(
+            data.fit_repeats, data.repeats, lambda fn: validation_ndcg(fn, nothing_seen, validation_repeats)
+        )
+        seconds[TIFU_KNN] = round(time.perf_counter() - started, 2)
+    tuned = None
     if two_tower_config is not None:
         started = time.perf_counter()
         segments = encode_segments(data.user_ids, user_segments) if user_segments is not None else None
@@ -211,12 +272,28 @@ def run_backtest(
         if ranked is not None:
             models[TWO_TOWER_RANKED] = ranked
         seconds[TWO_TOWER] = round(time.perf_counter() - started, 2)
+    by_variant = {variant: dict(models) for variant in variants}
+    if validation_repeats is not None:
+        started = time.perf_counter()
+        sources_recipe = candidate_recipe(tuning)
+        tuning[CANDIDATE_RANKING] = {"recipe": sources_recipe}
+        for variant, truth in ((NEW_ITEMS, data.validation), (WITH_REPEATS, validation_repeats)):
+            if variant not in variants:
+                continue
+            two_tower = models.get(TWO_TOWER) if two_tower_config is not None else None
+            ranker, score = train_candidate_ranking(
+                data, sources_recipe, variant == WITH_REPEATS, truth, tuned if two_tower else None, two_tower
+            )
+            tuning[CANDIDATE_RANKING][variant] = ranker.record
+            if score is not None:
+                by_variant[variant][CANDIDATE_RANKING] = SimpleNamespace(score=score)
+        seconds[CANDIDATE_RANKING] = round(time.perf_counter() - started, 2)
     results = {}
     for variant, variant_data in variants.items():
         scored, per_user = {}, {}
-        for name, model in models.items():
-            if name == BOUGHT_BEFORE and variant == NEW_ITEMS:
-                continue  # with bought items excluded it is most_popular
+        for name, model in by_variant[variant].items():
+            if name in (BOUGHT_BEFORE, TIFU_KNN) and variant == NEW_ITEMS:
+                continue  # with bought items excluded they rank what is left by popularity or by neighbours
             if name == TWO_TOWER_RANKED and variant == WITH_REPEATS:
                 continue  # the stage re-orders unseen items only
             scored[name] = evaluate_scores(
@@ -232,7 +309,9 @@ def run_backtest(
             "models": scored,
             PER_USER_NDCG: per_user,  # aligned: entry u is the same user for every model
         }
-        if TWO_TOWER in scored:  # the run's model as it ranks this view
+        if CANDIDATE_RANKING in scored:  # the run's model as it ranks this view
+            results[variant]["challenger"] = CANDIDATE_RANKING
+        elif TWO_TOWER in scored:
             results[variant]["challenger"] = TWO_TOWER_RANKED if TWO_TOWER_RANKED in scored else TWO_TOWER
         log.info("backtest %s: %s", variant, {n: round(m[NDCG_20], 4) for n, m in scored.items()})
     return {

@@ -15,11 +15,78 @@ import pandas as pd
 import scipy.sparse as sp
 
 SPLIT_COLUMNS = ["user_id", "item_id", "split", "is_validation", "item_rank"]
+DAYS_COLUMNS = ["user_id", "item_id", "event_date"]  # the int_interaction_days model: one row per pair and day
 
 
 class SplitError(ValueError):
     """A split table the models cannot use (a missing column, nothing to train on): retrying the
     same table cannot fix it, so the pipeline fails the task at once with this message."""
+
+
+@dataclass(frozen=True)
+class RepeatHistory:
+    """Per (user, item) pair known before a reference time: on how many distinct days the user had it, and how
+    long ago the last was -- what "buy again" rankings and repeat-buying features read (the binary matrices
+    cannot tell a weekly staple from a one-off)."""
+
+    days: sp.csr_matrix  # float32: distinct days with a positive event before the reference (>= 1 where stored)
+    days_since: sp.csr_matrix  # float32, same sparsity: whole days from the last such day to the reference (>= 1)
+    reference: pd.Timestamp
+    # every (user, item, day) before the reference: user index, item index, whole days ago (>= 1)
+    occasions: tuple[np.ndarray, np.ndarray, np.ndarray] = (np.zeros(0, int), np.zeros(0, int), np.zeros(0))
+
+
+def repeat_history(
+    days_frame: pd.DataFrame, user_ids: np.ndarray, item_ids: np.ndarray, reference: pd.Timestamp
+) -> RepeatHistory:
+    """The ``RepeatHistory`` of ``days_frame`` (``DAYS_COLUMNS``: one row per pair and day) before ``reference``.
+
+    Users and items outside ``user_ids`` / ``item_ids`` (sorted, as ``index_ids`` makes them) are left out.
+    """
+    reference = pd.Timestamp(reference)
+    frame = checked_columns(days_frame, DAYS_COLUMNS, "int_interaction_days")
+    dates = pd.to_datetime(frame["event_date"])
+    frame = frame[(dates < reference).to_numpy()]
+    dates = pd.to_datetime(frame["event_date"])
+    users = np.searchsorted(user_ids.astype(str), frame["user_id"].to_numpy(dtype=str))
+    items = np.searchsorted(item_ids.astype(str), frame["item_id"].to_numpy(dtype=str))
+    users_in = np.minimum(users, len(user_ids) - 1)
+    items_in = np.minimum(items, len(item_ids) - 1)
+    known = (
+        (users < len(user_ids))
+        & (items < len(item_ids))
+        & (user_ids.astype(str)[users_in] == frame["user_id"].to_numpy(dtype=str))
+        & (item_ids.astype(str)[items_in] == frame["item_id"].to_numpy(dtype=str))
+    )
+    ago = np.maximum(np.ceil((reference - dates).dt.total_seconds().to_numpy() / 86400.0), 1.0)
+    shape = (len(user_ids), len(item_ids))
+    users, items, ago = users[known], items[known], ago[known]
+    days = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=shape)  # duplicates summed
+    days.sum_duplicates()
+    # the smallest "days ago" per pair, as a maximum of its negation (CSR sums duplicates, so reduce first)
+    order = np.lexsort((ago, items, users))
+    first = np.r_[True, (np.diff(users[order]) != 0) | (np.diff(items[order]) != 0)]
+    pick = order[first]
+    since = sp.csr_matrix((ago[pick].astype(np.float32), (users[pick], items[pick])), shape=shape)
+    since.sum_duplicates()
+    return RepeatHistory(days.astype(np.float32), since, reference, (users, items, ago))
+
+
+def bought_between(later: RepeatHistory, earlier: RepeatHistory) -> sp.csr_matrix:
+    """Binary (user, item) pairs with a day between ``earlier.reference`` and ``later.reference``: what
+    shoppers had in that period, repeat purchases included."""
+    more = (later.days - earlier.days).tocsr()
+    more.data = (more.data > 0).astype(np.float32)
+    more.eliminate_zeros()
+    return more
+
+
+def repeat_share(later: RepeatHistory, earlier: RepeatHistory) -> float:
+    """Share of the (user, item) pairs had between the two references that were had before ``earlier``'s."""
+    period = bought_between(later, earlier)
+    if period.nnz == 0:
+        return 0.0
+    return float(period.multiply(earlier.days > 0).nnz / period.nnz)
 
 
 @dataclass
@@ -41,6 +108,9 @@ class InteractionData:
     histories: list[np.ndarray]
     fit_histories: list[np.ndarray]
     full_histories: list[np.ndarray]  # train and test items: what serving knows of each user
+    repeats: RepeatHistory | None = None  # how often and how recently, on the train side (before the cut)
+    fit_repeats: RepeatHistory | None = None  # the same before the validation period
+    all_repeats: RepeatHistory | None = None  # everything known: what publishing and serving use
 
     @property
     def all_interactions(self) -> sp.csr_matrix:

@@ -20,7 +20,10 @@ MOST_POPULAR = "most_popular"
 ITEM_KNN = "item_knn"
 USER_KNN = "user_knn"
 EASE = "ease"
-BOUGHT_BEFORE = "bought_before"  # the shopper's own past items (repeat purchases counted only)
+BOUGHT_BEFORE = "bought_before"  # the shopper's own past items, most often then most recently had (repeats counted)
+TIFU_KNN = "tifu_knn"  # personal item frequency with time decay, blended with the nearest shoppers' (Hu et al. 2020)
+CANDIDATE_RANKING = "candidates+ranking"  # several sources' candidates re-ranked with repeat-buying features
+REPEAT_BASELINES = (BOUGHT_BEFORE, TIFU_KNN)  # baselines that read how often and how recently (time-cut views)
 
 CHALLENGER = TWO_TOWER
 BASELINES = (MOST_POPULAR, ITEM_KNN, USER_KNN, EASE)  # what the gate compares the challenger with

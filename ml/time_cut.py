@@ -202,8 +202,11 @@ def _holdout_side(frame: pd.DataFrame, train_share: float) -> np.ndarray:
     return held & evaluated[per_row]
 
 
-def view_data(frame: pd.DataFrame, choice: ViewChoice) -> tuple[InteractionData, object | None]:
-    """The gate view's ``InteractionData`` (test: new items) and, on a time cut, the with-repeats test matrix."""
+def view_data(
+    frame: pd.DataFrame, choice: ViewChoice, days_frame: pd.DataFrame | None = None
+) -> tuple[InteractionData, object | None]:
+    """The gate view's ``InteractionData`` (test: new items) and, on a time cut, the with-repeats test matrix
+    (with ``days_frame``, the data carries its repeat histories: ``ml.backtest.time_cut_data``)."""
     if choice.view == BASKET_HOLDOUT:
         return basket_holdout(frame), None
     if choice.cut_at is None:
@@ -211,4 +214,4 @@ def view_data(frame: pd.DataFrame, choice: ViewChoice) -> tuple[InteractionData,
     from ml.backtest import time_cut_data
 
     cut = pd.Timestamp(choice.cut_at)
-    return time_cut_data(cut_frame(frame, cut), validation_days=choice.test_days)
+    return time_cut_data(cut_frame(frame, cut), validation_days=choice.test_days, days_frame=days_frame)

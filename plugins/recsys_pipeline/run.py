@@ -57,6 +57,7 @@ class RunArtifacts:
     # the training run's snapshots of the warehouse (working copies, never released)
     SPLIT = "split.parquet"
     TIME_SPLIT = "time_split.parquet"  # the backtest's global time cut
+    INTERACTION_DAYS = "interaction_days.parquet"  # one row per (user, item, day): how often, how recently
     ITEM_ATTRIBUTES = "item_attributes.parquet"
     USER_SEGMENTS = "user_segments.parquet"  # each shopper's country: personal data, never released
     # the model
@@ -78,7 +79,7 @@ class RunArtifacts:
     FEATURE_OUTPUTS = (DATA_DOCS, DBT_DOCS, QUALITY_RAW, QUALITY_FEATURES)
     # working copies that never become part of a release (the SavedModel itself holds what serving
     # needs per shopper -- embedding, items, recent history, segment -- so a release is personal data either way)
-    RUN_ONLY = (RUN, EMBEDDINGS, PUBLISHED, SPLIT, ITEM_ATTRIBUTES, TIME_SPLIT, USER_SEGMENTS)
+    RUN_ONLY = (RUN, EMBEDDINGS, PUBLISHED, SPLIT, ITEM_ATTRIBUTES, TIME_SPLIT, INTERACTION_DAYS, USER_SEGMENTS)
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)

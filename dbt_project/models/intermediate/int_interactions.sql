@@ -73,10 +73,7 @@ weighted_events as (
             on touched_pairs.user_id = events.user_id
             and touched_pairs.item_id = events.item_id
     {%- endif %}
-    where events.is_product = 1
-        and events.is_return = 0
-        and (events.quantity is null or events.quantity > 0)
-        and (events.price is null or events.price > 0)
+    where {{ positive_product_event('events') }}
 
 ),
 

@@ -21,14 +21,14 @@ SEGMENT_COLUMNS = ["user_id", "country"]
 
 
 def snapshot_split(settings: MySQLSettings, artifacts: RunArtifacts, expected_load: tuple[str, str] | None = None):
-    """Copy the split, the backtest's time split, the catalogue's attributes and the shoppers' segments
-    into the run folder; the split as a frame.
+    """Copy the split, the backtest's time split, the days each pair was had, the catalogue's attributes and
+    the shoppers' segments into the run folder; the split as a frame.
 
     ``expected_load`` (load id, data version) is checked *after* the read: if the warehouse
     moved on to another load meanwhile, the run stops.
     """
     from ml.backtest import TIME_SPLIT_COLUMNS
-    from ml.data import SPLIT_COLUMNS
+    from ml.data import DAYS_COLUMNS, SPLIT_COLUMNS
 
     with warehouse.connect(settings) as conn:
         frame = warehouse.read_frame(
@@ -37,6 +37,7 @@ def snapshot_split(settings: MySQLSettings, artifacts: RunArtifacts, expected_lo
         time_split = warehouse.read_frame(
             conn, f"SELECT {', '.join(TIME_SPLIT_COLUMNS)} FROM `interactions_time_split`"
         )
+        days = warehouse.read_frame(conn, f"SELECT {', '.join(DAYS_COLUMNS)} FROM `int_interaction_days`")
     if frame.empty:
         raise DataQualityError("table interactions_split is empty: no interactions to train on")
     if expected_load is not None:
@@ -48,6 +49,7 @@ def snapshot_split(settings: MySQLSettings, artifacts: RunArtifacts, expected_lo
             )
     frame.to_parquet(artifacts.path(RunArtifacts.SPLIT), index=False)
     time_split.to_parquet(artifacts.path(RunArtifacts.TIME_SPLIT), index=False)
+    days.to_parquet(artifacts.path(RunArtifacts.INTERACTION_DAYS), index=False)
     # for the item tower, the ranking stage and the diversity metric
     _mart_snapshot(settings, "item_features", ATTRIBUTE_COLUMNS).to_parquet(
         artifacts.path(RunArtifacts.ITEM_ATTRIBUTES), index=False
@@ -71,6 +73,12 @@ def read_split(artifacts: RunArtifacts):
     from ml.data import from_split_frame
 
     return from_split_frame(pd.read_parquet(artifacts.path(RunArtifacts.SPLIT)))
+
+
+def read_days(artifacts: RunArtifacts) -> pd.DataFrame | None:
+    """The run's snapshot of ``int_interaction_days`` (None for a run that predates it)."""
+    path = artifacts.path(RunArtifacts.INTERACTION_DAYS)
+    return pd.read_parquet(path) if path.exists() else None
 
 
 def read_catalogue(artifacts: RunArtifacts) -> pd.DataFrame:

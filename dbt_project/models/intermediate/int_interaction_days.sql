@@ -1,0 +1,83 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['user_id', 'item_id', 'event_date'],
+        cluster_by=['user_id', 'item_id', 'event_date'],
+    )
+}}
+
+-- one row per (user, item, day) with at least one positive event: how often and how
+-- recently a shopper bought an item, which the repeat-buying features, the "buy
+-- again" ranking and TIFU-KNN read (int_interactions keeps one row per pair only).
+{#-
+    The same positive events as int_interactions (seed event_weights, products, no
+    returns, quantity and price above zero when set). Incremental like it: a build
+    after new raw rows recomputes every day of the (user, item) pairs they touch and
+    replaces those rows. Clustered on (user_id, item_id, event_date), so the GROUP BY
+    streams in the order stg_raw__events is stored in.
+#}
+
+with
+
+events as (
+
+    select * from {{ ref('stg_raw__events') }}
+
+),
+
+event_weights as (
+
+    select * from {{ ref('event_weights') }}
+
+),
+
+{% if is_incremental() -%}
+    touched_pairs as (
+
+        select distinct
+            user_id,
+            item_id
+        from events
+        where loaded_at > {{ incremental_watermark('last_loaded_at') }}
+
+    ),
+{%- endif %}
+
+positive_events as (
+
+    select
+        events.user_id,
+        events.item_id,
+        events.event_at,
+        events.loaded_at
+    from events
+    {% if is_incremental() -%}
+        inner join touched_pairs
+            on touched_pairs.user_id = events.user_id
+            and touched_pairs.item_id = events.item_id
+    {%- endif %}
+    where {{ positive_product_event('events') }}
+        -- a scalar lookup per row, as in int_interactions: as a semi-join MariaDB reads the seed first
+        and (
+            select event_weights.is_positive
+            from event_weights
+            where event_weights.event_type = events.event_type
+                and event_weights.is_positive = 1
+        ) is not null
+
+),
+
+final as (
+
+    select
+        user_id,
+        item_id,
+        cast(event_at as date) as event_date,
+        count(*) as n_events,
+        max(loaded_at) as last_loaded_at
+    from positive_events
+    group by user_id, item_id, cast(event_at as date)
+
+)
+
+select * from final

@@ -1,0 +1,289 @@
+"""Candidates from several sources, re-ranked by one TensorFlow model with repeat-buying features.
+
+A production recommender does not trust one retrieval model: each source (the two-tower
+model, EASE, item-kNN, TIFU-KNN, popularity, the shopper's own past items) proposes its
+best items, and a ranking model orders the union with what each source thought of the
+item (its score, standardised per shopper, and its rank) beside what the sources cannot
+see together: how often and how recently the shopper had the item (``RepeatHistory``),
+how often the item is bought again by anyone, how popular it is lately, how active the
+shopper is. Where the shop's list may show items bought before (``include_own``), the
+shopper's own items are candidates too and the model learns when a repeat beats a new
+item; otherwise they are left out.
+
+It is trained the way the protocol tunes everything else: the sources fitted before the
+validation period propose candidates, the items had in that period are the labels
+(repeats counted or not, as the list will be), and a listwise softmax learns the order.
+Half of the validation shoppers teach, a quarter chooses the epochs and the last quarter
+-- for nothing else -- checks it beats the best single source; the report says which won.
+At test time the same model ranks the candidates of the sources refitted before the cut,
+with the repeat features computed at the cut.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import keras
+import numpy as np
+import scipy.sparse as sp
+import tensorflow as tf
+
+from ml.data import RepeatHistory
+from ml.metrics import per_user_ndcg
+
+log = logging.getLogger(__name__)
+
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+PER_SOURCE = 50  # candidates each source proposes per shopper
+OWN_CANDIDATES = 100  # the shopper's own items proposed (most often, then most recently had, first)
+RECENT_DAYS = 30  # "popular lately": shoppers who had the item in the last RECENT_DAYS before the reference
+MIN_USERS = 10
+ITEM_FEATURES = ("item_log_popularity", "item_log_recent_popularity", "item_repurchase_rate")
+OWN_FEATURES = ("own", "own_log_days", "own_log_days_since")
+USER_FEATURES = ("user_log_items", "user_log_days")
+
+
+class Context:
+    """What the features know at one reference time: the shoppers' items and repeat history, item statistics."""
+
+    def __init__(self, seen: sp.csr_matrix, repeats: RepeatHistory):
+        self.seen = sp.csr_matrix(seen, dtype=np.float32)
+        self.repeats = repeats
+        days = repeats.days.tocsr()
+        buyers = np.asarray((days > 0).sum(axis=0)).ravel().astype(np.float32)
+        again = np.asarray((days > 1).sum(axis=0)).ravel().astype(np.float32)
+        recent = repeats.days_since.tocsr().copy()
+        recent.data = (recent.data <= RECENT_DAYS).astype(np.float32)
+        recent.eliminate_zeros()
+        counts = np.asarray(self.seen.sum(axis=0)).ravel()
+        self.item = np.stack(
+            [
+                np.log1p(counts),
+                np.log1p(np.asarray(recent.sum(axis=0)).ravel()),
+                (again + 1.0) / (buyers + 10.0),  # smoothed toward 10%: an item with 1 buyer says little
+            ],
+            axis=1,
+        ).astype(np.float32)
+        self.user = np.stack(
+            [np.log1p(np.diff(self.seen.indptr)), np.log1p(np.asarray(days.sum(axis=1)).ravel())], axis=1
+        ).astype(np.float32)
+
+
+def _standardised(scores: np.ndarray, eligible: np.ndarray) -> np.ndarray:
+    masked = np.where(eligible, scores, np.nan)
+    mean = np.nanmean(masked, axis=1, keepdims=True)
+    std = np.nanstd(masked, axis=1, keepdims=True)
+    return (scores - mean) / np.where(std > 0, std, 1.0)
+
+
+def candidates_and_features(
+    sources: dict[str, ScoreFn], context: Context, users: np.ndarray, include_own: bool, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Candidates [b, width] (item index, -1 = none) and their features [b, width, F] for ``users``."""
+    seen = context.seen[users]
+    seen_dense = seen.toarray() > 0
+    n_items = seen.shape[1]
+    eligible = np.ones_like(seen_dense) if include_own else ~seen_dense
+    chosen = np.zeros_like(seen_dense)
+    per_source = []
+    rows = np.arange(len(users))[:, None]
+    for fn in sources.values():
+        scores = np.asarray(fn(users), dtype=np.float32)
+        scores = np.where(np.isfinite(scores), scores, np.nan)
+        ranked = np.where(eligible, np.nan_to_num(scores, nan=-np.inf), -np.inf)
+        k = min(PER_SOURCE, n_items)
+        top = np.argpartition(-ranked, k - 1, axis=1)[:, :k]
+        order = np.argsort(-ranked[rows, top], axis=1, kind="stable")
+        top = top[rows, order]
+        rank = np.full(scores.shape, float(PER_SOURCE + 1), np.float32)
+        rank[rows, top] = np.arange(1, k + 1, dtype=np.float32)[None, :]
+        chosen[rows, top] |= np.isfinite(ranked[rows, top])
+        per_source.append((np.nan_to_num(_standardised(scores, eligible), nan=-3.0), np.log1p(rank)))
+    days = context.repeats.days[users].toarray()
+    since = context.repeats.days_since[users].toarray()
+    if include_own:
+        own_score = np.where(days > 0, days + 0.5 / np.maximum(since, 1.0), -np.inf)
+        k = min(OWN_CANDIDATES, n_items)
+        top = np.argpartition(-own_score, k - 1, axis=1)[:, :k]
+        chosen[rows, top] |= np.isfinite(own_score[rows, top])
+    # each row's candidates, padded with -1 to ``width``
+    counts = chosen.sum(axis=1)
+    candidates = np.full((len(users), width), -1, np.int64)
+    r, c = np.nonzero(chosen)
+    place = np.arange(len(r)) - np.repeat(np.r_[0, np.cumsum(counts)[:-1]], counts)
+    keep = place < width
+    candidates[r[keep], place[keep]] = c[keep]
+    safe = np.maximum(candidates, 0)
+    take = lambda matrix: np.take_along_axis(matrix, safe, axis=1)  # noqa: E731
+    columns = [take(s) for pair in per_source for s in pair]
+    own = take(days)
+    columns += [(own > 0).astype(np.float32), np.log1p(own), np.where(own > 0, np.log1p(take(since)), np.log1p(1000.0))]
+    columns += [context.item[safe, j] for j in range(context.item.shape[1])]
+    columns += [np.broadcast_to(context.user[users, j][:, None], safe.shape) for j in range(context.user.shape[1])]
+    features = np.stack(columns, axis=-1).astype(np.float32)
+    features[candidates < 0] = 0.0
+    return candidates, features
+
+
+def _listwise_loss(labels, logits):
+    mask = labels >= 0
+    labels = tf.where(mask, labels, 0.0)
+    logits = tf.where(mask, logits, -1e9)
+    weights = labels / tf.maximum(tf.reduce_sum(labels, axis=1, keepdims=True), 1.0)
+    return -tf.reduce_sum(weights * tf.nn.log_softmax(logits, axis=1), axis=1)
+
+
+def _mlp(n_features: int, normalizer, seed: int) -> keras.Model:
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, n_features))
+    x = normalizer(inputs)
+    x = keras.layers.Dense(64, activation="relu")(x)
+    x = keras.layers.Dense(32, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(1)(x)[..., 0], name="candidate_ranker")
+
+
+def _ndcg_at_20(scores: np.ndarray, candidates: np.ndarray, truth: sp.csr_matrix) -> np.ndarray:
+    """Per-user NDCG@20 of ordering ``candidates`` by ``scores`` (padding -1 last, never a hit)."""
+    scores = np.where(candidates >= 0, scores, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :20]
+    top = np.take_along_axis(candidates, order, axis=1)
+    if top.shape[1] < 20:
+        top = np.pad(top, ((0, 0), (0, 20 - top.shape[1])), constant_values=-1)
+    return per_user_ndcg(top, truth, truth.shape[1], 20)
+
+
+class CandidateRanker:
+    """The learned ranker over several sources' candidates. ``fit`` on validation, ``score_fn`` at test."""
+
+    def __init__(self, include_own: bool, epochs: int = 30, patience: int = 3, seed: int = 42):
+        self.include_own, self.epochs, self.patience, self.seed = include_own, epochs, patience, seed
+        self.mlp: keras.Model | None = None
+        self.width = 0
+        self.source_names: list[str] = []
+        self.record: dict = {}
+
+    def _width(self, n_sources: int, n_items: int) -> int:
+        return min(n_items, n_sources * PER_SOURCE + (OWN_CANDIDATES if self.include_own else 0))
+
+    def _batches(self, sources, context, users, batch_size=1024):
+        parts = [
+            candidates_and_features(sources, context, users[i : i + batch_size], self.include_own, self.width)
+            for i in range(0, len(users), batch_size)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def fit(self, sources: dict[str, ScoreFn], context: Context, truth: sp.csr_matrix) -> CandidateRanker:
+        """Learn to order ``sources``' candidates (fitted before the period of ``truth``) against ``truth``."""
+        self.source_names = list(sources)
+        self.width = self._width(len(sources), truth.shape[1])
+        users = np.flatnonzero(np.diff(truth.indptr) > 0)
+        role = np.random.default_rng(self.seed).random(len(users))
+        learn, tune, check = role < 0.5, (role >= 0.5) & (role < 0.75), role >= 0.75
+        self.record = {
+            "sources": self.source_names,
+            "repeats_are_candidates": self.include_own,
+            "candidates_per_shopper": self.width,
+            "improves": False,
+        }
+        if min(learn.sum(), tune.sum(), check.sum()) < MIN_USERS:
+            self.record["skipped"] = f"{len(users)} validation users: too few to learn, tune and check on"
+            return self
+        candidates, features = self._batches(sources, context, users)
+        labels = np.take_along_axis(np.asarray(truth[users].todense()), np.maximum(candidates, 0), axis=1)
+        labels = np.where(candidates >= 0, labels, -1.0).astype(np.float32)
+        has_positive = (labels > 0).any(axis=1)
+        learn_rows = np.flatnonzero(learn & has_positive)
+        normalizer = keras.layers.Normalization(axis=-1)
+        valid = features[learn_rows][candidates[learn_rows] >= 0]
+        normalizer.adapt(valid)
+        self.mlp = _mlp(features.shape[-1], normalizer, self.seed)
+        self.mlp.compile(optimizer=keras.optimizers.Adam(0.002), loss=_listwise_loss)
+        truth_users = truth[users]
+
+        def ndcg(rows, scores):
+            return float(_ndcg_at_20(scores, candidates[rows], truth_users[rows]).mean())
+
+        best, best_weights, best_epoch, history = -1.0, None, 0, []
+        for epoch in range(self.epochs):
+            self.mlp.fit(features[learn_rows], labels[learn_rows], batch_size=128, epochs=1, verbose=0, shuffle=True)
+            value = ndcg(tune, self._predict(features[tune]))
+            history.append(round(value, 5))
+            if value > best:
+                best, best_weights, best_epoch = value, self.mlp.get_weights(), epoch + 1
+            elif epoch + 1 - best_epoch >= self.patience:
+                break
+        self.mlp.set_weights(best_weights)
+        checked = {"ranker": ndcg(check, self._predict(features[check]))}
+        for j, name in enumerate(self.source_names):  # each source alone: its own standardised score
+            checked[name] = ndcg(check, features[check][..., 2 * j])
+        best_source = max((n for n in checked if n != "ranker"), key=checked.get)
+        self.record |= {
+            "trained_users": int(len(learn_rows)),
+            "tuning_users": int(tune.sum()),
+            "held_out_users": int(check.sum()),
+            "best_epoch": best_epoch,
+            "tuning_ndcg@20_per_epoch": history,
+            "held_out_ndcg@20": {k: round(v, 5) for k, v in checked.items()},
+            "best_source": best_source,
+            "improves": bool(checked["ranker"] > checked[best_source]),
+        }
+        log.info("candidate ranker on held-out validation users: %s", self.record["held_out_ndcg@20"])
+        return self
+
+    def _predict(self, features: np.ndarray) -> np.ndarray:
+        return np.asarray(self.mlp.predict(features, batch_size=512, verbose=0))
+
+    def score_fn(self, sources: dict[str, ScoreFn], context: Context) -> ScoreFn:
+        """Scores (users -> [b, n_items]): the ranker's for each shopper's candidates, -inf elsewhere."""
+        if list(sources) != self.source_names:
+            raise ValueError(f"the ranker was trained on sources {self.source_names}, not {list(sources)}")
+
+        def score(users: np.ndarray) -> np.ndarray:
+            users = np.asarray(users).reshape(-1)
+            candidates, features = candidates_and_features(sources, context, users, self.include_own, self.width)
+            values = self._predict(features)
+            out = np.full((len(users), context.seen.shape[1]), -np.inf, np.float32)
+            rows, cols = np.nonzero(candidates >= 0)
+            out[rows, candidates[rows, cols]] = values[rows, cols]
+            return out
+
+        return score
+
+
+def fit_sources(
+    train: sp.csr_matrix, repeats: RepeatHistory, recipe: dict, include_own: bool, two_tower=None
+) -> dict[str, ScoreFn]:
+    """The candidate sources fitted on ``train`` and ``repeats`` with ``recipe``'s hyper-parameters (chosen on
+    validation: EASE's L2, TIFU-KNN's decays and blend); EASE is left out where the recipe has none (too many
+    items for its dense inverse). ``two_tower``: a fitted two-tower model scoring from the same side."""
+    from ml.baselines import EASE, ItemKNN, MostPopular, UserKNN
+    from ml.names import BOUGHT_BEFORE, ITEM_KNN, MOST_POPULAR, TIFU_KNN, TWO_TOWER, USER_KNN
+    from ml.names import EASE as EASE_NAME
+    from ml.repeat_buying import TIFUKNN, BuyAgain
+
+    sources: dict[str, ScoreFn] = {}
+    if two_tower is not None:
+        sources[TWO_TOWER] = two_tower.score
+    if recipe.get("ease_l2"):
+        sources[EASE_NAME] = EASE(recipe["ease_l2"]).fit(train).score
+    sources[ITEM_KNN] = ItemKNN().fit(train).score
+    sources[USER_KNN] = UserKNN().fit(train).score
+    sources[MOST_POPULAR] = MostPopular().fit(train).score
+    sources[TIFU_KNN] = TIFUKNN(repeats, **recipe["tifu_knn"]).fit().score
+    if include_own:
+        sources[BOUGHT_BEFORE] = BuyAgain(repeats).fit(train).score
+    return sources
+
+
+def train_candidate_ranking(
+    data, recipe: dict, include_own: bool, truth: sp.csr_matrix, fit_two_tower=None, two_tower=None
+) -> tuple[CandidateRanker, ScoreFn]:
+    """The ranker trained on ``data``'s validation period (sources fitted on ``data.fit`` / ``fit_repeats``,
+    labels ``truth``), and its score function over the sources refitted on ``data.train`` / ``repeats``."""
+    fit_side = fit_sources(data.fit, data.fit_repeats, recipe, include_own, fit_two_tower)
+    ranker = CandidateRanker(include_own).fit(fit_side, Context(data.fit, data.fit_repeats), truth)
+    if ranker.mlp is None:
+        return ranker, None
+    train_side = fit_sources(data.train, data.repeats, recipe, include_own, two_tower)
+    return ranker, ranker.score_fn(train_side, Context(data.train, data.repeats))

@@ -1,0 +1,160 @@
+"""How often and how recently: the repeat history, "buy again", TIFU-KNN and the candidate ranking."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from ml.backtest import time_cut_data
+from ml.data import bought_between, repeat_history, repeat_share
+from ml.repeat_buying import TIFUKNN, BuyAgain, decayed_frequency
+
+USERS = np.array(["a", "b"], dtype=object)
+ITEMS = np.array(["i1", "i2", "i3"], dtype=object)
+
+
+def _days(rows) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "event_date"])
+
+
+def test_repeat_history_counts_days_before_the_reference_only():
+    days = _days(
+        [
+            ("a", "i1", "2024-01-01"),
+            ("a", "i1", "2024-01-10"),
+            ("a", "i1", "2024-02-01"),  # on the reference day: after it
+            ("a", "i2", "2024-01-30"),
+            ("b", "i3", "2024-01-31"),
+            ("b", "zz", "2024-01-05"),  # an item outside the index: left out
+        ]
+    )
+    history = repeat_history(days, USERS, ITEMS, pd.Timestamp("2024-02-01"))
+    assert history.days.toarray().tolist() == [[2, 1, 0], [0, 0, 1]]
+    assert history.days_since.toarray().tolist() == [[22, 2, 0], [0, 0, 1]]  # the latest day counts
+    assert len(history.occasions[0]) == 4
+
+
+def test_bought_between_and_the_share_of_repeats():
+    days = _days(
+        [
+            ("a", "i1", "2024-01-01"),
+            ("a", "i1", "2024-01-20"),  # a repeat in the period
+            ("a", "i2", "2024-01-21"),  # new in the period
+            ("b", "i3", "2024-01-02"),  # nothing in the period
+        ]
+    )
+    later = repeat_history(days, USERS, ITEMS, pd.Timestamp("2024-02-01"))
+    earlier = repeat_history(days, USERS, ITEMS, pd.Timestamp("2024-01-15"))
+    assert bought_between(later, earlier).toarray().tolist() == [[1, 1, 0], [0, 0, 0]]
+    assert repeat_share(later, earlier) == pytest.approx(0.5)
+
+
+def test_buy_again_ranks_by_count_then_recency_then_popularity():
+    days = _days(
+        [
+            ("a", "i1", "2024-01-01"),
+            ("a", "i2", "2024-01-02"),
+            ("a", "i2", "2024-01-03"),  # i2: two days -> first
+            ("a", "i3", "2024-01-20"),  # i3: one day like i1, but later -> before i1
+            ("b", "i1", "2024-01-05"),
+        ]
+    )
+    history = repeat_history(days, USERS, ITEMS, pd.Timestamp("2024-02-01"))
+    train = sp.csr_matrix(history.days > 0, dtype=np.float32)
+    scores = BuyAgain(history).fit(train).score(np.array([0, 1]))
+    assert list(np.argsort(-scores[0])) == [1, 2, 0]
+    assert np.argmax(scores[1]) == 0 and scores[1, 0] > 1 > scores[1, 1]  # b's own item above any other
+
+
+def test_decayed_frequency_weighs_days_by_group_and_place():
+    # a: four days (newest first d0..d3), groups of two: d0 d1 | d2 d3
+    days = _days(
+        [("a", "i1", "2024-01-04"), ("a", "i2", "2024-01-03"), ("a", "i1", "2024-01-02"), ("a", "i3", "2024-01-01")]
+    )
+    history = repeat_history(days, USERS, ITEMS, pd.Timestamp("2024-01-05"))
+    vectors = decayed_frequency(history, group_size=2, basket_decay=0.5, group_decay=0.25).toarray()
+    norm = 2 * 2  # group size x number of groups
+    expected_i1 = (1.0 + 0.25 * 1.0) / norm  # d0 (group 0, place 0) and d2 (group 1, place 0)
+    expected_i2 = 0.5 / norm  # d1: group 0, place 1
+    expected_i3 = 0.25 * 0.5 / norm  # d3: group 1, place 1
+    assert vectors[0] == pytest.approx([expected_i1, expected_i2, expected_i3])
+    assert vectors[1].sum() == 0
+
+
+def test_tifu_knn_alpha_one_is_the_shoppers_own_vector():
+    days = _days([("a", "i1", "2024-01-01"), ("b", "i2", "2024-01-01"), ("b", "i1", "2024-01-02")])
+    history = repeat_history(days, USERS, ITEMS, pd.Timestamp("2024-01-05"))
+    model = TIFUKNN(history, neighbours=1, alpha=1.0).fit()
+    own = decayed_frequency(history, 7, 0.9, 0.7).toarray()
+    assert model.score(np.array([0, 1])) == pytest.approx(own)
+    blended = model.with_alpha(0.0).score(np.array([0]))
+    assert blended[0] == pytest.approx(own[1])  # a's one neighbour is b
+
+
+def test_the_time_cut_never_counts_a_day_at_or_after_the_cut():
+    frame = pd.DataFrame(
+        [
+            ("a", "i1", "train", 1, "2024-01-01", "2024-02-10", "2024-02-01"),
+            ("a", "i2", "test", 0, "2024-02-05", "2024-02-05", "2024-02-01"),
+            ("b", "i1", "train", 0, "2023-12-20", "2023-12-20", "2024-02-01"),
+        ],
+        columns=["user_id", "item_id", "split", "is_repeat_after_cut", "first_event_at", "last_event_at", "cut_at"],
+    )
+    days = _days(
+        [
+            ("a", "i1", "2024-01-01"),
+            ("a", "i1", "2024-01-25"),  # in the validation period (30 days before the cut)
+            ("a", "i1", "2024-02-10"),  # planted late: after the cut
+            ("a", "i2", "2024-02-05"),
+            ("b", "i1", "2023-12-20"),
+        ]
+    )
+    data, _ = time_cut_data(frame, days_frame=days)
+    assert data.repeats.days.toarray().tolist() == [[2, 0], [1, 0]]
+    assert data.fit_repeats.days.toarray().tolist() == [[1, 0], [1, 0]]
+    assert bought_between(data.repeats, data.fit_repeats).toarray().tolist() == [[1, 0], [0, 0]]
+
+
+def _shop(seed: int, n_users: int = 240, n_items: int = 40):
+    """Shoppers who buy again the item they bought on the most days: what no co-occurrence source sees."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for u in range(n_users):
+        items = rng.choice(n_items, size=6, replace=False)
+        for rank, item in enumerate(items):
+            for day in range(6 - rank):  # item 0 on 6 days, item 1 on 5, ...
+                rows.append((f"u{u:03d}", f"i{item:02d}", pd.Timestamp("2024-01-01") + pd.Timedelta(days=int(day) * 3)))
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "event_date"]), rng
+
+
+def test_the_candidate_ranker_learns_what_shoppers_buy_again():
+    from ml.candidate_ranking import CandidateRanker, Context, candidates_and_features
+    from ml.names import BOUGHT_BEFORE, MOST_POPULAR
+
+    days, _ = _shop(0)
+    users = np.array(sorted(days["user_id"].unique()), dtype=object)
+    items = np.array(sorted(days["item_id"].unique()), dtype=object)
+    history = repeat_history(days, users, items, pd.Timestamp("2024-03-01"))
+    seen = sp.csr_matrix(history.days > 0, dtype=np.float32)
+    # the label: each shopper's most often bought item (ties cannot happen: days differ)
+    favourite = np.asarray(history.days.argmax(axis=1)).ravel()
+    truth = sp.csr_matrix((np.ones(len(users), np.float32), (np.arange(len(users)), favourite)), seen.shape)
+    popular = np.asarray(seen.sum(axis=0)).ravel()
+    # a source that knows nothing of counts: the shopper's own items, in item order
+    sources = {
+        MOST_POPULAR: lambda u: np.tile(popular, (len(u), 1)).astype(np.float32),
+        BOUGHT_BEFORE: lambda u: (seen[u].toarray() * (1 + np.arange(seen.shape[1]) / 100)).astype(np.float32),
+    }
+    ranker = CandidateRanker(include_own=True, epochs=40, patience=5).fit(sources, Context(seen, history), truth)
+    assert ranker.record["improves"], ranker.record
+    assert ranker.record["held_out_ndcg@20"]["ranker"] > 0.9
+    score = ranker.score_fn(sources, Context(seen, history))(np.arange(len(users)))
+    alone = sources[BOUGHT_BEFORE](np.arange(len(users)))
+    assert (np.argmax(alone, axis=1) == favourite).mean() < 0.3  # item order: the favourite by chance
+    assert (np.argmax(score, axis=1) == favourite).mean() > 0.7
+    # where the list may not repeat, no own item is a candidate
+    candidates, _ = candidates_and_features(sources, Context(seen, history), np.arange(5), False, 20)
+    own = seen[np.arange(5)].toarray()[np.arange(5)[:, None], np.maximum(candidates, 0)]
+    assert (candidates >= 0).any() and not own[candidates >= 0].any()
