@@ -1,8 +1,8 @@
 """What every recsys task does first: find its run, and fail fast on errors a retry cannot fix.
 
 Errors that retrying cannot fix -- a file that breaks the contract, a failed data check,
-a dbt test failure, a split the models cannot use -- fail the task at once
-(``AirflowFailException``) instead of burning retries.
+a dbt test failure, a split the models cannot use, a repeat policy outside the allowed
+values -- fail the task at once (``AirflowFailException``) instead of burning retries.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from airflow.sdk import get_current_context
 from airflow.sdk.exceptions import AirflowFailException
 
 from ml.data import SplitError
+from ml.repeat_policy import RepeatPolicyError
 from recsys_pipeline.features.dbt import DbtError
 from recsys_pipeline.ingest.contract import ContractError
 from recsys_pipeline.orchestration.assets import announced_features
@@ -20,7 +21,7 @@ from recsys_pipeline.quality.suites import DataQualityError
 from recsys_pipeline.run import RunContext
 from recsys_pipeline.warehouse import LoadError
 
-PERMANENT_ERRORS = (ContractError, DataQualityError, DbtError, LoadError, SplitError)
+PERMANENT_ERRORS = (ContractError, DataQualityError, DbtError, LoadError, RepeatPolicyError, SplitError)
 
 
 def fail_fast(function):

@@ -5,15 +5,23 @@ The rules are ``ml.gate``'s; here they meet the run's gate view (``metrics.json`
 re-evaluated on the same view by refitting its recorded configuration there, and the
 decision is written (``decision.json``, with every check, interval and reason) for
 publishing, the report and the model card.
+
+Which variant of the view decides follows the dataset's repeat policy (``training.json`` ->
+``repeat_policy``, ``ml.repeat_policy.gate_view``): lists that never show what a shopper
+has are measured on new items only, lists that may show it with repeat purchases counted.
+``RECSYS_GATE_VIEW`` (``new_items`` or ``with_repeats``), when set, overrides that choice
+explicitly, and ``decision.json`` says so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 
 import numpy as np
 
-from ml.names import BASELINES, BOUGHT_BEFORE, NEW_ITEMS
+from ml.names import BACKTEST_VIEWS, BASELINES, NEW_ITEMS, REPEAT_BASELINES
 from recsys_pipeline import storage
 from recsys_pipeline.release import layout
 from recsys_pipeline.release.champion import read_champion
@@ -21,6 +29,9 @@ from recsys_pipeline.run import RunArtifacts, RunContext
 from recsys_pipeline.settings import S3Settings
 
 log = logging.getLogger(__name__)
+
+
+GATE_VIEW_OVERRIDE = "RECSYS_GATE_VIEW"
 
 
 class GateViewMissing(RuntimeError):
@@ -40,6 +51,32 @@ def gate_view(report: dict, wanted: str) -> tuple[dict, str, str]:
     variant = wanted if wanted in variants else NEW_ITEMS
     note = "" if variant == wanted else f" ({wanted} not measured on this view: {variant} decides)"
     return backtest, variant, note
+
+
+def policy_variant(training: dict) -> tuple[str, dict]:
+    """The variant the gate wants and ``decision.json``'s ``repeat_policy`` record: the run's policy, how it
+    was chosen, and which variant it asks for (``RECSYS_GATE_VIEW`` overriding it when set)."""
+    from ml.repeat_policy import from_record, gate_view
+
+    recorded = training.get("repeat_policy")
+    policy = from_record(recorded)
+    record = (
+        dict(recorded)
+        if recorded
+        else {
+            "policy": str(policy),
+            "source": "none",
+            "reason": "the run recorded no repeat policy (it predates the setting): exclude, as such runs published",
+        }
+    )
+    wanted = gate_view(policy)
+    override = os.environ.get(GATE_VIEW_OVERRIDE, "").strip()
+    if override and override not in BACKTEST_VIEWS:
+        raise ValueError(f"{GATE_VIEW_OVERRIDE} = {override!r}: expected one of {', '.join(BACKTEST_VIEWS)}")
+    if override:
+        record["gate_view_note"] = f"{GATE_VIEW_OVERRIDE}={override} overrides the policy's {wanted}"
+        wanted = override
+    return wanted, record | {"gate_view": wanted}
 
 
 def _champion_scores(s3, s3_settings: S3Settings, run: RunContext, champion: dict | None, variant: str):
@@ -69,12 +106,13 @@ def promotion_gate(s3_settings: S3Settings, run: RunContext, data_version: str, 
     from recsys_pipeline.reporting.report import write_report  # matplotlib: not when Airflow parses the DAG
 
     artifacts = run.artifacts
-    config = GateConfig.from_env()
+    wanted, policy = policy_variant(artifacts.read_json(RunArtifacts.TRAINING))
+    config = dataclasses.replace(GateConfig.from_env(), view=wanted)
     backtest, variant, note = gate_view(artifacts.read_json(RunArtifacts.METRICS), config.view)
     measured = backtest["variants"][variant]
     per_user = {name: np.asarray(values) for name, values in measured["per_user_ndcg@20"].items()}
     challenger = measured["challenger"]
-    baselines = [name for name in (*BASELINES, BOUGHT_BEFORE) if name in per_user]
+    baselines = [name for name in (*BASELINES, *REPEAT_BASELINES) if name in per_user]
     s3 = storage.client(s3_settings)
     storage.ensure_bucket(s3, s3_settings.bucket)
     champion = read_champion(s3, s3_settings, run.dataset_key)
@@ -87,8 +125,10 @@ def promotion_gate(s3_settings: S3Settings, run: RunContext, data_version: str, 
         "champion_evaluation": champion_record,
         "forced": force,
         "champion_before": champion.get("release_id") if champion else None,
+        "repeat_policy": policy | {"gate_variant": variant},
     }
     payload["reasons"].insert(0, view_line)
+    payload["reasons"].insert(1, policy_line(policy, variant))
     if force and not decision.promote:
         payload["promote"] = True
         payload["reasons"].append("forced: promoted by the force_publish parameter despite failed checks")
@@ -98,3 +138,9 @@ def promotion_gate(s3_settings: S3Settings, run: RunContext, data_version: str, 
         log.info("gate %s", reason)
     log.info("gate decision: %s", "PROMOTE" if payload["promote"] else "KEEP CHAMPION")
     return {"promote": payload["promote"], "outcome": payload["outcome"], "reasons": payload["reasons"]}
+
+
+def policy_line(policy: dict, variant: str) -> str:
+    """The reason line: the repeat policy, why, and the variant it made the gate decide on."""
+    line = f"repeat policy: {policy.get('policy')} ({policy.get('reason', '')}); the gate decides on {variant}"
+    return line + (f" ({policy['gate_view_note']})" if policy.get("gate_view_note") else "")
