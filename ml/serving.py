@@ -15,9 +15,16 @@ tower itself. Two signatures:
   with no known item falls back to the best-sellers of their ``segment`` (country), or
   everyone's when that is unknown too.
 
-Items a shopper already has (known history and the recent items given) are never
-recommended back. When the run chose the ranking stage (``ml.reranker``), a personal
-answer's best candidates by the towers are re-ordered by its MLP, as in the batch tables.
+What a known shopper already has follows the dataset's repeat policy
+(``ml.repeat_policy``), exactly as in the published tables: ``exclude`` never recommends
+it back; ``include`` lets the model rank it like any item; ``N`` "buy again" slots put the
+shopper's first ``N`` own items by ``buy_again_order`` (computed at export from everything
+known, only items of their known history, stored as a [n_users, N] table) above the
+model's best items they do not have. The recent items a caller passes are never
+recommended back, whatever the policy. When the run chose the ranking stage
+(``ml.reranker``), a personal answer's best candidates by the towers are re-ordered by
+its MLP, as in the batch tables (it re-orders unseen candidates only, so it is not
+applied under ``include``).
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
+
+from ml.repeat_policy import INCLUDE, SLOTS, RepeatPolicy, RepeatPolicyError, buy_again_order
 
 
 def _string_table(keys: np.ndarray, values, default: int) -> tf.lookup.StaticHashTable:
@@ -52,6 +61,8 @@ class RecommenderModule(tf.Module):
         ranker=None,
         histories: np.ndarray | None = None,
         item_bias: np.ndarray | None = None,
+        repeat_policy: RepeatPolicy | str = "exclude",
+        repeats=None,
     ):
         """``popularity``: [n_items] counts, or [1 + len(segment_names), n_items] with everyone's in row 0
         and segment s's in row s. ``user_tower``: the trained ``ml.two_tower.UserTower`` (for
@@ -60,7 +71,9 @@ class RecommenderModule(tf.Module):
         candidates, when the run chose to use it. ``histories``: [n_users, history_length] each known
         user's latest items (item index + 1, left-padded with 0; ``ml.two_tower.pad_histories``), read
         before the recent items a caller passes, so a known shopper's context extends their history.
-        ``item_bias``: [n_items] added to every personal score (the popularity prior the run chose)."""
+        ``item_bias``: [n_items] added to every personal score (the popularity prior the run chose).
+        ``repeat_policy``: what a known shopper's answer does with ``seen`` (``ml.repeat_policy``);
+        ``repeats``: everything known as an ``ml.data.RepeatHistory``, needed for "buy again" slots."""
         super().__init__()
         popularity = np.atleast_2d(np.asarray(popularity, np.float32))
         if popularity.shape[0] != len(segment_names) + 1:
@@ -82,20 +95,35 @@ class RecommenderModule(tf.Module):
             trainable=False,
             name="item_bias",
         )
+        policy = RepeatPolicy.parse(repeat_policy)
+        if policy.mode == SLOTS and repeats is None:
+            raise RepeatPolicyError(f"repeat_policy {policy}: 'buy again' slots need the shoppers' repeat history")
+        self.policy_mode, self.n_slots = policy.mode, policy.slots
+        self.repeat_policy = tf.Variable(str(policy), trainable=False, name="repeat_policy")
+        self.buy_again = (
+            tf.Variable(
+                buy_again_order(repeats, np.arange(len(user_ids)), policy.slots, within=seen),
+                trainable=False,
+                name="buy_again",
+            )
+            if policy.mode == SLOTS
+            else None
+        )  # [n_users, N] each known shopper's "buy again" items in slot order, -1 where they have fewer
         self.seen_values = tf.Variable(seen.indices.astype(np.int64), trainable=False, name="seen_items")
         self.seen_splits = tf.Variable(seen.indptr.astype(np.int64), trainable=False, name="seen_row_splits")
         self.popularity = tf.Variable(popularity, trainable=False, name="popularity")
         self.model_version = tf.Variable(model_version, trainable=False, name="model_version")
         self.user_tower = user_tower
         self.history_length = history_length
-        self.ranker = ranker
+        self.ranker = None if policy.mode == INCLUDE else ranker  # the stage re-orders unseen candidates only
         self.histories = (
             None if histories is None else tf.Variable(histories.astype(np.int32), trainable=False, name="histories")
         )
 
-    def _top_k(self, scores, seen_indices, k, known, personal_rows, extra=None):
+    def _top_k(self, scores, seen_indices, k, known, personal_rows, extra=None, slots=None):
         """Top-K of ``scores`` [B, n_items] with ``seen_indices`` ([n, 2] row, item) set to -inf; the
-        ``personal_rows`` re-ordered by the ranking stage when there is one."""
+        ``personal_rows`` re-ordered by the ranking stage when there is one; ``slots`` ([B, N] item
+        indices, -1 for none): the "buy again" items put first."""
         if extra is not None:
             seen_indices = tf.concat([seen_indices, extra], axis=0)
         scores = tf.tensor_scatter_nd_update(
@@ -123,6 +151,8 @@ class RecommenderModule(tf.Module):
                 tf.gather(tf.gather(candidates.indices, by_item, batch_dims=1), top.indices, batch_dims=1),
                 top.values,
             )
+        if slots is not None:
+            items, values = self._buy_again_first(items, values, slots)
         return {
             "item_ids": tf.gather(self.item_ids, items),
             "scores": values,
@@ -130,11 +160,40 @@ class RecommenderModule(tf.Module):
             "model_version": tf.fill(tf.shape(known), self.model_version),
         }
 
+    def _buy_again_first(self, items, values, slots):
+        """The answer [B, K] with the ``slots`` items ahead of the model's (scored as ``slot_scores``: above
+        the row's best model score); the model's items fill the places the slots leave."""
+        finite = tf.where(tf.math.is_finite(values), values, -np.inf)
+        best = tf.reduce_max(tf.concat([finite, tf.fill([tf.shape(values)[0], 1], -np.inf)], axis=1), axis=1)
+        best = tf.where(tf.math.is_finite(best), best, 0.0)
+        offsets = tf.cast(tf.range(self.n_slots, 0, -1), tf.float32)
+        slot_values = tf.where(slots >= 0, best[:, tf.newaxis] + offsets[tf.newaxis, :], -np.inf)
+        # the model's items first in the pool, so that at equal (-inf) scores they win over empty slots
+        pool_items = tf.concat([tf.cast(items, tf.int64), slots], axis=1)
+        pool_values = tf.concat([values, slot_values], axis=1)
+        top = tf.math.top_k(pool_values, k=tf.shape(items)[1])
+        return tf.gather(pool_items, top.indices, batch_dims=1), top.values
+
+    def _slots(self, rows, known, recent_items=None):
+        """[B, N] the known shoppers' "buy again" items (-1: none, or among ``recent_items`` [B, R], -1 padded),
+        or None when the policy has no slots."""
+        if self.buy_again is None:
+            return None
+        none = tf.constant(-1, tf.int64)
+        slots = tf.where(known[:, tf.newaxis], tf.gather(self.buy_again, tf.maximum(rows, 0)), none)
+        if recent_items is not None:
+            given = tf.reduce_any(slots[:, :, tf.newaxis] == recent_items[:, tf.newaxis, :], axis=2)
+            slots = tf.where(given & (slots >= 0), none, slots)
+        return slots
+
     def _personal_scores(self, user_embeddings):
         return tf.matmul(user_embeddings, self.item_embeddings, transpose_b=True) + self.item_bias[tf.newaxis, :]
 
     def _known_seen(self, rows, known):
-        """[n, 2] (row in batch, item index) of the known users' items; unknown users have none."""
+        """[n, 2] (row in batch, item index) of the known users' items, to leave out of the model's answer;
+        unknown users have none, and neither has anyone under ``include``."""
+        if self.policy_mode == INCLUDE:
+            return tf.zeros([0, 2], tf.int64)
         seen = tf.RaggedTensor.from_row_splits(self.seen_values, self.seen_splits)
         seen_rows = tf.gather(seen, tf.maximum(rows, 0))
         indices = tf.stack([tf.cast(seen_rows.value_rowids(), tf.int64), seen_rows.flat_values], axis=1)
@@ -147,7 +206,7 @@ class RecommenderModule(tf.Module):
         personal = self._personal_scores(tf.gather(self.user_embeddings, tf.maximum(rows, 0)))
         popular = tf.broadcast_to(self.popularity[0][tf.newaxis, :], tf.shape(personal))
         scores = tf.where(known[:, tf.newaxis], personal, popular)
-        return self._top_k(scores, self._known_seen(rows, known), k, known, known)
+        return self._top_k(scores, self._known_seen(rows, known), k, known, known, slots=self._slots(rows, known))
 
     @tf.function(
         input_signature=[
@@ -195,6 +254,7 @@ class RecommenderModule(tf.Module):
             known,
             personal_rows,
             tf.stack([recent[:, 0], recent_items], axis=1),
+            slots=self._slots(rows, known, tf.cast(tokens, tf.int64) - 1),
         )
 
 

@@ -176,12 +176,13 @@ def test_segments_fold_rare_countries_into_unknown_and_count_their_own_best_sell
     assert encode(np.array(["a"], dtype=object), pd.DataFrame(columns=["user_id", "country"])).n_segments == 1
 
 
-def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(tmp_path):
-    from ml.ranking import batched_top_k
+def _ranked_recommender():
+    """``_trained_recommender``'s model with a popularity prior (the tables and the SavedModel both rank with
+    it) and a ranking stage trained on one unseen item per shopper."""
     from ml.reranker import Ranker, RankingFeatures
 
-    model, matrix, histories, segments = _trained_recommender()
-    model.with_popularity_prior(0.3)  # the tables and the SavedModel both rank with the prior
+    model, matrix, histories, _ = _trained_recommender()
+    model.with_popularity_prior(0.3)
     rng = np.random.default_rng(3)
     held_out = [
         rng.choice(np.flatnonzero(np.asarray(matrix[u].todense()).ravel() == 0)) for u in range(60)
@@ -191,6 +192,13 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
         model.score, matrix, truth
     )
     assert ranker.mlp is not None, ranker.record
+    return model, matrix, histories, ranker
+
+
+def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(tmp_path):
+    from ml.ranking import batched_top_k
+
+    model, matrix, _, ranker = _ranked_recommender()
     user_ids = np.array([f"u{u:02d}" for u in range(60)], dtype=object)
     item_ids = np.array([f"i{i:02d}" for i in range(12)], dtype=object)
 
@@ -238,3 +246,83 @@ def test_a_saved_model_with_the_ranking_stage_answers_as_the_batch_tables_rank(t
     tables, _ = batched_top_k(ranker.score_fn(model.score, matrix, 4), np.arange(60), 4, exclude=matrix)
     assert (np.diff(tables, axis=1) > 0).all()  # ties: lower item index first
     assert answer["item_ids"].numpy().astype(str).tolist() == item_ids[tables].tolist()
+
+
+def _repeat_history(matrix: sp.csr_matrix, seed: int = 5):
+    """Days and recency for every pair of ``matrix`` (1-4 days, last 1-30 days ago), and one more day for
+    shopper 0 of an item the matrix does not give them (never one of their slots)."""
+    import pandas as pd
+
+    from ml.data import RepeatHistory
+
+    rng = np.random.default_rng(seed)
+    coo = matrix.tocoo()
+    extra = next(i for i in range(matrix.shape[1]) if matrix[0, i] == 0)
+    rows, cols = np.r_[coo.row, 0], np.r_[coo.col, extra]
+    days = np.r_[rng.integers(1, 5, coo.nnz), 50].astype(np.float32)
+    since = rng.integers(1, 31, len(rows)).astype(np.float32)
+    shape = matrix.shape
+    return RepeatHistory(
+        sp.csr_matrix((days, (rows, cols)), shape=shape),
+        sp.csr_matrix((since, (rows, cols)), shape=shape),
+        pd.Timestamp("2024-01-01"),
+    )
+
+
+@pytest.mark.parametrize("policy", ["2", "include"])
+def test_the_saved_model_follows_the_repeat_policy_as_the_batch_tables_do(tmp_path, policy):
+    """A known shopper's answer is the published list under every policy: "buy again" slots first (then the
+    ranking stage's order of unseen items), or every item ranked by the model under ``include``."""
+    from ml.ranking import batched_top_k
+    from ml.repeat_policy import RepeatPolicy, buy_again_order, policy_score_fn
+    from ml.two_tower import pad_histories
+
+    model, matrix, histories, ranker = _ranked_recommender()
+    repeats = _repeat_history(matrix)
+    user_ids = np.array([f"u{u:02d}" for u in range(60)], dtype=object)
+    item_ids = np.array([f"i{i:02d}" for i in range(12)], dtype=object)
+    module = RecommenderModule(
+        user_ids,
+        item_ids,
+        model.user_embeddings,
+        model.item_embeddings,
+        matrix,
+        np.asarray(matrix.sum(axis=0)).ravel(),
+        "v5",
+        ranker=ranker,
+        item_bias=model.item_bias,
+        repeat_policy=policy,
+        repeats=repeats,
+        user_tower=model.model.user_tower,
+        history_length=model.config.history_length,
+        histories=pad_histories(histories, model.config.history_length),
+    )
+    loaded = load_saved_model(export_saved_model(module, tmp_path / "model"))
+    assert loaded.repeat_policy.numpy().decode() == policy
+    answer = loaded.signatures["recommend"](user_id=np.array([u.encode() for u in user_ids]), k=np.int32(5))
+    parsed = RepeatPolicy.parse(policy)
+    score = model.score if parsed.mode == "include" else ranker.score_fn(model.score, matrix, 5)
+    tables, table_scores = batched_top_k(policy_score_fn(score, parsed, matrix, repeats), np.arange(60), 5)
+    items = answer["item_ids"].numpy().astype(str)
+    assert_same_ranking(items, answer["scores"].numpy(), item_ids[tables], table_scores, rtol=1e-4, atol=1e-5)
+    own = [{item_ids[i] for i in h} for h in histories]
+    if parsed.mode == "include":  # the model ranks own items like any other: some lists hold them
+        assert any(set(row) & own[u] for u, row in enumerate(items))
+        return
+    slots = buy_again_order(repeats, np.arange(60), 2, within=matrix)
+    assert items[:, :2].tolist() == item_ids[slots].tolist()  # every shopper here has at least 2 own items
+    assert all(not set(row[2:]) & own[u] for u, row in enumerate(items))
+    extra = np.argmax(repeats.days[0].toarray())  # shopper 0's most-days item, absent from their known items
+    assert buy_again_order(repeats, np.array([0]), 1)[0, 0] == extra and item_ids[extra] not in items[0, :2]
+
+    # in context: the slots stay first, except one the caller passes as recent (never recommended back)
+    recent = item_ids[slots[0, 0]]
+    context = loaded.signatures["recommend_in_context"](
+        user_id=np.array([b"u00"]),
+        k=np.int32(5),
+        recent_item_ids=np.array([[recent.encode()]]),
+        segment=np.array([b""]),
+    )
+    in_context = context["item_ids"].numpy().astype(str)[0]
+    assert in_context[0] == item_ids[slots[0, 1]] and recent not in in_context
+    assert not set(in_context[1:]) & own[0]

@@ -17,6 +17,7 @@ from recsys_pipeline.serving.champion import LoadedChampion
 from recsys_pipeline.serving.sessions import RecentEvent
 
 BOUGHT_WITH = "bought together with {item}"
+BOUGHT_BEFORE = "you bought it before"  # an own item the dataset's repeat policy lets a list show again
 IN_CART = "goes with {item} in your cart"
 VIEWED = "similar to {item}, which you viewed"
 ANSWER_CACHE_SIZE = 200_000  # published answers kept per release (a few hundred bytes each)
@@ -51,16 +52,22 @@ def _context_items(champion: LoadedChampion, item_ids: list[str]) -> tuple[list[
 
 
 def _reasons(
-    champion: LoadedChampion, items: np.ndarray, anchors: list[tuple[int, str]], fallback: str
+    champion: LoadedChampion, items: np.ndarray, anchors: list[tuple[int, str]], fallback: str, user_id=None
 ) -> list[tuple[str, str | None]]:
-    """For each recommended item, the anchor (an item the shopper has) its vector is closest to."""
+    """For each recommended item, the anchor (an item the shopper has) its vector is closest to; an item that
+    is itself one of the shopper's known items (a "buy again" slot, or ranked under ``include``) is there
+    because they bought it before."""
     if not anchors or not len(items):
         return [(fallback, None)] * len(items)
     anchor_items = np.fromiter((a for a, _ in anchors), np.int32, len(anchors))
     similarity = champion.unit_item_vectors[items] @ champion.unit_item_vectors[anchor_items].T
     best = similarity.argmax(axis=1)
+    own = set(champion.known_items.get(user_id, np.empty(0, np.int32)).tolist()) if user_id is not None else set()
     out = []
-    for b in best:
+    for recommended, b in zip(items, best, strict=True):
+        if int(recommended) in own:
+            out.append((BOUGHT_BEFORE, str(champion.item_ids[recommended])))
+            continue
         item, template = anchors[b]
         anchor = str(champion.item_ids[item])
         out.append((template.format(item=anchor), anchor))
@@ -139,7 +146,8 @@ def recommend(
         cached = champion.answer_cache.get(key)
         if cached is None:  # the same release answers the same list: build it (and its reasons) once
             items, scores = published[0][:k], published[1][:k]
-            reasons = _reasons(champion, items, _anchors(champion, user_id, [], [], []), _fallback_reason(segment))
+            anchors = _anchors(champion, user_id, [], [], [])
+            reasons = _reasons(champion, items, anchors, _fallback_reason(segment), user_id)
             cached = Answer(_listed(champion, items, scores, reasons), "published", True)
             if len(champion.answer_cache) < ANSWER_CACHE_SIZE:
                 champion.answer_cache[key] = cached
@@ -152,7 +160,7 @@ def recommend(
     items, scores = items[:k], scores[:k]
     personal = known or bool(context)
     anchors = _anchors(champion, user_id, recent, list(context_item_ids), list(cart_item_ids)) if personal else []
-    reasons = _reasons(champion, items, anchors, _fallback_reason(segment))
+    reasons = _reasons(champion, items, anchors, _fallback_reason(segment), user_id)
     source = "in_context" if context else ("published" if known else "best_sellers")
     return Answer(_listed(champion, items, scores, reasons), source, known, ignored)
 

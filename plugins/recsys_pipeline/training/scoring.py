@@ -2,7 +2,9 @@
 
 Batch tables and the SavedModel must rank alike (``recsys verify`` checks that they do),
 so both score the same way: the saved embeddings' dot product plus the item bias (the
-popularity prior), re-ordered by the ranking stage when the run chose to use it.
+popularity prior), re-ordered by the ranking stage when the run chose to use it, and what
+a shopper already has treated as the dataset's repeat policy says (``ml.repeat_policy``,
+recorded in ``training.json``).
 """
 
 from __future__ import annotations
@@ -56,18 +58,31 @@ def ranking_stage(artifacts: RunArtifacts, item_ids: np.ndarray, interactions, u
     return Ranker.load(path, ranking_features(artifacts, item_ids, interactions))
 
 
+def repeat_policy(training: dict):
+    """The run's repeat policy (``training.json["repeat_policy"]``, written by ``ml.repeat_policy.resolve``);
+    ``exclude`` for a run that predates the setting."""
+    from ml.repeat_policy import from_record
+
+    return from_record(training.get("repeat_policy"))
+
+
 def recommend(artifacts: RunArtifacts, top_k: int) -> dict:
-    """Batch-score every user with the two-tower model: top-K unseen items each, as Parquet."""
+    """Batch-score every user with the two-tower model: top-K each, as Parquet, following the run's repeat
+    policy (no item the user has, every item, or "buy again" slots first from everything known)."""
     from ml.ranking import batched_top_k
+    from ml.repeat_policy import INCLUDE, policy_score_fn
 
     data = snapshot.read_split(artifacts)
+    training = artifacts.read_json(RunArtifacts.TRAINING)
+    policy = repeat_policy(training)
     all_users = np.arange(data.n_users)
     score = retrieval_scores(artifacts, SERVING_USERS)
-    ranker = ranking_stage(artifacts, data.item_ids, data.all_interactions)  # as the SavedModel ranks
+    # as the SavedModel ranks: the stage re-orders unseen candidates, so not under `include`
+    ranker = None if policy.mode == INCLUDE else ranking_stage(artifacts, data.item_ids, data.all_interactions)
     if ranker is not None:
         score = ranker.score_fn(score, data.all_interactions, top_k)
-    top_items, top_scores = batched_top_k(score, all_users, top_k, exclude=data.all_interactions)
-    training = artifacts.read_json(RunArtifacts.TRAINING)
+    score = policy_score_fn(score, policy, data.all_interactions, data.all_repeats)
+    top_items, top_scores = batched_top_k(score, all_users, top_k)
     frame = pd.DataFrame(
         {
             "user_id": np.repeat(data.user_ids.astype(str), top_k),
@@ -80,4 +95,4 @@ def recommend(artifacts: RunArtifacts, top_k: int) -> dict:
     frame["model_version"] = training["model_version"]
     frame["generated_at"] = pd.Timestamp(training["trained_at"]).tz_convert(None).floor("s")
     frame.to_parquet(artifacts.path(RunArtifacts.RECOMMENDATIONS), index=False)
-    return {"users": int(data.n_users), "rows": int(len(frame)), "top_k": top_k}
+    return {"users": int(data.n_users), "rows": int(len(frame)), "top_k": top_k, "repeat_policy": str(policy)}
