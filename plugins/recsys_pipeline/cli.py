@@ -170,6 +170,8 @@ def _print_metrics(summary: RunSummary) -> None:
             f"\nBacktest, global cut at {summary.backtest_window.get('cut_at')}, {view.label} "
             f"({view.evaluated_users:,} users):\n" + _fmt_table(summary.metric_rows(SUMMARY_METRICS, models))
         )
+    if summary.training:
+        print(f"\nRepeat policy: {summary.repeat_policy_line()}")
 
 
 def _print_release(prefix: str, run: RunContext) -> None:

@@ -269,3 +269,31 @@ def test_the_model_card_shows_the_gate_view_and_every_interval():
     assert "| two_tower | 0.3480 | 0.3520 |" in card and "| bought_before | – | 0.2860 |" in card
     assert "| most_popular (best baseline) | +0.0024 | [-0.0010, +0.0050] | no significant difference |" in card
     assert "## Basket completion view, not the gate's" in card
+
+
+def test_the_card_and_report_state_the_repeat_policy_and_why():
+    from recsys_pipeline.reporting.model_card import REPEAT_LIMITS, render_model_card
+
+    policy = {
+        "policy": "3",
+        "mode": "slots",
+        "slots": 3,
+        "source": "RECSYS_REPEAT_POLICY_ONLINE_RETAIL",
+        "repeat_share": 0.41,
+        "reason": "set by RECSYS_REPEAT_POLICY_ONLINE_RETAIL = '3' (repeat purchases in the validation period: 41.0%)",
+        "gate_view": "with_repeats",
+        "gate_variant": "with_repeats",
+    }
+    decision = {"promote": True, "reasons": ["promote"], "repeat_policy": policy}
+    card = render_model_card(RunSummary(TRAINING, REPORT, decision), "online-retail", "v" * 16, "r1")
+    line = next(line for line in card.splitlines() if line.startswith("- **Repeat policy**"))
+    assert "3 'buy again' slots" in line and "RECSYS_REPEAT_POLICY_ONLINE_RETAIL = '3'" in line and "41.0%" in line
+    assert "The gate decides on with_repeats." in line
+    assert f"- {REPEAT_LIMITS['slots']}" in card and REPEAT_LIMITS["exclude"] not in card
+    page = render(RunSummary(TRAINING, REPORT, decision), "r")
+    assert html.escape("3 'buy again' slots") in page and "41.0%" in page
+
+    # a run before the setting: it published lists without own items, and says so
+    old = render_model_card(RunSummary(TRAINING, REPORT, {"promote": True, "reasons": []}), "g", "v" * 16, "r0")
+    assert "- **Repeat policy**: exclude: lists never show an item the shopper already has (the run predates" in old
+    assert f"- {REPEAT_LIMITS['exclude']}" in old

@@ -20,8 +20,16 @@ KNOWN_LIMITS = (
     "(`recommend_in_context`); with none, their segment's best-sellers, or everyone's.",
     "Offline metrics on one shop's history (a global time cut, or a per-user holdout where few shoppers return); "
     "no online test has measured this model.",
-    "Recommendations exclude every item the user already interacted with, including repeat-purchase staples.",
 )
+# what the repeat policy leaves out, by its mode (``ml.repeat_policy``)
+REPEAT_LIMITS = {
+    "exclude": "Recommendations exclude every item the user already interacted with, including repeat-purchase "
+    "staples.",
+    "include": "Own items are ranked by the model like any other, without a count of how often they were bought; "
+    "the ranking stage (trained on unseen items) is not applied.",
+    "slots": "The 'buy again' slots rank own items by how many days they were bought, then recency, whatever the "
+    "model thinks of them; the rest of the list never repeats an own item.",
+}
 
 
 def render_model_card(summary: RunSummary, dataset_key: str, data_version: str, release_id: str) -> str:
@@ -34,6 +42,7 @@ def render_model_card(summary: RunSummary, dataset_key: str, data_version: str, 
         f"best epoch {training.get('best_epoch', '?')}",
         f"- **Model**: {summary.model_description()}",
         f"- **Ranking stage**: {summary.ranking_stage_line()}",
+        f"- **Repeat policy**: {summary.repeat_policy_line()}",
         f"- **Hyper-parameters**: `{json.dumps(summary.config, sort_keys=True)}`",
         f"- **Code**: `{json.dumps(training.get('code_version', {}), sort_keys=True)}`",
         "",
@@ -67,7 +76,9 @@ def render_model_card(summary: RunSummary, dataset_key: str, data_version: str, 
             f"| {c['verdict']} |"
             for c in comparisons
         ]
-    lines += ["", "## Known limits", ""] + [f"- {limit}" for limit in KNOWN_LIMITS]
+    mode = (summary.repeat_policy or {}).get("mode", "exclude")
+    limits = (*KNOWN_LIMITS, REPEAT_LIMITS.get(mode, REPEAT_LIMITS["exclude"]))
+    lines += ["", "## Known limits", ""] + [f"- {limit}" for limit in limits]
     return "\n".join(lines) + "\n"
 
 

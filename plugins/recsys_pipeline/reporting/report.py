@@ -104,7 +104,8 @@ def gate_section(summary: RunSummary) -> str:
         f"<p><small>Decided on the {html.escape(view.get('label', '?'))} ({html.escape(view.get('variant', '?'))}, "
         f"{view.get('test_users', '?')} test users): {html.escape(view.get('reason', ''))}. Each comparison is a "
         f"paired bootstrap over the test users ({first['resamples']} resamples, seed {first['seed']}) of the "
-        f"difference in NDCG@20. Champion: {html.escape(champion)}.</small></p>"
+        f"difference in NDCG@20. Champion: {html.escape(champion)}. Repeat policy: "
+        f"{html.escape(summary.repeat_policy_line())}</small></p>"
         f"<div class=charts>{chart}</div>"
         "<table><thead><tr><th>comparison</th><th>challenger ndcg@20</th><th>other ndcg@20</th>"
         f"<th>difference</th><th>95% interval</th><th>verdict</th></tr></thead><tbody>{rows}</tbody></table>"
@@ -184,6 +185,8 @@ best epoch {training.get("best_epoch", "?")}</p>
 ({cold_users if cold_users is not None else "none"} users).
 EASE's L2 chosen on validation: {html.escape(str(tuning.get("ease", {}).get("l2", "–")))}.
 {html.escape(summary.two_tower_choices())}</small></p>
+<p><small>Repeat policy (what the published lists and the SavedModel do with a shopper's own items):
+{html.escape(summary.repeat_policy_line())}</small></p>
 <h2>Training</h2><div class=charts>{curves}{validation}</div>
 <h2>Basket completion: the per-user holdout (not the gate's view)</h2>
 <p><small>Each user's last 20% of items held out: items bought in one basket fall on both sides, so this

@@ -86,6 +86,24 @@ class RunSummary:
         return list((self.decision or {}).get("reasons", []))
 
     @property
+    def repeat_policy(self) -> dict | None:
+        """How the run treats what a shopper already has, and why (``ml.repeat_policy.resolve``'s record; the
+        gate's copy adds the variant it decided on). None for a run that predates the setting."""
+        return (self.decision or {}).get("repeat_policy") or self.training.get("repeat_policy")
+
+    def repeat_policy_line(self) -> str:
+        """One sentence: what the published lists do with a shopper's own items, and why."""
+        from ml.repeat_policy import from_record
+
+        record = self.repeat_policy
+        if not record:
+            return "exclude: lists never show an item the shopper already has (the run predates the setting)"
+        line = f"{from_record(record).describe()}. Why: {record.get('reason', '?')}"
+        if record.get("gate_variant") or record.get("gate_view"):
+            line += f". The gate decides on {record.get('gate_variant') or record.get('gate_view')}"
+        return line + "."
+
+    @property
     def verdict(self) -> str:
         if self.decision is None:
             return "no decision yet"
