@@ -20,7 +20,11 @@ Then, on the load **features_ready** names:
 
 1. **train_two_tower** — the TensorFlow two-tower retrieval model (the form's *model family* picks the
    user tower's sequence encoder: weighted pooling or a GRU over the recent items); epochs are chosen on
-   the validation split, never on test;
+   the validation split, never on test. The dataset's **repeat policy** is fixed here (the form's
+   *repeat_policy*, else `RECSYS_REPEAT_POLICY_<DATASET>` / `RECSYS_REPEAT_POLICY`, else from the share of
+   repeat purchases in the validation period): `exclude` (never what a shopper has), `include` (the model
+   ranks their own items too) or N "buy again" slots first; the tables, the SavedModel and the gate's
+   variant all follow it;
 2. **evaluate_models** / **score_users** — test metrics beside the baselines (most popular, item-kNN,
    user-kNN, EASE) on the per-user holdout (the "basket completion" view, reported); top-K for every user;
    **backtest** — the gate's view: the run's configuration and every baseline refitted before the global
@@ -122,6 +126,16 @@ SCHEDULE = (
         ),
         "top_k": Param(
             20, type="integer", minimum=1, maximum=500, description="recommendations per user in the published tables"
+        ),
+        "repeat_policy": Param(
+            None,
+            type=["null", "string", "integer"],
+            pattern="^(exclude|include|[0-9]+)$",
+            minimum=1,
+            maximum=500,
+            description="may the lists show what a shopper already bought? exclude, include, or a number of 'buy "
+            "again' slots first; empty: RECSYS_REPEAT_POLICY_<DATASET>, else RECSYS_REPEAT_POLICY, else chosen "
+            "from the data (include when at least 10% of the validation period's purchases are repeat purchases)",
         ),
         "force_publish": Param(False, type="boolean", description="promote the model even if the gate says no"),
         "dry_run": Param(

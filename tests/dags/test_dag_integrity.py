@@ -119,6 +119,9 @@ def test_every_param_has_a_description(dag_bag):
         ("model_family", "gpt"),
         ("dry_run", "no"),
         ("backtest", "yes"),
+        ("repeat_policy", "sometimes"),
+        ("repeat_policy", 0),
+        ("repeat_policy", "2.5"),
     ],
 )
 def test_params_have_defaults_and_reject_bad_values(dag_bag, name, bad_value):
@@ -137,9 +140,19 @@ def test_params_have_defaults_and_reject_bad_values(dag_bag, name, bad_value):
         "backtest": False,
         "build_features": True,
         "full_refresh": False,
+        "repeat_policy": None,  # the dataset's setting, else the data's
     }
     with pytest.raises(ParamValidationError):
         params[name] = bad_value
+
+
+@pytest.mark.parametrize("value", ["exclude", "include", "3", 3, None])
+def test_the_repeat_policy_param_takes_each_allowed_value(dag_bag, value):
+    import copy
+
+    params = copy.deepcopy(dag_bag.dags["recsys_training"].params)
+    params["repeat_policy"] = value
+    assert params.validate()["repeat_policy"] == value
 
 
 def test_every_dbt_model_is_its_own_task_with_its_tests(dag_bag):
