@@ -16,6 +16,8 @@ shoppers a model knows least about.
 from __future__ import annotations
 
 import logging
+import math
+import os
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -86,7 +88,35 @@ def category_ids(item_ids: np.ndarray, catalogue) -> np.ndarray:
 
 BASELINE_NAMES = BASELINES
 EASE_L2_GRID = (50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0)
-EASE_MAX_ITEMS = 20_000  # its dense item x item inverse: 3.2 GB at 20k items
+# EASE's fit holds four dense item x item float64 matrices at once (the Gram matrix, np.linalg.inv's
+# working copy and its result, then the weights beside them): peak RSS measured at 32.6-33.3 bytes
+# per item pair (3k-5k items), so 13 GB at 20k items. The limit keeps it under 4 GiB, half of
+# issue 19's 8 GB peak for a stage: 11,408 items (Online Retail has 3,675). A machine with more
+# memory raises it with RECSYS_EASE_MAX_ITEMS.
+EASE_BYTES_PER_ITEM_PAIR = 33
+EASE_MEMORY_BUDGET_BYTES = 4 * 1024**3
+EASE_MAX_ITEMS = math.isqrt(EASE_MEMORY_BUDGET_BYTES // EASE_BYTES_PER_ITEM_PAIR)
+SKIPPED = "skipped"  # a baseline's tuning record carries this key, with the reason, when it was not fitted
+
+
+def ease_max_items() -> int:
+    """The largest catalogue EASE is fitted on: ``RECSYS_EASE_MAX_ITEMS``, else ``EASE_MAX_ITEMS``."""
+    value = os.environ.get("RECSYS_EASE_MAX_ITEMS", "").strip()
+    return int(value) if value else EASE_MAX_ITEMS
+
+
+def too_large(name: str, data: InteractionData) -> str | None:
+    """Why baseline ``name`` cannot be fitted on ``data`` within the memory goal, or None when it can."""
+    if name != EASE:
+        return None
+    limit = ease_max_items()
+    if data.n_items <= limit:
+        return None
+    gigabytes = EASE_BYTES_PER_ITEM_PAIR * data.n_items**2 / 1e9
+    return (
+        f"{data.n_items:,} items: its dense item x item fit would hold about {gigabytes:.1f} GB at once, "
+        f"past the {limit:,}-item limit (RECSYS_EASE_MAX_ITEMS) that keeps a stage under 8 GB"
+    )
 
 
 def tuned_ease(data: InteractionData):
@@ -106,7 +136,12 @@ def tuned_ease(data: InteractionData):
 
 
 def fit_baselines(data: InteractionData, names: Sequence[str] = BASELINE_NAMES) -> tuple[dict, dict, dict[str, float]]:
-    """Each baseline fitted on ``data.train`` (EASE tuned on validation): models, tuning record, seconds."""
+    """Each baseline fitted on ``data.train`` (EASE tuned on validation): models, tuning record, seconds.
+
+    A baseline too large for ``data`` (``too_large``) is left out of the models; its tuning record
+    says so, ``{"skipped": reason}``, and that record goes into ``metrics.json`` under the view
+    that left it out (``tuning``, or ``backtest.tuning``), where the report shows it.
+    """
     import time
 
     from ml.baselines import BASELINES
@@ -116,10 +151,12 @@ def fit_baselines(data: InteractionData, names: Sequence[str] = BASELINE_NAMES) 
     seconds: dict[str, float] = {}
     for name in names:
         started = time.perf_counter()
+        reason = too_large(name, data)
+        if reason is not None:
+            log.warning("%s skipped: %s", name, reason)
+            tuning[name] = {SKIPPED: reason}
+            continue
         if name == EASE:
-            if data.n_items > EASE_MAX_ITEMS:
-                log.warning("EASE skipped: %d items exceed its %d-item limit", data.n_items, EASE_MAX_ITEMS)
-                continue
             models[name], tuning[name] = tuned_ease(data)
         else:
             models[name] = BASELINES[name]().fit(data.train)

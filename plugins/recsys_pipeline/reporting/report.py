@@ -36,6 +36,19 @@ def _table(first_header: str, metrics: tuple[str, ...], rows: list[tuple[str, di
     return f"<table><thead><tr><th>{html.escape(first_header)}</th>{header}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def skipped_note(tuning: dict) -> str:
+    """The baselines a view left out and why (their tuning record's ``skipped``: too large for the data)."""
+    skipped = {
+        name: record["skipped"]
+        for name, record in sorted(tuning.items())
+        if isinstance(record, dict) and "skipped" in record
+    }
+    if not skipped:
+        return ""
+    items = "".join(f"<li>{html.escape(name)}: {html.escape(str(reason))}</li>" for name, reason in skipped.items())
+    return f"<p><small>Not evaluated on this view:</small></p><ul class=skipped>{items}</ul>"
+
+
 def backtest_section(summary: RunSummary) -> str:
     """The gate's view (the global time cut, or its fallback): a chart and a table per variant."""
     views = summary.backtest_views()
@@ -68,7 +81,7 @@ def backtest_section(summary: RunSummary) -> str:
         ranked = sorted(view.models.items(), key=lambda kv: -kv[1].get(primary, 0))
         users = view.evaluated_users if view.evaluated_users is not None else "?"
         tables.append(f"<h3>{html.escape(view.label)}: {users} users</h3>" + _table("model", SUMMARY_METRICS, ranked))
-    return "".join(parts) + "</div>" + "".join(tables)
+    return "".join(parts) + "</div>" + "".join(tables) + skipped_note(backtest.get("tuning") or {})
 
 
 def gate_section(summary: RunSummary) -> str:
@@ -193,6 +206,7 @@ EASE's L2 chosen on validation: {html.escape(str(tuning.get("ease", {}).get("l2"
 view rewards completing a basket (cart and product-page surfaces); the gate decides on the view below.</small></p>
 <div class=charts>{bars}{recall}{cold_chart}</div>
 {_table("model", REPORT_METRICS, summary.ranked_models())}
+{skipped_note(tuning)}
 {ranking_stage_section(summary)}
 {backtest_section(summary)}
 {gate_section(summary)}
