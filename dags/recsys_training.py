@@ -137,6 +137,12 @@ SCHEDULE = (
             "again' slots first; empty: RECSYS_REPEAT_POLICY_<DATASET>, else RECSYS_REPEAT_POLICY, else chosen "
             "from the data (include when at least 10% of the validation period's purchases are repeat purchases)",
         ),
+        "candidate_ranking": Param(
+            True,
+            type="boolean",
+            description="publish the candidate ranking's lists (every source's candidates re-ranked with "
+            "repeat-buying features) where the data has a time cut; off: the two-tower model's lists",
+        ),
         "force_publish": Param(False, type="boolean", description="promote the model even if the gate says no"),
         "dry_run": Param(
             False,

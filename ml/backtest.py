@@ -63,6 +63,7 @@ from ml.names import (
     WITH_REPEATS,
 )
 from ml.repeat_buying import BuyAgain, tuned_tifu_knn
+from ml.repeat_policy import SLOTS, from_record, policy_score_fn
 from ml.time_cut import ViewChoice, view_data
 from ml.user_segments import encode as encode_segments
 
@@ -221,7 +222,9 @@ def run_backtest(
     item tower, the ranking stage and the diversity metric; ``user_segments`` (user_id,
     country) the user tower's segment. ``choice`` (the gate's view) places the cut instead of
     the mart, or falls back to the per-user holdout with baskets whole (new items only);
-    ``recipe`` ({"ranking_stage": used}: the run's choices) fixes what the run chose.
+    ``recipe`` ({"ranking_stage": used, "repeat_policy": record, "candidate_ranking": used}: the run's
+    choices) fixes what the
+    run chose; with "buy again" slots the challengers are measured with them where repeats count.
     ``days_frame`` (``int_interaction_days``) adds what reads how often and how recently
     shoppers had items: the count-then-recency ``bought_before``, TIFU-KNN and the
     candidate ranking over every source (``ml.candidate_ranking``), the run's challenger
@@ -273,7 +276,7 @@ def run_backtest(
             models[TWO_TOWER_RANKED] = ranked
         seconds[TWO_TOWER] = round(time.perf_counter() - started, 2)
     by_variant = {variant: dict(models) for variant in variants}
-    if validation_repeats is not None:
+    if validation_repeats is not None and (recipe or {}).get("candidate_ranking", True):
         started = time.perf_counter()
         sources_recipe = candidate_recipe(tuning)
         tuning[CANDIDATE_RANKING] = {"recipe": sources_recipe}
@@ -288,13 +291,22 @@ def run_backtest(
             if score is not None:
                 by_variant[variant][CANDIDATE_RANKING] = SimpleNamespace(score=score)
         seconds[CANDIDATE_RANKING] = round(time.perf_counter() - started, 2)
+    policy = from_record((recipe or {}).get("repeat_policy"))
+    if policy.mode == SLOTS and WITH_REPEATS in variants and data.repeats is not None:
+        # "buy again" slots first, then the new items the model ranks: measured as it is published
+        for name in (CANDIDATE_RANKING, TWO_TOWER_RANKED, TWO_TOWER):
+            new_items_model = by_variant[NEW_ITEMS].get(name)
+            if new_items_model is not None:
+                by_variant[WITH_REPEATS][name] = SimpleNamespace(
+                    score=policy_score_fn(new_items_model.score, policy, data.train, data.repeats)
+                )
     results = {}
     for variant, variant_data in variants.items():
         scored, per_user = {}, {}
         for name, model in by_variant[variant].items():
             if name in (BOUGHT_BEFORE, TIFU_KNN) and variant == NEW_ITEMS:
                 continue  # with bought items excluded they rank what is left by popularity or by neighbours
-            if name == TWO_TOWER_RANKED and variant == WITH_REPEATS:
+            if name == TWO_TOWER_RANKED and variant == WITH_REPEATS and policy.mode != SLOTS:
                 continue  # the stage re-orders unseen items only
             scored[name] = evaluate_scores(
                 model.score,

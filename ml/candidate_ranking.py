@@ -156,7 +156,7 @@ def _ndcg_at_20(scores: np.ndarray, candidates: np.ndarray, truth: sp.csr_matrix
 class CandidateRanker:
     """The learned ranker over several sources' candidates. ``fit`` on validation, ``score_fn`` at test."""
 
-    def __init__(self, include_own: bool, epochs: int = 30, patience: int = 3, seed: int = 42):
+    def __init__(self, include_own: bool, epochs: int = 20, patience: int = 2, seed: int = 42):
         self.include_own, self.epochs, self.patience, self.seed = include_own, epochs, patience, seed
         self.mlp: keras.Model | None = None
         self.width = 0
@@ -166,7 +166,7 @@ class CandidateRanker:
     def _width(self, n_sources: int, n_items: int) -> int:
         return min(n_items, n_sources * PER_SOURCE + (OWN_CANDIDATES if self.include_own else 0))
 
-    def _batches(self, sources, context, users, batch_size=1024):
+    def _batches(self, sources, context, users, batch_size=256):  # [b, n_items] per source: bounded memory
         parts = [
             candidates_and_features(sources, context, users[i : i + batch_size], self.include_own, self.width)
             for i in range(0, len(users), batch_size)

@@ -24,6 +24,8 @@ import scipy.sparse as sp
 from ml.baselines import binarize, keep_top_n_per_row
 from ml.data import RepeatHistory
 
+CACHE_VALUES = 50_000_000  # TIFU-KNN's neighbour vectors kept while alpha is tuned: 200 MB of float32 at most
+
 
 class BuyAgain:
     """A shopper's own items, most often then most recently had first; then the most popular others."""
@@ -108,16 +110,32 @@ class TIFUKNN:
         self.alpha = float(alpha)
         return self
 
+    def remembering_neighbours(self, max_values: int = CACHE_VALUES) -> TIFUKNN:
+        """Keep each batch's neighbour vectors (up to ``max_values`` floats in all) so that trying several
+        ``alpha`` on the same users computes the neighbours once."""
+        self._cache, self._cache_room = {}, max_values
+        return self
+
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         users = np.asarray(user_idx).reshape(-1)
+        cache = getattr(self, "_cache", None)
+        key = users.tobytes()
+        others = cache.get(key) if cache is not None else None
+        if others is None:
+            others = self._neighbours(users)
+            if cache is not None and others.size <= self._cache_room:
+                cache[key], self._cache_room = others, self._cache_room - others.size
+        own = self.vectors_[users].toarray()
+        return (self.alpha * own + (1.0 - self.alpha) * others).astype(np.float32)
+
+    def _neighbours(self, users: np.ndarray) -> np.ndarray:
+        """The mean vector of each user's ``neighbours`` most similar other users."""
         sim = sp.csr_matrix(self.normalized_[users] @ self.normalized_.T).tocoo()
         not_self = sim.col != users[sim.row]
         sim = sp.csr_matrix((sim.data[not_self], (sim.row[not_self], sim.col[not_self])), shape=sim.shape)
         sim = keep_top_n_per_row(sim, self.neighbours)
         sim.data[:] = 1.0 / self.neighbours  # the mean of the neighbours' vectors
-        others = np.asarray((sim @ self.vectors_).toarray(), dtype=np.float32)
-        own = self.vectors_[users].toarray()
-        return (self.alpha * own + (1.0 - self.alpha) * others).astype(np.float32)
+        return np.asarray((sim @ self.vectors_).toarray(), dtype=np.float32)
 
 
 TIFU_GRID = ((0.9, 0.7), (1.0, 1.0), (0.8, 0.5))  # (basket decay, group decay) tried on validation
@@ -130,6 +148,7 @@ def tuned_tifu_knn(fit_repeats: RepeatHistory, repeats: RepeatHistory, validatio
     scores = {}
     for basket_decay, group_decay in TIFU_GRID:
         model = TIFUKNN(fit_repeats, basket_decay=basket_decay, group_decay=group_decay).fit()
+        model.remembering_neighbours()
         for alpha in TIFU_ALPHAS:
             scores[(basket_decay, group_decay, alpha)] = validation_ndcg(model.with_alpha(alpha).score)
     best = max(scores, key=scores.get)

@@ -63,6 +63,7 @@ class RecommenderModule(tf.Module):
         item_bias: np.ndarray | None = None,
         repeat_policy: RepeatPolicy | str = "exclude",
         repeats=None,
+        ranked_lists: np.ndarray | None = None,
     ):
         """``popularity``: [n_items] counts, or [1 + len(segment_names), n_items] with everyone's in row 0
         and segment s's in row s. ``user_tower``: the trained ``ml.two_tower.UserTower`` (for
@@ -73,7 +74,9 @@ class RecommenderModule(tf.Module):
         before the recent items a caller passes, so a known shopper's context extends their history.
         ``item_bias``: [n_items] added to every personal score (the popularity prior the run chose).
         ``repeat_policy``: what a known shopper's answer does with ``seen`` (``ml.repeat_policy``);
-        ``repeats``: everything known as an ``ml.data.RepeatHistory``, needed for "buy again" slots."""
+        ``repeats``: everything known as an ``ml.data.RepeatHistory``, needed for "buy again" slots.
+        ``ranked_lists``: [n_users, L] each known user's list from the candidate ranking (item indices, -1
+        none; ``recsys_pipeline.training.candidates``): their personal answer when given, as in the tables."""
         super().__init__()
         popularity = np.atleast_2d(np.asarray(popularity, np.float32))
         if popularity.shape[0] != len(segment_names) + 1:
@@ -119,6 +122,10 @@ class RecommenderModule(tf.Module):
         self.histories = (
             None if histories is None else tf.Variable(histories.astype(np.int32), trainable=False, name="histories")
         )
+        self.ranked_lists = None
+        if ranked_lists is not None:
+            self.ranked_lists = tf.Variable(np.asarray(ranked_lists, np.int64), trainable=False, name="ranked_lists")
+            self.ranker = None  # the lists are already the candidate ranking's order
 
     def _top_k(self, scores, seen_indices, k, known, personal_rows, extra=None, slots=None):
         """Top-K of ``scores`` [B, n_items] with ``seen_indices`` ([n, 2] row, item) set to -inf; the
@@ -186,6 +193,18 @@ class RecommenderModule(tf.Module):
             slots = tf.where(given & (slots >= 0), none, slots)
         return slots
 
+    def _list_scores(self, rows, known, n_items):
+        """[B, n_items]: L - position for each of the known shoppers' listed items, -inf for every other (as
+        ``candidates.list_score_fn`` scores the tables)."""
+        lists = tf.gather(self.ranked_lists, tf.maximum(rows, 0))
+        listed = tf.where((lists >= 0) & known[:, tf.newaxis])  # [n, 2] (row, position)
+        items = tf.gather_nd(lists, listed)
+        position_scores = tf.cast(tf.range(tf.shape(lists)[1], 0, -1), tf.float32)
+        base = tf.fill(tf.stack([tf.shape(rows)[0], n_items]), tf.constant(-np.inf, tf.float32))
+        return tf.tensor_scatter_nd_update(
+            base, tf.stack([listed[:, 0], items], axis=1), tf.gather(position_scores, listed[:, 1])
+        )
+
     def _personal_scores(self, user_embeddings):
         return tf.matmul(user_embeddings, self.item_embeddings, transpose_b=True) + self.item_bias[tf.newaxis, :]
 
@@ -204,6 +223,8 @@ class RecommenderModule(tf.Module):
         rows = self.user_table.lookup(user_id)
         known = rows >= 0
         personal = self._personal_scores(tf.gather(self.user_embeddings, tf.maximum(rows, 0)))
+        if self.ranked_lists is not None:
+            personal = self._list_scores(rows, known, tf.shape(personal)[1])
         popular = tf.broadcast_to(self.popularity[0][tf.newaxis, :], tf.shape(personal))
         scores = tf.where(known[:, tf.newaxis], personal, popular)
         return self._top_k(scores, self._known_seen(rows, known), k, known, known, slots=self._slots(rows, known))
@@ -243,6 +264,9 @@ class RecommenderModule(tf.Module):
         else:
             embeddings, personal_rows = stored, known
         personal = self._personal_scores(embeddings)
+        if self.ranked_lists is not None:  # a known shopper with nothing new: their list, as `recommend` answers
+            listed = self._list_scores(rows, known, tf.shape(personal)[1])
+            personal = tf.where((known & ~has_recent)[:, tf.newaxis], listed, personal)
         popular = tf.gather(self.popularity, segments)  # segment 0 (unknown): everyone's best-sellers
         scores = tf.where(personal_rows[:, tf.newaxis], personal, popular)
         recent = tf.where(tokens > 0)  # [n, 2] (row, column) of the recent items given

@@ -65,6 +65,7 @@ class RunArtifacts:
     TRAINING = f"{MODEL_DIR}/training.json"
     EMBEDDINGS = f"{MODEL_DIR}/embeddings.npz"
     SAVED_MODEL = f"{MODEL_DIR}/saved_model"
+    CANDIDATE_LISTS = f"{MODEL_DIR}/candidate_lists.npz"  # the candidate ranking's lists for every shopper
     RANKER = f"{MODEL_DIR}/ranking_mlp.keras"  # the ranking stage's MLP, beside the SavedModel that may carry it
     # evaluation, decision and release
     METRICS = "metrics.json"
@@ -79,7 +80,17 @@ class RunArtifacts:
     FEATURE_OUTPUTS = (DATA_DOCS, DBT_DOCS, QUALITY_RAW, QUALITY_FEATURES)
     # working copies that never become part of a release (the SavedModel itself holds what serving
     # needs per shopper -- embedding, items, recent history, segment -- so a release is personal data either way)
-    RUN_ONLY = (RUN, EMBEDDINGS, PUBLISHED, SPLIT, ITEM_ATTRIBUTES, TIME_SPLIT, INTERACTION_DAYS, USER_SEGMENTS)
+    RUN_ONLY = (
+        RUN,
+        EMBEDDINGS,
+        CANDIDATE_LISTS,
+        PUBLISHED,
+        SPLIT,
+        ITEM_ATTRIBUTES,
+        TIME_SPLIT,
+        INTERACTION_DAYS,
+        USER_SEGMENTS,
+    )
 
     def __init__(self, folder: Path):
         self.folder = Path(folder)

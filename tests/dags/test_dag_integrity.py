@@ -122,6 +122,7 @@ def test_every_param_has_a_description(dag_bag):
         ("repeat_policy", "sometimes"),
         ("repeat_policy", 0),
         ("repeat_policy", "2.5"),
+        ("candidate_ranking", "yes"),
     ],
 )
 def test_params_have_defaults_and_reject_bad_values(dag_bag, name, bad_value):
@@ -141,6 +142,7 @@ def test_params_have_defaults_and_reject_bad_values(dag_bag, name, bad_value):
         "build_features": True,
         "full_refresh": False,
         "repeat_policy": None,  # the dataset's setting, else the data's
+        "candidate_ranking": True,
     }
     with pytest.raises(ParamValidationError):
         params[name] = bad_value

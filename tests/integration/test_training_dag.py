@@ -70,7 +70,9 @@ def _table_counts(settings) -> dict:
 
 
 def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test_settings, s3_test_settings):
-    conf = {"dataset": "groceries", "epochs": 2, "top_k": 10, "force_publish": True}
+    # the repeat policy from the form: lists without anything a shopper has (groceries' own default, from its
+    # share of repeat purchases, is include: the weakened run below takes it)
+    conf = {"dataset": "groceries", "epochs": 2, "top_k": 10, "force_publish": True, "repeat_policy": "exclude"}
     first = run_dag(pipeline_env, conf)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     counts = _table_counts(mysql_test_settings)
@@ -126,6 +128,9 @@ def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test
         training["config"]["popularity_prior"] == prior["chosen"]
         and str(prior["chosen"]) in prior["validation_ndcg@20"]
     )
+    assert training["repeat_policy"]["policy"] == "exclude" and training["repeat_policy"]["source"] == "parameter"
+    decision = storage.get_json(s3, s3_test_settings.bucket, prefix + "decision.json")
+    assert decision["repeat_policy"]["gate_variant"] == "new_items" and decision["view"]["variant"] == "new_items"
 
     # the same DAG run again: same tables, no duplicates; the first release is immutable and stays byte for
     # byte, and the retrained model (never bit-identical: its training.json has a new trained_at) is published
@@ -228,12 +233,20 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
             if warehouse.table_exists(conn, mysql_test_settings.database, "recommendations")
             else None
         )
-    # one epoch: on groceries it cannot beat the popularity and EASE baselines
-    # the same logical date as the promoted run above: a weaker rerun must not touch the champion's release
-    # on the features the first run built and checked (build_features off: no reload, no dbt build),
-    # with the time-cut backtest beside the metrics
+    # one epoch of the two-tower model alone (the candidate ranking off): on groceries it cannot beat the
+    # popularity and EASE baselines; the same logical date as the promoted run above: a weaker rerun must not
+    # touch the champion's release; on the features the first run built and checked (build_features off: no
+    # reload, no dbt build), with the time-cut backtest beside the metrics
     result = run_dag(
-        pipeline_env, {"dataset": "groceries", "epochs": 1, "top_k": 10, "build_features": False, "backtest": True}
+        pipeline_env,
+        {
+            "dataset": "groceries",
+            "epochs": 1,
+            "top_k": 10,
+            "build_features": False,
+            "backtest": True,
+            "candidate_ranking": False,
+        },
     )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]  # a refusal is an outcome, not a crash
@@ -284,9 +297,21 @@ def test_a_weakened_challenger_is_refused_and_nothing_moves(pipeline_env, mysql_
         "user_knn",
         "ease",
         "bought_before",
+        "tifu_knn",
     }
     assert all(0 < m["ndcg@20"] < 1 for v in backtest["variants"].values() for m in v["models"].values())
     assert "backtest with_repeats" in log and "backtest new_items" in log
+    # no repeat policy given: the data chose it -- groceries' shoppers re-buy (13-17% of a month's purchases
+    # are items they had), so the model ranks their own items too and the gate counts repeat purchases
+    policy = decision["repeat_policy"]
+    assert policy["source"] == "data" and policy["repeat_share"] >= policy["threshold"], policy
+    assert policy["policy"] == "include" and policy["gate_variant"] == decision["view"]["variant"] == "with_repeats"
+    assert any(r.startswith("repeat policy: include") for r in decision["reasons"])
+    run_folder = Path(pipeline_env["RECSYS_WORK_DIR"]) / "groceries" / "20260105T000000Z"
+    lists = pd.read_parquet(run_folder / RunArtifacts.RECOMMENDATIONS)
+    with warehouse.connect(mysql_test_settings) as conn:
+        own = warehouse.read_frame(conn, "SELECT user_id, item_id FROM interactions_split")
+    assert not lists.merge(own, on=["user_id", "item_id"]).empty  # some lists bring back a shopper's items
     if table_before is not None:
         with warehouse.connect(mysql_test_settings) as conn:
             table_after = warehouse.read_frame(
@@ -368,13 +393,19 @@ def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(
     context = checked["new_shopper_in_context"]  # a newcomer is read from their recent items, which are not repeated
     assert len(context["items"]) == 10 and not set(context["items"]) & set(context["recent_items"])
 
-    # a forced release replaces the champion; then the rollback DAG brings the first one back
+    # a forced release with three "buy again" slots replaces the champion; then the rollback DAG brings the
+    # first one back
     forced = run_dag(
-        pipeline_env, {"dataset": "groceries", "epochs": 1, "force_publish": True}, logical_date="2026-02-02"
+        pipeline_env,
+        {"dataset": "groceries", "epochs": 1, "force_publish": True, "repeat_policy": 3},
+        logical_date="2026-02-02",
     )
     assert forced.returncode == 0, forced.stdout[-3000:]
     newer = storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries"))
     assert newer["release_id"] != champion["release_id"]
+    _assert_buy_again_slots_first(mysql_test_settings, 3)
+    slotted = verify(s3_test_settings, "groceries", k=10)  # the SavedModel answers the same slots and items
+    assert slotted["release_id"] == newer["release_id"] and slotted["matches_published"], slotted
     rolled = run_rollback_dag(pipeline_env, {"dataset": "groceries", "release_id": champion["release_id"]})
     assert rolled.returncode == 0, rolled.stdout[-3000:] + rolled.stderr[-3000:]
     pointer = storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries"))
@@ -404,6 +435,32 @@ def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(
     refused = run_rollback_dag(pipeline_env, {"dataset": "groceries", "release_id": newer["release_id"]})
     assert refused.returncode != 0 and "is not complete" in refused.stdout + refused.stderr
     assert storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries")) == pointer
+
+
+def _assert_buy_again_slots_first(settings, slots: int) -> None:
+    """MySQL's ``recommendations``: each shopper's first ``slots`` places are their own items by distinct days
+    bought, then the latest day, then item id; no later place repeats an own item."""
+    with warehouse.connect(settings) as conn:
+        recs = warehouse.read_frame(conn, "SELECT user_id, `rank`, item_id FROM recommendations")
+        own = warehouse.read_frame(
+            conn,
+            "SELECT d.user_id, d.item_id, COUNT(DISTINCT d.event_date) AS days, MAX(d.event_date) AS last_day "
+            "FROM int_interaction_days d JOIN interactions_split s ON s.user_id = d.user_id AND s.item_id = d.item_id "
+            "GROUP BY d.user_id, d.item_id",
+        )
+    own["item_id"], own["user_id"] = own["item_id"].astype(str), own["user_id"].astype(str)
+    recs["item_id"], recs["user_id"] = recs["item_id"].astype(str), recs["user_id"].astype(str)
+    own = own.sort_values(["user_id", "days", "last_day", "item_id"], ascending=[True, False, False, True])
+    expected = own.groupby("user_id")["item_id"].apply(lambda items: items.head(slots).tolist())
+    published = recs.sort_values(["user_id", "rank"]).groupby("user_id")["item_id"].apply(list)
+    owned = own.groupby("user_id")["item_id"].apply(set)
+    checked = 0
+    for user, items in published.items():
+        first = expected.get(user, [])
+        assert items[: len(first)] == first, (user, items, first)
+        assert not set(items[len(first) :]) & owned.get(user, set()), (user, items)
+        checked += len(first) == slots
+    assert checked > 100, checked  # most shoppers have three items of their own
 
 
 def test_the_service_answers_from_the_trained_champion_as_the_recommendations_table(

@@ -34,7 +34,16 @@ def train_two_tower(ready: dict) -> dict:
     if family not in MODEL_FAMILIES:
         raise AirflowFailException(f"model_family={family!r}: expected one of {sorted(MODEL_FAMILIES)}")
     overrides = {"epochs": int(params["epochs"])} | MODEL_FAMILIES[family]
-    return fit.train(mysql_settings_for_task(), run, overrides, ready["data_version"], ready.get("load_id"))
+    return fit.train(
+        mysql_settings_for_task(),
+        run,
+        overrides,
+        ready["data_version"],
+        ready.get("load_id"),
+        repeat_policy=params.get("repeat_policy"),
+        candidate_ranking=bool(params.get("candidate_ranking", True)),
+        top_k=int(params["top_k"]),
+    )
 
 
 @task

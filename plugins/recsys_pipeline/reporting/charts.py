@@ -36,6 +36,8 @@ COLORS = {
     "user_knn": "#8e5bd6",
     "most_popular": "#7a7f87",
     "bought_before": "#b5485d",
+    "tifu_knn": "#d0679a",
+    "candidates+ranking": "#1b3f8f",
 }
 PALETTE = ("#2f6fdb", "#c9842c", "#2e9e55", "#8e5bd6")
 BAR_DEFAULT = "#55bb88"

@@ -25,8 +25,9 @@ KNOWN_LIMITS = (
 REPEAT_LIMITS = {
     "exclude": "Recommendations exclude every item the user already interacted with, including repeat-purchase "
     "staples.",
-    "include": "Own items are ranked by the model like any other, without a count of how often they were bought; "
-    "the ranking stage (trained on unseen items) is not applied.",
+    "include": "Own items are ranked by the candidate ranking with how often and how recently they were bought "
+    "where the run has it; the two-tower model alone (no candidate ranking) ranks them like any other item, "
+    "without a count of purchases, and its ranking stage (trained on unseen items) is not applied.",
     "slots": "The 'buy again' slots rank own items by how many days they were bought, then recency, whatever the "
     "model thinks of them; the rest of the list never repeats an own item.",
 }

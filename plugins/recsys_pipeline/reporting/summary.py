@@ -180,10 +180,24 @@ class RunSummary:
             else ""
         )
         item = " with category, price band and title words" if config.get("item_attributes") else ""
-        return (
+        two_tower = (
             f"two-tower retrieval (user tower: the user's recent items, {encoder}{profile}; "
             f"item tower: item id{item}), in-batch softmax with log-frequency correction"
             f"{_prior_phrase(config.get('popularity_prior', 0.0))}"
+        )
+        ranking = self.training.get("candidate_ranking") or {}
+        if not ranking.get("used"):
+            return two_tower
+        ranker = ranking.get("ranker", {})
+        held_out = ranker.get("held_out_ndcg@20", {})
+        return (
+            f"published lists: candidates from {', '.join(ranker.get('sources', []))}"
+            f"{' (own items too)' if ranker.get('repeats_are_candidates') else ''}, re-ranked by a TensorFlow MLP "
+            "(listwise softmax) over the sources' scores and ranks and repeat-buying features, trained on the "
+            f"last period before the newest event ({ranking.get('why', '')}; held-out validation NDCG@20 "
+            f"{held_out.get('ranker', float('nan')):.4f} against the best source "
+            f"{ranker.get('best_source')}'s {held_out.get(ranker.get('best_source'), float('nan')):.4f}); "
+            f"real-time answers in context: {two_tower}"
         )
 
     def metric_rows(

@@ -78,7 +78,13 @@ def backtest(artifacts: RunArtifacts, max_epochs: int) -> dict:
         catalogue=snapshot.read_catalogue(artifacts),
         user_segments=snapshot.read_segments(artifacts),
         choice=choice,
-        recipe={"ranking_stage": bool(training.get("ranking_stage", {}).get("used"))},
+        recipe={
+            "ranking_stage": bool(training.get("ranking_stage", {}).get("used")),
+            "repeat_policy": training.get("repeat_policy"),
+            # the gate measures what is published: the candidate ranking only where the run fitted it
+            "candidate_ranking": bool((training.get("candidate_ranking") or {}).get("used")),
+        },
+        days_frame=snapshot.read_days(artifacts),
     )
     artifacts.write_json(RunArtifacts.METRICS, artifacts.read_json(RunArtifacts.METRICS) | {"backtest": result})
     for view, values in result["variants"].items():
@@ -98,6 +104,29 @@ def backtest(artifacts: RunArtifacts, max_epochs: int) -> dict:
     } | {"view": choice.view, "cut_at": choice.cut_at}
 
 
+def _candidate_ranking_champion(data, recipe: dict, variant: str, champion_training: dict) -> tuple[dict, list]:
+    """A candidate-ranking champion on this view: its sources' hyper-parameters as it recorded them, its
+    ranker trained again on this view's validation period (as the challenger's is), scored on ``variant``."""
+    from ml.candidate_ranking import train_candidate_ranking
+    from ml.data import bought_between
+    from ml.evaluate import PER_USER_NDCG, evaluate_scores
+    from ml.names import WITH_REPEATS
+    from ml.repeat_policy import INCLUDE, from_record, policy_score_fn
+
+    policy = from_record(champion_training.get("repeat_policy"))
+    include_own = policy.mode == INCLUDE and variant == WITH_REPEATS
+    truth = bought_between(data.repeats, data.fit_repeats) if include_own else data.validation
+    _, score = train_candidate_ranking(data, recipe, include_own, truth)
+    if score is None:
+        raise RuntimeError("the champion's candidate ranking could not be trained on this view")
+    if variant == WITH_REPEATS and not include_own:
+        score = policy_score_fn(score, policy, data.train, data.repeats)
+    metrics = evaluate_scores(score, data, exclude_seen=variant != WITH_REPEATS, per_user=True)
+    per_user = [round(float(v), 6) for v in metrics.pop(PER_USER_NDCG)]
+    log.info("champion (candidate ranking) on the gate's view (%s): %s=%.4f", variant, NDCG_20, metrics[NDCG_20])
+    return metrics, per_user
+
+
 def champion_on_gate_view(artifacts: RunArtifacts, champion_training: dict, variant: str) -> tuple[dict, list]:
     """The champion's configuration (its ``training.json``: hyper-parameters and epochs as it chose them)
     refitted on the train side of this run's gate view and scored on ``variant``: its metrics and per-user
@@ -114,9 +143,12 @@ def champion_on_gate_view(artifacts: RunArtifacts, champion_training: dict, vari
 
     frame = pd.read_parquet(artifacts.path(RunArtifacts.TIME_SPLIT))
     choice = ViewChoice.from_dict(artifacts.read_json(RunArtifacts.METRICS)["backtest"]["view"])
-    data, repeats = view_data(frame, choice)
+    data, repeats = view_data(frame, choice, snapshot.read_days(artifacts))
     if variant != NEW_ITEMS:
         data = dataclasses.replace(data, test=repeats)
+    recorded = champion_training.get("candidate_ranking") or {}
+    if recorded.get("used") and data.repeats is not None:
+        return _candidate_ranking_champion(data, recorded["recipe"], variant, champion_training)
     known = {f.name for f in dataclasses.fields(TwoTowerConfig)}
     config = TwoTowerConfig(**{k: v for k, v in champion_training["config"].items() if k in known})
     catalogue, segments = snapshot.read_catalogue(artifacts), snapshot.read_segments(artifacts)

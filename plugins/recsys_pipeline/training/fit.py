@@ -19,20 +19,33 @@ import numpy as np
 from ml.names import CHALLENGER
 from recsys_pipeline.run import RunArtifacts, RunContext
 from recsys_pipeline.settings import PROJECT_ROOT, MySQLSettings
-from recsys_pipeline.training import scoring, snapshot
+from recsys_pipeline.training import candidates, scoring, snapshot
+
+CANDIDATE_LIST_LENGTH = 100  # items kept per shopper from the candidate ranking (the tables take their top_k)
 
 
 def train(
-    settings: MySQLSettings, run: RunContext, config_overrides: dict, data_version: str, load_id: str | None = None
+    settings: MySQLSettings,
+    run: RunContext,
+    config_overrides: dict,
+    data_version: str,
+    load_id: str | None = None,
+    repeat_policy: str | int | None = None,
+    top_k: int = 100,
+    candidate_ranking: bool = True,
 ) -> dict:
-    """Fit the two-tower model on the train split; save its embeddings, ranking stage and SavedModel.
+    """Fit the two-tower model on the train split; save its embeddings, ranking stage and SavedModel; fix the
+    dataset's repeat policy and, where the gate has a time cut, fit the candidate ranking the tables publish.
 
     ``load_id`` (with ``data_version``) is the load this run was asked to train on: the
-    snapshot fails if the warehouse holds another one.
+    snapshot fails if the warehouse holds another one. ``repeat_policy``: the DAG's parameter
+    (``ml.repeat_policy.resolve``); ``top_k``: how many items the published lists hold;
+    ``candidate_ranking``: off publishes the two-tower model's lists (and the gate measures it).
     """
-    from ml.data import from_split_frame
+    from ml.data import from_split_frame, repeat_share
     from ml.evaluate import category_ids
     from ml.item_attributes import encode as encode_item_attributes
+    from ml.repeat_policy import INCLUDE, resolve
     from ml.reranker import fit_on_validation
     from ml.serving import RecommenderModule, export_saved_model
     from ml.train import tune_on_validation
@@ -68,9 +81,23 @@ def train(
         item_embeddings=model.item_embeddings,
         item_bias=model.item_bias,
     )
+    # the published lists: may they repeat what a shopper has (the share of repeat purchases in the last
+    # period decides unless the dataset's setting does), and the candidate ranking that ranks them
+    end_data, why = candidates.end_of_data(artifacts)
+    share = repeat_share(end_data.repeats, end_data.fit_repeats) if end_data is not None else None
+    policy, policy_record = resolve(run.dataset_key, repeat_policy, share)
+    ranking_record = {"used": False, "why": why if candidate_ranking else "turned off by the run's parameter"}
+    if end_data is not None and candidate_ranking:
+        ranking_record = candidates.fit_for_publishing(
+            artifacts, end_data, policy.mode == INCLUDE, max(top_k, CANDIDATE_LIST_LENGTH)
+        ) | {"why": why}
+    lists = candidates.read_lists(artifacts) if ranking_record.get("used") else None
     versions = code_version()
     release_id = release_id_with_inputs(
-        run.release_id, {"requested": config_overrides, "trained": config.to_dict()}, data_version, versions
+        run.release_id,
+        {"requested": config_overrides, "trained": config.to_dict(), "repeat_policy": str(policy)},
+        data_version,
+        versions,
     )
     model_version = f"{CHALLENGER}-{release_id}"
     module = RecommenderModule(
@@ -89,6 +116,9 @@ def train(
         if use_ranker
         else None,
         histories=pad_histories(data.full_histories, config.history_length),
+        repeat_policy=policy,
+        repeats=snapshot.with_repeat_history(artifacts, data).all_repeats,
+        ranked_lists=candidates.lists_for(lists, data.user_ids, data.item_ids) if lists is not None else None,
     )
     export_saved_model(module, artifacts.path(RunArtifacts.SAVED_MODEL))
     training = {
@@ -103,6 +133,8 @@ def train(
         "best_epoch": tuned.best_epoch,
         "tuning": tuning,
         "ranking_stage": ranker.record | {"used": use_ranker},
+        "repeat_policy": policy_record,
+        "candidate_ranking": ranking_record,
         "examples": int(data.train.nnz),
         "examples_per_second": round(model.examples_per_second, 1),
         "users": data.n_users,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from recsys_pipeline.run import RunArtifacts
-from recsys_pipeline.training import snapshot
+from recsys_pipeline.training import candidates, snapshot
 
 SERVING_USERS = "serving_user_embeddings"  # every known item as input: what the tables and the SavedModel use
 EVALUATION_USERS = "user_embeddings"  # train items only: what evaluation on the test split uses
@@ -67,8 +67,9 @@ def repeat_policy(training: dict):
 
 
 def recommend(artifacts: RunArtifacts, top_k: int) -> dict:
-    """Batch-score every user with the two-tower model: top-K each, as Parquet, following the run's repeat
-    policy (no item the user has, every item, or "buy again" slots first from everything known)."""
+    """Batch-score every user: top-K each, as Parquet, from the candidate ranking's lists where the run has
+    them, else the two-tower model, following the run's repeat policy (no item the user has, every item, or
+    "buy again" slots first from everything known)."""
     from ml.ranking import batched_top_k
     from ml.repeat_policy import INCLUDE, policy_score_fn
 
@@ -76,11 +77,15 @@ def recommend(artifacts: RunArtifacts, top_k: int) -> dict:
     training = artifacts.read_json(RunArtifacts.TRAINING)
     policy = repeat_policy(training)
     all_users = np.arange(data.n_users)
-    score = retrieval_scores(artifacts, SERVING_USERS)
-    # as the SavedModel ranks: the stage re-orders unseen candidates, so not under `include`
-    ranker = None if policy.mode == INCLUDE else ranking_stage(artifacts, data.item_ids, data.all_interactions)
-    if ranker is not None:
-        score = ranker.score_fn(score, data.all_interactions, top_k)
+    lists = candidates.read_lists(artifacts)
+    if lists is not None:  # the candidate ranking's lists (``training.candidates``), as the SavedModel answers
+        score = candidates.list_score_fn(candidates.lists_for(lists, data.user_ids, data.item_ids), data.n_items)
+    else:
+        score = retrieval_scores(artifacts, SERVING_USERS)
+        # as the SavedModel ranks: the stage re-orders unseen candidates, so not under `include`
+        ranker = None if policy.mode == INCLUDE else ranking_stage(artifacts, data.item_ids, data.all_interactions)
+        if ranker is not None:
+            score = ranker.score_fn(score, data.all_interactions, top_k)
     score = policy_score_fn(score, policy, data.all_interactions, data.all_repeats)
     top_items, top_scores = batched_top_k(score, all_users, top_k)
     frame = pd.DataFrame(

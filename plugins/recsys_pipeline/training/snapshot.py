@@ -69,10 +69,25 @@ def _mart_snapshot(settings: MySQLSettings, table: str, columns: list[str]) -> p
 
 
 def read_split(artifacts: RunArtifacts):
-    """The run's split snapshot as ``ml.data.InteractionData``."""
+    """The run's split snapshot as ``ml.data.InteractionData`` (``with_repeat_history``)."""
     from ml.data import from_split_frame
 
-    return from_split_frame(pd.read_parquet(artifacts.path(RunArtifacts.SPLIT)))
+    return with_repeat_history(artifacts, from_split_frame(pd.read_parquet(artifacts.path(RunArtifacts.SPLIT))))
+
+
+def with_repeat_history(artifacts: RunArtifacts, data):
+    """``data`` with ``all_repeats``: how often and how recently each shopper had each item, as of midnight
+    after the newest event (what the tables' and the SavedModel's "buy again" read); unchanged for a run
+    without the per-day snapshot."""
+    import dataclasses
+
+    from ml.data import repeat_history
+
+    days = read_days(artifacts)
+    if days is None or days.empty:
+        return data
+    end = pd.to_datetime(days["event_date"]).max() + pd.Timedelta(days=1)
+    return dataclasses.replace(data, all_repeats=repeat_history(days, data.user_ids, data.item_ids, end))
 
 
 def read_days(artifacts: RunArtifacts) -> pd.DataFrame | None:
