@@ -115,7 +115,8 @@ SCHEDULE = (
             type="string",
             enum=sorted(MODEL_FAMILIES),
             description="two_tower: the user tower pools the recent items with learned position weights; "
-            "two_tower_gru: a GRU reads them in time order",
+            "two_tower_gru: a GRU reads them in time order; two_tower_attention: a self-attention block "
+            "(Transformer encoder layer, learned positions) reads them",
         ),
         "epochs": Param(
             20,

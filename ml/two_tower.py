@@ -9,7 +9,8 @@ are not over-penalised for appearing as negatives more often, and accidental hit
 (the positive item repeated in the batch) masked out.
 
 The user tower reads the user's recent items -- a learned weight per position, most
-recent first, over their embeddings, or a GRU over them in time order -- optionally the
+recent first, over their embeddings, a GRU over them in time order, or a self-attention
+block (a Transformer encoder layer with learned positions, as in SASRec) -- optionally the
 user id, and a profile (``UserProfile``: activity, price level and preferred categories of
 those same items, and the shopper's segment; whether it is used is chosen on validation
 in every run, since it helps on some shops and not others). The item tower reads the item
@@ -48,9 +49,9 @@ class TwoTowerConfig:
     causal_history: bool = True  # train on "next item from the items before it" (matches a temporal holdout)
     recency_weights: bool = True  # learn a weight per history position (most recent first) instead of a plain mean
     item_attributes: bool = True  # the item tower also embeds category, price band and title words (when known)
-    sequence_encoder: str = (
-        "pooling"  # "pooling" (weighted mean of recent items) or "gru" (a GRU over them, in time order)
-    )
+    # "pooling" (weighted mean of recent items), "gru" (a GRU over them, in time order) or "attention"
+    # (one self-attention block over them with learned positions; its output at the most recent item)
+    sequence_encoder: str = "pooling"
     user_profile: bool = True  # the user tower also reads a profile: activity, price level, categories, segment
     # Weight of the items' training log-frequency added to every score when ranking: the logQ
     # correction takes popularity out of what the towers learn; this sets how much of it the
@@ -62,7 +63,32 @@ class TwoTowerConfig:
         return asdict(self)
 
 
-SEQUENCE_ENCODERS = ("pooling", "gru")
+SEQUENCE_ENCODERS = ("pooling", "gru", "attention")
+ATTENTION_HEADS = 2
+
+
+class SelfAttentionEncoder(keras.layers.Layer):
+    """One Transformer encoder block over the recent items (SASRec's, Kang and McAuley 2018): learned
+    position embeddings, multi-head self-attention that sees only real (unmasked) items, a feed-forward
+    layer, residuals and layer norms; the summary is the output at the most recent real item."""
+
+    def __init__(self, dim: int, history_length: int, **kwargs):
+        super().__init__(**kwargs)
+        self.positions = layers.Embedding(history_length, dim, name="history_positions")
+        self.attention = layers.MultiHeadAttention(ATTENTION_HEADS, dim // ATTENTION_HEADS, name="history_attention")
+        self.norm_attention = layers.LayerNormalization(name="attention_norm")
+        self.feed_forward = layers.Dense(dim, activation="relu", name="attention_feed_forward")
+        self.norm_output = layers.LayerNormalization(name="attention_output_norm")
+
+    def call(self, embedded, mask, training=False):
+        length = ops.shape(embedded)[1]
+        x = embedded + self.positions(ops.arange(length))[None, :, :]
+        visible = ops.cast(mask[:, None, :] * mask[:, :, None], "bool")  # real items attend to real items
+        x = self.norm_attention(x + self.attention(x, x, attention_mask=visible, training=training))
+        x = self.norm_output(x + self.feed_forward(x))
+        # histories are left-padded, most recent last: the last position holds the latest real item
+        last = ops.cast(ops.sum(mask, axis=1) > 0, "float32")[:, None]
+        return x[:, -1, :] * last
 
 
 def _lookup_table(values: np.ndarray, name: str) -> tf.Tensor:
@@ -125,6 +151,7 @@ class UserTower(keras.layers.Layer):
         history_length: int | None = None,
         sequence_encoder: str = "pooling",
         profile: UserProfile | None = None,
+        history_length_for_attention: int = 50,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -133,6 +160,11 @@ class UserTower(keras.layers.Layer):
             raise ValueError(f"sequence_encoder={sequence_encoder!r}: expected one of {SEQUENCE_ENCODERS}")
         self.use_user_id = use_user_id
         self.gru = layers.GRU(dim, name="history_gru") if sequence_encoder == "gru" else None
+        self.attention = (
+            SelfAttentionEncoder(dim, history_length_for_attention, name="history_self_attention")
+            if sequence_encoder == "attention"
+            else None
+        )
         self.history_dropout = history_dropout
         # one logit per history position (histories are left-padded, most recent last)
         self.position_logits = (
@@ -161,6 +193,8 @@ class UserTower(keras.layers.Layer):
             # masked steps carry the state over, so hidden and padded items are skipped;
             # the state after the most recent item is the summary
             pooled = self.gru(embedded * ops.expand_dims(mask, -1), mask=mask > 0, training=training)
+        elif self.attention is not None:
+            pooled = self.attention(embedded * ops.expand_dims(mask, -1), mask, training=training)
         else:
             if self.position_logits is not None:
                 mask = mask * ops.exp(self.position_logits)[None, :]
@@ -248,6 +282,7 @@ class TwoTowerModel(keras.Model):
             config.history_length if config.recency_weights and config.sequence_encoder == "pooling" else None,
             config.sequence_encoder,
             profile,
+            history_length_for_attention=config.history_length,
             name="user_tower",
         )
         self.item_tower = ItemTower(

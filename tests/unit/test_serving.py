@@ -33,7 +33,7 @@ def test_saved_model_recommends_top_k_excluding_seen_and_falls_back_to_popularit
     np.testing.assert_allclose(out["scores"].numpy()[0], [0.8, 0.5], rtol=1e-6)
 
 
-def _trained_recommender():
+def _trained_recommender(sequence_encoder: str = "pooling"):
     """A small two-tower model with profile and segments, trained for two epochs on clustered shoppers."""
     from ml.item_attributes import ItemAttributes
     from ml.train import TwoTowerRecommender
@@ -57,15 +57,20 @@ def _trained_recommender():
         1,
     )
     segments = UserSegments(np.where(np.arange(n_users) < 30, 1, 2).astype(np.int32), ("FR", "UK"))
-    config = TwoTowerConfig(embedding_dim=8, history_length=6, epochs=2, batch_size=32)
+    config = TwoTowerConfig(
+        embedding_dim=8, history_length=6, epochs=2, batch_size=32, sequence_encoder=sequence_encoder
+    )
     model = TwoTowerRecommender(config, item_attributes=attributes, user_segments=segments).fit(matrix, histories)
     return model, matrix, histories, segments
 
 
-def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_back_by_segment(tmp_path):
+@pytest.mark.parametrize("sequence_encoder", ["pooling", "attention"])  # the self-attention tower is saved alike
+def test_the_context_signature_reads_recent_items_with_the_user_tower_and_falls_back_by_segment(
+    tmp_path, sequence_encoder
+):
     from ml.user_segments import segment_popularity
 
-    model, matrix, histories, segments = _trained_recommender()
+    model, matrix, histories, segments = _trained_recommender(sequence_encoder)
     user_ids = np.array([f"u{u:02d}" for u in range(matrix.shape[0])], dtype=object)
     item_ids = np.array([f"i{i:02d}" for i in range(matrix.shape[1])], dtype=object)
     popularity = segment_popularity(matrix, segments)

@@ -23,7 +23,11 @@ from recsys_pipeline.training import evaluation, fit, scoring
 log = logging.getLogger(__name__)
 
 # the trigger form's model families: the two-tower model with its user tower's sequence encoder
-MODEL_FAMILIES = {"two_tower": {"sequence_encoder": "pooling"}, "two_tower_gru": {"sequence_encoder": "gru"}}
+MODEL_FAMILIES = {
+    "two_tower": {"sequence_encoder": "pooling"},
+    "two_tower_gru": {"sequence_encoder": "gru"},
+    "two_tower_attention": {"sequence_encoder": "attention"},
+}
 
 
 @task
