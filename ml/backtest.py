@@ -222,8 +222,8 @@ def run_backtest(
     item tower, the ranking stage and the diversity metric; ``user_segments`` (user_id,
     country) the user tower's segment. ``choice`` (the gate's view) places the cut instead of
     the mart, or falls back to the per-user holdout with baskets whole (new items only);
-    ``recipe`` ({"ranking_stage": used, "repeat_policy": record, "candidate_ranking": used}: the run's
-    choices) fixes what the
+    ``recipe`` ({"ranking_stage": used, "repeat_policy": record, "candidate_ranking": used, "max_epochs":
+    the run's bound on epochs}: the run's choices) fixes what the
     run chose; with "buy again" slots the challengers are measured with them where repeats count.
     ``days_frame`` (``int_interaction_days``) adds what reads how often and how recently
     shoppers had items: the count-then-recency ``bought_before``, TIFU-KNN and the
@@ -284,7 +284,13 @@ def run_backtest(
                 continue
             # the published recipe's sources: the two-tower model is not one (it lowered the held-out validation
             # figure on Online Retail, bench/README.md), it answers in context
-            ranker, score = train_candidate_ranking(data, sources_recipe, variant == WITH_REPEATS, truth)
+            ranker, score = train_candidate_ranking(
+                data,
+                sources_recipe,
+                variant == WITH_REPEATS,
+                truth,
+                max_epochs=(recipe or {}).get("max_epochs"),
+            )
             tuning[CANDIDATE_RANKING][variant] = ranker.record
             if score is not None:
                 by_variant[variant][CANDIDATE_RANKING] = SimpleNamespace(score=score)

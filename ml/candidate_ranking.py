@@ -39,6 +39,7 @@ PER_SOURCE = 50  # candidates each source proposes per shopper
 OWN_CANDIDATES = 100  # the shopper's own items proposed (most often, then most recently had, first)
 RECENT_DAYS = 30  # "popular lately": shoppers who had the item in the last RECENT_DAYS before the reference
 MIN_USERS = 10
+MAX_EPOCHS = 20  # the ranker stops earlier when 2 epochs in a row do not improve the tuning users' NDCG@20
 ITEM_FEATURES = ("item_log_popularity", "item_log_recent_popularity", "item_repurchase_rate")
 OWN_FEATURES = ("own", "own_log_days", "own_log_days_since")
 USER_FEATURES = ("user_log_items", "user_log_days")
@@ -156,7 +157,7 @@ def _ndcg_at_20(scores: np.ndarray, candidates: np.ndarray, truth: sp.csr_matrix
 class CandidateRanker:
     """The learned ranker over several sources' candidates. ``fit`` on validation, ``score_fn`` at test."""
 
-    def __init__(self, include_own: bool, epochs: int = 20, patience: int = 2, seed: int = 42):
+    def __init__(self, include_own: bool, epochs: int = MAX_EPOCHS, patience: int = 2, seed: int = 42):
         self.include_own, self.epochs, self.patience, self.seed = include_own, epochs, patience, seed
         self.mlp: keras.Model | None = None
         self.width = 0
@@ -277,12 +278,20 @@ def fit_sources(
 
 
 def train_candidate_ranking(
-    data, recipe: dict, include_own: bool, truth: sp.csr_matrix, fit_two_tower=None, two_tower=None
+    data,
+    recipe: dict,
+    include_own: bool,
+    truth: sp.csr_matrix,
+    fit_two_tower=None,
+    two_tower=None,
+    max_epochs: int | None = None,
 ) -> tuple[CandidateRanker, ScoreFn]:
     """The ranker trained on ``data``'s validation period (sources fitted on ``data.fit`` / ``fit_repeats``,
-    labels ``truth``), and its score function over the sources refitted on ``data.train`` / ``repeats``."""
+    labels ``truth``; at most ``max_epochs``, the run's bound on its TensorFlow models' epochs), and its score
+    function over the sources refitted on ``data.train`` / ``repeats``."""
     fit_side = fit_sources(data.fit, data.fit_repeats, recipe, include_own, fit_two_tower)
-    ranker = CandidateRanker(include_own).fit(fit_side, Context(data.fit, data.fit_repeats), truth)
+    epochs = MAX_EPOCHS if max_epochs is None else max(1, min(MAX_EPOCHS, int(max_epochs)))
+    ranker = CandidateRanker(include_own, epochs=epochs).fit(fit_side, Context(data.fit, data.fit_repeats), truth)
     if ranker.mlp is None:
         return ranker, None
     train_side = fit_sources(data.train, data.repeats, recipe, include_own, two_tower)

@@ -72,7 +72,15 @@ def _table_counts(settings) -> dict:
 def test_training_dag_publishes_and_reruns_idempotently(pipeline_env, mysql_test_settings, s3_test_settings):
     # the repeat policy from the form: lists without anything a shopper has (groceries' own default, from its
     # share of repeat purchases, is include: the weakened run below takes it)
-    conf = {"dataset": "groceries", "epochs": 2, "top_k": 10, "force_publish": True, "repeat_policy": "exclude"}
+    # the two-tower model's lists (the candidate ranking is published and verified by the forced run below)
+    conf = {
+        "dataset": "groceries",
+        "epochs": 2,
+        "top_k": 10,
+        "force_publish": True,
+        "repeat_policy": "exclude",
+        "candidate_ranking": False,
+    }
     first = run_dag(pipeline_env, conf)
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
     counts = _table_counts(mysql_test_settings)
@@ -403,6 +411,10 @@ def test_verify_the_champion_then_roll_back_to_it_after_a_forced_release(
     assert forced.returncode == 0, forced.stdout[-3000:]
     newer = storage.get_json(s3, bucket, champion_key(s3_test_settings, "groceries"))
     assert newer["release_id"] != champion["release_id"]
+    trained = storage.get_json(
+        s3, bucket, release_prefix(s3_test_settings, "groceries", newer["release_id"]) + RunArtifacts.TRAINING
+    )
+    assert trained["candidate_ranking"]["used"], trained["candidate_ranking"]  # its lists are what is published
     _assert_buy_again_slots_first(mysql_test_settings, 3)
     slotted = verify(s3_test_settings, "groceries", k=10)  # the SavedModel answers the same slots and items
     assert slotted["release_id"] == newer["release_id"] and slotted["matches_published"], slotted

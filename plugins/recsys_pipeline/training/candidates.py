@@ -46,7 +46,7 @@ def end_of_data(artifacts: RunArtifacts):
     return data, f"validation period: the last {choice.test_days} days before {end}"
 
 
-def fit_for_publishing(artifacts: RunArtifacts, data, include_own: bool, n: int) -> dict:
+def fit_for_publishing(artifacts: RunArtifacts, data, include_own: bool, n: int, max_epochs: int = 20) -> dict:
     """Tune the sources and train the ranker on ``data`` (``end_of_data``), rank every shopper's best ``n``
     items (their own among them when ``include_own``) into ``CANDIDATE_LISTS``; the record."""
     import scipy.sparse as sp
@@ -70,7 +70,7 @@ def fit_for_publishing(artifacts: RunArtifacts, data, include_own: bool, n: int)
     )
     recipe = candidate_recipe(tuning)
     truth = validation_repeats if include_own else data.validation
-    ranker, score = train_candidate_ranking(data, recipe, include_own, truth)
+    ranker, score = train_candidate_ranking(data, recipe, include_own, truth, max_epochs=max_epochs)
     record = {"recipe": recipe, "ranker": ranker.record, "tuning": tuning, "used": score is not None}
     if score is None:
         return record

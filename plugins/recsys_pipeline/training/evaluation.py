@@ -89,6 +89,7 @@ def backtest(artifacts: RunArtifacts, max_epochs: int) -> dict:
             "repeat_policy": training.get("repeat_policy"),
             # the gate measures what is published: the candidate ranking only where the run fitted it
             "candidate_ranking": bool((training.get("candidate_ranking") or {}).get("used")),
+            "max_epochs": max_epochs,
         },
         days_frame=snapshot.read_days(artifacts),
     )

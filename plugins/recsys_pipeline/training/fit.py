@@ -89,7 +89,11 @@ def train(
     ranking_record = {"used": False, "why": why if candidate_ranking else "turned off by the run's parameter"}
     if end_data is not None and candidate_ranking:
         ranking_record = candidates.fit_for_publishing(
-            artifacts, end_data, policy.mode == INCLUDE, max(top_k, CANDIDATE_LIST_LENGTH)
+            artifacts,
+            end_data,
+            policy.mode == INCLUDE,
+            max(top_k, CANDIDATE_LIST_LENGTH),
+            max_epochs=int(config_overrides.get("epochs", 20)),
         ) | {"why": why}
     lists = candidates.read_lists(artifacts) if ranking_record.get("used") else None
     versions = code_version()
