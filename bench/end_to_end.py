@@ -12,17 +12,19 @@ arguments its tasks pass (``orchestration/feature_tasks.py``, ``training_tasks.p
     dbt build             features.dbt.run_dbt: the features task group's single build
     document_features     features.builds.document_features
     check_quality         quality.features_gate.check_quality (the features gate)
-    train_two_tower       training.fit.train (two-tower model and ranking stage)
+    train_two_tower       training.fit.train (two-tower model, ranking stage, the candidate ranking)
     evaluate_models       training.evaluation.evaluate (every baseline beside it)
+    backtest              training.evaluation.backtest (the gate's view: the global time cut)
     score_users           training.scoring.recommend (top-K for every user)
     promotion_gate        release.gate.promotion_gate
     publish_release       release.publish.publish (to an S3 API server of its own)
     load_recommendations  release.recommendations_table.load_recommendations (MySQL)
 
-with the DAG's defaults: model family ``two_tower``, ``--epochs`` 20, top-K 20, backtest,
-dry run and force_publish off. The figures go to ``.work/bench/end_to_end.json``: per size
-each stage's wall seconds and peak RSS, and the growth of each stage from the smallest
-size; stdout gets a table and the goals of issue 19 beside the figures (met or not).
+with the DAG's defaults: model family ``two_tower``, ``--epochs`` 20, top-K 20, the
+candidate ranking on (``--no-candidate-ranking`` publishes the two-tower's lists), repeat policy
+from the data, dry run and force_publish off. The backtest is the gate's view and always runs.
+The figures go to ``.work/bench/end_to_end.json``: per size each stage's wall seconds and
+peak RSS, and the growth of each stage from the smallest size; stdout gets a table and the goals of issue 19 beside the figures (met or not).
 Nothing is asserted.
 
 Why the stage functions, each in a process of its own:
@@ -42,10 +44,10 @@ Why the stage functions, each in a process of its own:
   ``seconds`` is the stage call; ``process_seconds`` adds starting Python and the
   imports, which every task pays too.
 
-What differs from a DAG run: ``evaluate_models`` and ``score_users`` run one after the
-other (the DAG may run them side by side); ``load_recommendations`` is timed even when
-the promotion gate says no (the DAG then skips it: the row says ``dag_runs_it``); the
-whole run is the sum of the stages.
+What differs from a DAG run: ``evaluate_models``, ``backtest`` and ``score_users`` run one
+after the other (the DAG may run them side by side); the whole run is the sum of the stages.
+As in the DAG, ``load_recommendations`` is skipped when the promotion gate says no (the row
+says ``dag_runs_it``); ``--force-publish`` promotes regardless, so that it is timed.
 
 Isolation, as ``feature_build.py`` (whose helpers it uses): its own databases
 (``recsys_e2e``, ``recsys_e2e_raw``, recreated for each size, dropped at the end), its own
@@ -59,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -119,8 +122,9 @@ def _train(bench: fb.Bench, run, xcom: dict, args) -> dict:
     from recsys_pipeline.training import fit
 
     ready = xcom["features_ready"]
+    train = functools.partial(fit.train, top_k=args.top_k, candidate_ranking=args.candidate_ranking)  # the task's
     return _timed(
-        bench, TRAIN, fit.train, bench.app, run, xcom["train_overrides"], ready["data_version"], ready.get("load_id")
+        bench, TRAIN, train, bench.app, run, xcom["train_overrides"], ready["data_version"], ready.get("load_id")
     )
 
 
@@ -128,6 +132,12 @@ def _evaluate(bench: fb.Bench, run, xcom: dict, args) -> dict:
     from recsys_pipeline.training import evaluation
 
     return _timed(bench, "evaluate_models", evaluation.evaluate, run.artifacts)
+
+
+def _backtest(bench: fb.Bench, run, xcom: dict, args) -> dict:
+    from recsys_pipeline.training import evaluation
+
+    return _timed(bench, "backtest", evaluation.backtest, run.artifacts, args.epochs)
 
 
 def _score(bench: fb.Bench, run, xcom: dict, args) -> dict:
@@ -141,7 +151,7 @@ def _promotion_gate(bench: fb.Bench, run, xcom: dict, args) -> dict:
     from recsys_pipeline.settings import s3_settings
 
     data_version = xcom["features_ready"]["data_version"]
-    return _timed(bench, "promotion_gate", gate.promotion_gate, s3_settings(), run, data_version, False)
+    return _timed(bench, "promotion_gate", gate.promotion_gate, s3_settings(), run, data_version, args.force_publish)
 
 
 def _publish(bench: fb.Bench, run, xcom: dict, args) -> dict:
@@ -155,10 +165,16 @@ def _publish(bench: fb.Bench, run, xcom: dict, args) -> dict:
 
 def _load_recommendations(bench: fb.Bench, run, xcom: dict, args) -> dict:
     from recsys_pipeline.release import recommendations_table
+    from recsys_pipeline.settings import s3_settings
 
-    name = "load_recommendations"
-    loaded = _timed(bench, name, recommendations_table.load_recommendations, bench.app, run.artifacts)
-    bench.stages[name]["dag_runs_it"] = bool(xcom["publish_release"]["promote"])  # else the DAG skips it
+    name, published = "load_recommendations", xcom["publish_release"]
+    if not published["promote"]:  # the DAG skips it (the champion did not move, so the load would be refused)
+        skipped = _timed(bench, name, lambda: {"skipped": "the gate kept the champion (--force-publish times it)"})
+        bench.stages[name]["dag_runs_it"] = False
+        return skipped
+    load = recommendations_table.load_recommendations
+    loaded = _timed(bench, name, load, bench.app, run.artifacts, s3_settings(), published["release_id"])
+    bench.stages[name]["dag_runs_it"] = True
     return loaded
 
 
@@ -177,6 +193,7 @@ STAGES: dict[str, Callable] = {
     "check_quality": _check_quality,
     TRAIN: _train,
     "evaluate_models": _evaluate,
+    "backtest": _backtest,
     "score_users": _score,
     "promotion_gate": _promotion_gate,
     "publish_release": _publish,
@@ -239,7 +256,11 @@ def _stage_path(args: argparse.Namespace, events: int, stage: str) -> Path:
 
 def _stage_command(args: argparse.Namespace, events: int, stage: str) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve()), "--one", str(events), "--stage", stage]
-    command += ["--work-dir", str(args.work_dir), "--top-k", str(args.top_k)]
+    command += ["--work-dir", str(args.work_dir), "--top-k", str(args.top_k), "--epochs", str(args.epochs)]
+    if not args.candidate_ranking:
+        command.append("--no-candidate-ranking")
+    if args.force_publish:
+        command.append("--force-publish")
     command += ["--dbt-retries", str(args.dbt_retries), "--retry-wait", str(args.retry_wait)]
     if args.build_timeout:
         command += ["--build-timeout", str(args.build_timeout)]
@@ -302,8 +323,9 @@ def run_size(args: argparse.Namespace, events: int, s3) -> dict:
         "model_family": DAG_MODEL_FAMILY,
         "config_overrides": overrides,
         "top_k": args.top_k,
-        "backtest": False,
-        "force_publish": False,
+        "backtest": True,
+        "candidate_ranking": args.candidate_ranking,
+        "force_publish": args.force_publish,
         "dry_run": False,
     }
     state: dict = {"dataset": str(bench.dataset), "release_id": f"e2e-{events}", "xcom": {}}
@@ -421,7 +443,7 @@ def _table_lines(runs: list[dict], ratios: dict) -> list[str]:
             rss_cell = f"{rss.get('stage', 0):,.0f} / {rss.get('dbt', 0):,.0f}" if rss else ""
             note = "" if row["ok"] else ("  STOPPED at the build timeout" if row.get("timed_out") else "  FAILED")
             if row.get("dag_runs_it") is False:
-                note += "  (the gate said no: the DAG skips it)"
+                note += "  (the gate said no: skipped, as the DAG does)"
             lines.append(
                 f"{n:>12,}  {stage:<30} {row['seconds']:>9.1f} {row.get('process_seconds', 0):>10.1f} "
                 f"{_growth_cell(ratios, stage, n):>7} {rss_cell:>25}{note}"
@@ -514,7 +536,8 @@ def report(runs: list[dict]) -> tuple[str, dict]:
     settings = runs[0].get("settings", {})
     lines = [
         "End to end: the training DAG's stages, each in its own process "
-        f"({json.dumps(settings.get('config_overrides'))}, top-K {settings.get('top_k')}, backtest off)",
+        f"({json.dumps(settings.get('config_overrides'))}, top-K {settings.get('top_k')}, "
+        f"candidate ranking {'on' if settings.get('candidate_ranking', True) else 'off'}, backtest on)",
         "",
         *_table_lines(runs, ratios),
     ]
@@ -540,6 +563,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     add("--epochs", type=int, default=DAG_EPOCHS, help=f"most training epochs (the DAG's default: {DAG_EPOCHS})")
     add("--top-k", type=int, default=DAG_TOP_K, help=f"recommendations per user (the DAG's default: {DAG_TOP_K})")
+    add(
+        "--no-candidate-ranking",
+        dest="candidate_ranking",
+        action="store_false",
+        help="publish the two-tower model's lists (the DAG's candidate_ranking=false)",
+    )
+    add(
+        "--force-publish",
+        action="store_true",
+        help="promote whatever the gate says, so that the MySQL load is timed too (the DAG's force_publish)",
+    )
     add(
         "--work-dir",
         type=Path,
