@@ -24,8 +24,8 @@ with the DAG's defaults: model family ``two_tower``, ``--epochs`` 20, top-K 20, 
 candidate ranking on (``--no-candidate-ranking`` publishes the two-tower's lists), repeat policy
 from the data, dry run and force_publish off. The backtest is the gate's view and always runs.
 The figures go to ``.work/bench/end_to_end.json``: per size each stage's wall seconds and
-peak RSS, and the growth of each stage from the smallest size; stdout gets a table and the goals of issue 19 beside the figures (met or not).
-Nothing is asserted.
+peak RSS, and the growth of each stage from the smallest size; stdout gets a table and the
+goals of issue 19 beside the figures (met or not). Nothing is asserted.
 
 Why the stage functions, each in a process of its own:
 
