@@ -147,6 +147,38 @@ def test_keep_top_n_per_row_ties_keep_lower_column():
     np.testing.assert_array_equal(keep_top_n_per_row(mat, 2).toarray(), [[0.5, 0.5, 0, 0], [0, 0, 0.9, 0.3]])
 
 
+def _top_n_by_rows(mat: sp.csr_matrix, n: int) -> dict:
+    """Brute force: per row, the stored (column, value) pairs sorted by value desc, then column asc; first n."""
+    kept = {}
+    for r in range(mat.shape[0]):
+        pairs = {}
+        for c, v in zip(mat.indices[mat.indptr[r] : mat.indptr[r + 1]], mat.data[mat.indptr[r] : mat.indptr[r + 1]]):
+            pairs[int(c)] = pairs.get(int(c), 0.0) + float(v)  # duplicates are summed
+        kept |= {(r, c): v for c, v in sorted(pairs.items(), key=lambda cv: (-cv[1], cv[0]))[:n]}
+    return kept
+
+
+@pytest.mark.parametrize("density", [0.05, 0.5, 1.0, 2.0])  # sparse blocks (sorted) and dense ones (partition)
+@pytest.mark.parametrize("n", [0, 1, 3, 50])
+def test_keep_top_n_per_row_matches_brute_force_on_ties_duplicates_and_negatives(density, n):
+    rng = np.random.default_rng(int(density * 100) + n)
+    for _ in range(20):
+        shape = (int(rng.integers(1, 25)), int(rng.integers(1, 30)))
+        nnz = int(density * shape[0] * shape[1])
+        rows, cols = rng.integers(0, shape[0], nnz), rng.integers(0, shape[1], nnz)
+        order = np.argsort(rows, kind="stable")  # CSR with duplicate and unsorted column indices
+        indptr = np.r_[0, np.cumsum(np.bincount(rows, minlength=shape[0]))]
+        data = (rng.integers(-2, 4, nnz) / 2).astype(np.float32)  # many ties, negatives and stored zeros
+        mat = sp.csr_matrix((data[order], cols[order], indptr), shape=shape)
+        untouched = mat.copy()
+        kept = keep_top_n_per_row(mat, n)
+        coo = kept.tocoo()
+        assert {(int(r), int(c)): float(v) for r, c, v in zip(coo.row, coo.col, coo.data)} == _top_n_by_rows(mat, n)
+        assert kept.has_sorted_indices
+        np.testing.assert_array_equal(mat.data, untouched.data)  # the caller's matrix is not changed
+        np.testing.assert_array_equal(mat.indices, untouched.indices)
+
+
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_registry_models_share_the_contract(name):
     model = BASELINES[name]()
