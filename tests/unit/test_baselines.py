@@ -152,7 +152,8 @@ def _top_n_by_rows(mat: sp.csr_matrix, n: int) -> dict:
     kept = {}
     for r in range(mat.shape[0]):
         pairs = {}
-        for c, v in zip(mat.indices[mat.indptr[r] : mat.indptr[r + 1]], mat.data[mat.indptr[r] : mat.indptr[r + 1]]):
+        row = slice(mat.indptr[r], mat.indptr[r + 1])
+        for c, v in zip(mat.indices[row], mat.data[row], strict=True):
             pairs[int(c)] = pairs.get(int(c), 0.0) + float(v)  # duplicates are summed
         kept |= {(r, c): v for c, v in sorted(pairs.items(), key=lambda cv: (-cv[1], cv[0]))[:n]}
     return kept
@@ -173,7 +174,7 @@ def test_keep_top_n_per_row_matches_brute_force_on_ties_duplicates_and_negatives
         untouched = mat.copy()
         kept = keep_top_n_per_row(mat, n)
         coo = kept.tocoo()
-        assert {(int(r), int(c)): float(v) for r, c, v in zip(coo.row, coo.col, coo.data)} == _top_n_by_rows(mat, n)
+        assert {(int(r), int(c)): float(v) for r, c, v in zip(coo.row, coo.col, coo.data, strict=True)} == _top_n_by_rows(mat, n)
         assert kept.has_sorted_indices
         np.testing.assert_array_equal(mat.data, untouched.data)  # the caller's matrix is not changed
         np.testing.assert_array_equal(mat.indices, untouched.indices)
