@@ -174,7 +174,8 @@ def test_keep_top_n_per_row_matches_brute_force_on_ties_duplicates_and_negatives
         untouched = mat.copy()
         kept = keep_top_n_per_row(mat, n)
         coo = kept.tocoo()
-        assert {(int(r), int(c)): float(v) for r, c, v in zip(coo.row, coo.col, coo.data, strict=True)} == _top_n_by_rows(mat, n)
+        got = {(int(r), int(c)): float(v) for r, c, v in zip(coo.row, coo.col, coo.data, strict=True)}
+        assert got == _top_n_by_rows(mat, n)
         assert kept.has_sorted_indices
         np.testing.assert_array_equal(mat.data, untouched.data)  # the caller's matrix is not changed
         np.testing.assert_array_equal(mat.indices, untouched.indices)
