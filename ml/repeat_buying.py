@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
-from ml.baselines import binarize, keep_top_n_per_row
+from ml.baselines import binarize, neighbour_pool, pooled_similarity
 from ml.data import RepeatHistory
 
 CACHE_VALUES = 50_000_000  # TIFU-KNN's neighbour vectors kept while alpha is tuned: 200 MB of float32 at most
@@ -103,6 +103,8 @@ class TIFUKNN:
         inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         self.vectors_ = vectors
         self.normalized_ = sp.csr_matrix(vectors.multiply(inv[:, None]), dtype=np.float32)
+        self.pool_ = neighbour_pool(np.diff(self.normalized_.indptr))  # the most active shoppers, past a size
+        self.pool_t_ = None if self.pool_ is None else sp.csr_matrix(self.normalized_[self.pool_].T)
         return self
 
     def with_alpha(self, alpha: float) -> TIFUKNN:
@@ -130,10 +132,7 @@ class TIFUKNN:
 
     def _neighbours(self, users: np.ndarray) -> np.ndarray:
         """The mean vector of each user's ``neighbours`` most similar other users."""
-        sim = sp.csr_matrix(self.normalized_[users] @ self.normalized_.T).tocoo()
-        not_self = sim.col != users[sim.row]
-        sim = sp.csr_matrix((sim.data[not_self], (sim.row[not_self], sim.col[not_self])), shape=sim.shape)
-        sim = keep_top_n_per_row(sim, self.neighbours)
+        sim = pooled_similarity(self.normalized_, users, self.pool_, self.pool_t_, self.neighbours)
         sim.data[:] = 1.0 / self.neighbours  # the mean of the neighbours' vectors
         return np.asarray((sim @ self.vectors_).toarray(), dtype=np.float32)
 

@@ -194,3 +194,29 @@ def test_registry_models_share_the_contract(name):
         unseen = set(np.flatnonzero(DENSE[u] == 0))
         if len(unseen) >= 2:
             assert set(row) <= unseen
+
+
+def _brute_user_knn(x: np.ndarray, pool: list[int], neighbours: int) -> np.ndarray:
+    """r(u, i) = sum of cosine(u, v) x[v, i] over u's ``neighbours`` most similar users v of ``pool`` (v != u;
+    ties to the lower index), by loops."""
+    norms = np.sqrt(x.sum(axis=1))
+    scores = np.zeros(x.shape, dtype=np.float64)
+    for u in range(x.shape[0]):
+        sims = [(float(x[u] @ x[v]) / (norms[u] * norms[v]), v) for v in pool if v != u and norms[u] * norms[v] > 0]
+        sims = [(s, v) for s, v in sims if s > 0]
+        for s, v in sorted(sims, key=lambda sv: (-sv[0], sv[1]))[:neighbours]:
+            scores[u] += s * x[v]
+    return scores
+
+
+@pytest.mark.parametrize("pool_size", [3, 5, 1000])  # 1000: every user (the exact model)
+def test_user_knn_takes_neighbours_among_the_most_active_users_past_the_pool_size(monkeypatch, pool_size):
+    rng = np.random.default_rng(7)
+    x = (rng.random((14, 12)) < np.linspace(0.1, 0.6, 14)[:, None]).astype(np.float32)  # later users more active
+    x[3] = x[12]  # a twin of an active user outside a small pool's reach, unless the pool is everyone
+    monkeypatch.setenv("RECSYS_KNN_NEIGHBOUR_POOL", str(pool_size))
+    activity = x.sum(axis=1)
+    pool = sorted(sorted(range(14), key=lambda u: (-activity[u], u))[:pool_size])
+    model = UserKNN(neighbours=2).fit(sp.csr_matrix(x))
+    assert (model.pool_ is None) == (pool_size >= 14)
+    np.testing.assert_allclose(model.score(np.arange(14)), _brute_user_knn(x, pool, 2), rtol=1e-5, atol=1e-6)
