@@ -49,7 +49,15 @@ from ml.data import (
     repeat_history,
     time_ordered_histories,
 )
-from ml.evaluate import BASELINE_NAMES, PER_USER_NDCG, category_ids, evaluate_scores, fit_baselines
+from ml.evaluate import (
+    APPROXIMATED,
+    BASELINE_NAMES,
+    PER_USER_NDCG,
+    approximation,
+    category_ids,
+    evaluate_scores,
+    fit_baselines,
+)
 from ml.item_attributes import encode as encode_item_attributes
 from ml.names import (
     BOUGHT_BEFORE,
@@ -255,6 +263,8 @@ def run_backtest(
         models[TIFU_KNN], tuning[TIFU_KNN] = tuned_tifu_knn(
             data.fit_repeats, data.repeats, lambda fn: validation_ndcg(fn, nothing_seen, validation_repeats)
         )
+        if (bound := approximation(models[TIFU_KNN])) is not None:
+            tuning[TIFU_KNN][APPROXIMATED] = bound
         seconds[TIFU_KNN] = round(time.perf_counter() - started, 2)
     if two_tower_config is not None:
         started = time.perf_counter()

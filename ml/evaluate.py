@@ -97,6 +97,7 @@ EASE_BYTES_PER_ITEM_PAIR = 33
 EASE_MEMORY_BUDGET_BYTES = 4 * 1024**3
 EASE_MAX_ITEMS = math.isqrt(EASE_MEMORY_BUDGET_BYTES // EASE_BYTES_PER_ITEM_PAIR)
 SKIPPED = "skipped"  # a baseline's tuning record carries this key, with the reason, when it was not fitted
+APPROXIMATED = "approximated"  # ... and this one when it was fitted with a bound that changes its scores
 
 
 def ease_max_items() -> int:
@@ -116,6 +117,17 @@ def too_large(name: str, data: InteractionData) -> str | None:
     return (
         f"{data.n_items:,} items: its dense item x item fit would hold about {gigabytes:.1f} GB at once, "
         f"past the {limit:,}-item limit (RECSYS_EASE_MAX_ITEMS) that keeps a stage under 8 GB"
+    )
+
+
+def approximation(model) -> str | None:
+    """How a fitted user-based model (user-kNN, TIFU-KNN) was bounded for a large shop, or None when it is exact."""
+    pool = getattr(model, "pool_", None)
+    if pool is None:
+        return None
+    return (
+        f"neighbours among the {len(pool):,} most active of {model.normalized_.shape[0]:,} users "
+        "(RECSYS_KNN_NEIGHBOUR_POOL): exact neighbours grow with the square of the users"
     )
 
 
@@ -160,6 +172,8 @@ def fit_baselines(data: InteractionData, names: Sequence[str] = BASELINE_NAMES) 
             models[name], tuning[name] = tuned_ease(data)
         else:
             models[name] = BASELINES[name]().fit(data.train)
+        if (bound := approximation(models[name])) is not None:
+            tuning[name] = tuning.get(name, {}) | {APPROXIMATED: bound}
         seconds[name] = round(time.perf_counter() - started, 2)
     return models, tuning, seconds
 

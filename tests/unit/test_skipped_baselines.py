@@ -87,3 +87,26 @@ def test_the_report_names_each_skipped_baseline_under_its_view():
     measured = metrics | {"tuning": {"ease": {"l2": 200}}}
     measured.pop("backtest")
     assert "Not evaluated" not in render(RunSummary(training, measured, None), "r")
+
+
+def test_user_knn_past_its_neighbour_pool_is_recorded_as_approximated_and_reported(monkeypatch):
+    from ml.evaluate import evaluate_baselines
+    from ml.names import ITEM_KNN, USER_KNN
+
+    data = _data()
+    monkeypatch.setenv("RECSYS_KNN_NEIGHBOUR_POOL", str(data.n_users - 5))
+    metrics, tuning = evaluate_baselines(data, names=(USER_KNN, ITEM_KNN))
+    assert USER_KNN in metrics  # evaluated, with its bound said
+    bound = tuning[USER_KNN]["approximated"]
+    assert (
+        f"{data.n_users - 5:,} most active of {data.n_users:,} users" in bound and "RECSYS_KNN_NEIGHBOUR_POOL" in bound
+    )
+    assert ITEM_KNN not in tuning  # item-based: no bound
+
+    monkeypatch.setenv("RECSYS_KNN_NEIGHBOUR_POOL", str(data.n_users))  # every user fits: exact, nothing said
+    assert USER_KNN not in evaluate_baselines(data, names=(USER_KNN,))[1]
+
+    training = {"model": "two_tower", "model_version": "two_tower-r1", "config": {}}
+    report = {"primary_metric": "ndcg@20", "tuning": tuning, "models": {"two_tower": {"ndcg@20": 0.15}}}
+    page = render(RunSummary(training, report, None), "r")
+    assert "Approximated on this view" in page and f"<li>user_knn: {bound}</li>" in page

@@ -37,16 +37,22 @@ def _table(first_header: str, metrics: tuple[str, ...], rows: list[tuple[str, di
 
 
 def skipped_note(tuning: dict) -> str:
-    """The baselines a view left out and why (their tuning record's ``skipped``: too large for the data)."""
-    skipped = {
-        name: record["skipped"]
-        for name, record in sorted(tuning.items())
-        if isinstance(record, dict) and "skipped" in record
-    }
-    if not skipped:
-        return ""
-    items = "".join(f"<li>{html.escape(name)}: {html.escape(str(reason))}</li>" for name, reason in skipped.items())
-    return f"<p><small>Not evaluated on this view:</small></p><ul class=skipped>{items}</ul>"
+    """The baselines a view left out and why (their tuning record's ``skipped``: too large for the data), and
+    those it bounded (``approximated``: user-based neighbours among the most active users of a large shop)."""
+    parts = []
+    for key, title, css in (
+        ("skipped", "Not evaluated on this view:", "skipped"),
+        ("approximated", "Approximated on this view:", "approximated"),
+    ):
+        found = {
+            name: record[key] for name, record in sorted(tuning.items()) if isinstance(record, dict) and key in record
+        }
+        if found:
+            items = "".join(
+                f"<li>{html.escape(name)}: {html.escape(str(reason))}</li>" for name, reason in found.items()
+            )
+            parts.append(f"<p><small>{title}</small></p><ul class={css}>{items}</ul>")
+    return "".join(parts)
 
 
 def backtest_section(summary: RunSummary) -> str:
