@@ -118,19 +118,23 @@ def _top_n_dense(mat: sp.csr_matrix, n: int) -> sp.csr_matrix:
     present = (np.bincount(cells, minlength=size) > 0).reshape(mat.shape)
     dtype = np.result_type(mat.dtype, np.float32)
     dense = np.bincount(cells, weights=mat.data, minlength=size).astype(dtype).reshape(mat.shape)
-    dense[~present] = -np.inf
-    stored = present.sum(axis=1)
-    keep = present
-    if n == 0:
-        keep = np.zeros_like(present)
-    elif (stored > n).any():
-        nth = -np.partition(-dense, n - 1, axis=1)[:, n - 1 : n]  # -inf where a row has fewer than n entries
-        above = dense > nth
-        at = (dense == nth) & present
-        room = n - above.sum(axis=1, keepdims=True)
-        keep = np.where((stored > n)[:, None], above | (at & (np.cumsum(at, axis=1) <= room)), present)
-    r, c = np.nonzero(keep)
+    r, c = np.nonzero(_keep_top_n(dense, present, n))
     return sp.csr_matrix((dense[r, c].astype(mat.dtype), (r, c)), shape=mat.shape)
+
+
+def _keep_top_n(dense: np.ndarray, present: np.ndarray, n: int) -> np.ndarray:
+    """Which ``present`` cells of each row of ``dense`` are its ``n`` largest (ties to the lower column)."""
+    dense = np.where(present, dense, -np.inf)
+    stored = present.sum(axis=1)
+    if n == 0:
+        return np.zeros_like(present)
+    if not (stored > n).any():
+        return present
+    nth = -np.partition(-dense, n - 1, axis=1)[:, n - 1 : n]  # -inf where a row has fewer than n entries
+    above = dense > nth
+    at = (dense == nth) & present
+    room = n - above.sum(axis=1, keepdims=True)
+    return np.where((stored > n)[:, None], above | (at & (np.cumsum(at, axis=1) <= room)), present)
 
 
 NEIGHBOUR_POOL = 20_000  # RECSYS_KNN_NEIGHBOUR_POOL: the most users a user-based model looks for neighbours among
@@ -161,6 +165,9 @@ def neighbour_pool(activity: np.ndarray, size: int | None = None) -> np.ndarray 
 def pooled_similarity(normalized: sp.csr_matrix, users: np.ndarray, pool: np.ndarray | None, pool_t, n: int | None):
     """Cosine similarities of ``users`` to the pool's users (every user when ``pool`` is None), a user never its
     own neighbour, at most ``n`` per row (ties to the lower user index); CSR over all users' columns."""
+    width = normalized.shape[0] if pool is None else len(pool)
+    if n is not None and len(users) * width <= _TOP_N_BLOCK_CELLS:  # nearly dense: no sparse round trip
+        return _pooled_similarity_dense(normalized, users, pool, pool_t, n)
     sim = sp.csr_matrix(normalized[users] @ (normalized.T if pool is None else pool_t)).tocoo()
     owner = sim.col if pool is None else pool[sim.col]
     not_self = owner != users[sim.row]
@@ -171,6 +178,18 @@ def pooled_similarity(normalized: sp.csr_matrix, users: np.ndarray, pool: np.nda
     if pool is not None:
         sim = sp.csr_matrix((sim.data, pool[sim.indices], sim.indptr), shape=(len(users), normalized.shape[0]))
     return sim
+
+
+def _pooled_similarity_dense(normalized: sp.csr_matrix, users: np.ndarray, pool, pool_t, n: int) -> sp.csr_matrix:
+    """``pooled_similarity`` for a batch whose similarities fit one dense block: one sparse x dense product and a
+    partition per row (user-user similarities are nearly all non-zero; building them as CSR cost 10x the product)."""
+    candidates = normalized.T if pool is None else pool_t  # items x pool users
+    sim = np.ascontiguousarray(np.asarray(candidates.T @ normalized[users].T.toarray()).T)  # [users, pool]
+    owner = np.arange(normalized.shape[0]) if pool is None else pool
+    present = sim != 0  # what the sparse product stores once its zeros are eliminated
+    present &= owner[None, :] != users[:, None]  # a user is not their own neighbour
+    r, c = np.nonzero(_keep_top_n(sim, present, n))
+    return sp.csr_matrix((sim[r, c], (r, owner[c])), shape=(len(users), normalized.shape[0]))
 
 
 def _check_fitted(model: object, attr: str) -> None:

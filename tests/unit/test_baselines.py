@@ -220,3 +220,24 @@ def test_user_knn_takes_neighbours_among_the_most_active_users_past_the_pool_siz
     model = UserKNN(neighbours=2).fit(sp.csr_matrix(x))
     assert (model.pool_ is None) == (pool_size >= 14)
     np.testing.assert_allclose(model.score(np.arange(14)), _brute_user_knn(x, pool, 2), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pool_size", [40, 1000])
+def test_pooled_similarity_is_the_same_from_its_dense_and_its_sparse_path(monkeypatch, pool_size):
+    from ml import baselines
+
+    rng = np.random.default_rng(11)
+    x = sp.random(300, 50, density=0.15, format="csr", random_state=3, dtype=np.float32)  # weighted, like TIFU's
+    x.data = np.round(x.data * 4) / 4 + 0.25  # ties
+    normalized = sp.csr_matrix(x.multiply(1 / np.sqrt(np.maximum(x.multiply(x).sum(axis=1), 1e-12))), dtype=np.float32)
+    pool = baselines.neighbour_pool(np.diff(normalized.indptr), pool_size)
+    pool_t = None if pool is None else sp.csr_matrix(normalized[pool].T)
+    users = rng.choice(300, 64, replace=False)
+    dense = baselines.pooled_similarity(normalized, users, pool, pool_t, 7)
+    monkeypatch.setattr(baselines, "_TOP_N_BLOCK_CELLS", 0)  # every batch through the sparse product and lexsort
+    sparse = baselines.pooled_similarity(normalized, users, pool, pool_t, 7)
+    np.testing.assert_array_equal(dense.indptr, sparse.indptr)
+    np.testing.assert_array_equal(dense.indices, sparse.indices)
+    np.testing.assert_allclose(dense.data, sparse.data, rtol=1e-6)
+    assert not any(u in dense[i].indices for i, u in enumerate(users))  # never one's own neighbour
+    assert np.diff(dense.indptr).max() <= 7
