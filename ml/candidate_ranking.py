@@ -127,6 +127,23 @@ def candidates_and_features(
     return candidates, features
 
 
+def candidate_labels(truth: sp.csr_matrix, candidates: np.ndarray) -> np.ndarray:
+    """``truth``'s value for each row's candidates (0 where it has none, -1 for padding), float32 [rows, width]:
+    looked up by sorted (row, item) keys, never a dense [rows x items] copy of ``truth`` (16 GB at 10M events)."""
+    truth = sp.csr_matrix(truth)
+    truth.sum_duplicates()  # sorted indices: the keys below are in order
+    n_items = truth.shape[1]
+    keys = np.repeat(np.arange(truth.shape[0], dtype=np.int64), np.diff(truth.indptr)) * n_items + truth.indices
+    wanted = np.arange(len(candidates), dtype=np.int64)[:, None] * n_items + np.maximum(candidates, 0)
+    labels = np.zeros(candidates.shape, np.float32)
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        found = keys[at] == wanted
+        labels[found] = truth.data[at[found]]
+    labels[candidates < 0] = -1.0
+    return labels
+
+
 def _listwise_loss(labels, logits):
     mask = labels >= 0
     labels = tf.where(mask, labels, 0.0)
@@ -168,11 +185,16 @@ class CandidateRanker:
         return min(n_items, n_sources * PER_SOURCE + (OWN_CANDIDATES if self.include_own else 0))
 
     def _batches(self, sources, context, users, batch_size=256):  # [b, n_items] per source: bounded memory
-        parts = [
-            candidates_and_features(sources, context, users[i : i + batch_size], self.include_own, self.width)
-            for i in range(0, len(users), batch_size)
-        ]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        """Every user's candidates and features, written batch by batch into arrays allocated once (no
+        concatenation: the features are the fit's largest array, ~32 KB a shopper)."""
+        candidates, features = None, None
+        for i in range(0, len(users), batch_size):
+            part = candidates_and_features(sources, context, users[i : i + batch_size], self.include_own, self.width)
+            if features is None:
+                candidates = np.empty((len(users), *part[0].shape[1:]), part[0].dtype)
+                features = np.empty((len(users), *part[1].shape[1:]), part[1].dtype)
+            candidates[i : i + batch_size], features[i : i + batch_size] = part
+        return candidates, features
 
     def fit(self, sources: dict[str, ScoreFn], context: Context, truth: sp.csr_matrix) -> CandidateRanker:
         """Learn to order ``sources``' candidates (fitted before the period of ``truth``) against ``truth``."""
@@ -190,24 +212,29 @@ class CandidateRanker:
         if min(learn.sum(), tune.sum(), check.sum()) < MIN_USERS:
             self.record["skipped"] = f"{len(users)} validation users: too few to learn, tune and check on"
             return self
+        # the shoppers in role order (learn, tune, check; each in index order), so that the tuning and the
+        # check shoppers' features are slices of one array, not copies of it
+        order = np.concatenate([np.flatnonzero(learn), np.flatnonzero(tune), np.flatnonzero(check)])
+        users = users[order]
+        n_learn, n_tune = int(learn.sum()), int(tune.sum())
+        tune, check = slice(n_learn, n_learn + n_tune), slice(n_learn + n_tune, len(users))
         candidates, features = self._batches(sources, context, users)
-        labels = np.take_along_axis(np.asarray(truth[users].todense()), np.maximum(candidates, 0), axis=1)
-        labels = np.where(candidates >= 0, labels, -1.0).astype(np.float32)
-        has_positive = (labels > 0).any(axis=1)
-        learn_rows = np.flatnonzero(learn & has_positive)
+        truth_users = truth[users]
+        labels = candidate_labels(truth_users, candidates)
+        learn_rows = np.flatnonzero((labels[:n_learn] > 0).any(axis=1))
+        learn_features, learn_labels = features[learn_rows], labels[learn_rows]
+        del labels
         normalizer = keras.layers.Normalization(axis=-1)
-        valid = features[learn_rows][candidates[learn_rows] >= 0]
-        normalizer.adapt(valid)
+        normalizer.adapt(learn_features[candidates[learn_rows] >= 0])
         self.mlp = _mlp(features.shape[-1], normalizer, self.seed)
         self.mlp.compile(optimizer=keras.optimizers.Adam(0.002), loss=_listwise_loss)
-        truth_users = truth[users]
 
         def ndcg(rows, scores):
             return float(_ndcg_at_20(scores, candidates[rows], truth_users[rows]).mean())
 
         best, best_weights, best_epoch, history = -1.0, None, 0, []
         for epoch in range(self.epochs):
-            self.mlp.fit(features[learn_rows], labels[learn_rows], batch_size=128, epochs=1, verbose=0, shuffle=True)
+            self.mlp.fit(learn_features, learn_labels, batch_size=128, epochs=1, verbose=0, shuffle=True)
             value = ndcg(tune, self._predict(features[tune]))
             history.append(round(value, 5))
             if value > best:
@@ -221,8 +248,8 @@ class CandidateRanker:
         best_source = max((n for n in checked if n != "ranker"), key=checked.get)
         self.record |= {
             "trained_users": int(len(learn_rows)),
-            "tuning_users": int(tune.sum()),
-            "held_out_users": int(check.sum()),
+            "tuning_users": n_tune,
+            "held_out_users": len(users) - n_learn - n_tune,
             "best_epoch": best_epoch,
             "tuning_ndcg@20_per_epoch": history,
             "held_out_ndcg@20": {k: round(v, 5) for k, v in checked.items()},

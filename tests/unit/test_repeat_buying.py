@@ -158,3 +158,21 @@ def test_the_candidate_ranker_learns_what_shoppers_buy_again():
     candidates, _ = candidates_and_features(sources, Context(seen, history), np.arange(5), False, 20)
     own = seen[np.arange(5)].toarray()[np.arange(5)[:, None], np.maximum(candidates, 0)]
     assert (candidates >= 0).any() and not own[candidates >= 0].any()
+
+
+def test_candidate_labels_are_the_truths_values_without_a_dense_copy():
+    from ml.candidate_ranking import candidate_labels
+
+    rng = np.random.default_rng(5)
+    truth = sp.random(40, 300, density=0.03, format="csr", random_state=2, dtype=np.float32)
+    truth.data = np.ceil(truth.data * 3)  # counts, as the repeats-counted view's labels are
+    candidates = rng.integers(-1, 300, size=(40, 25))
+    candidates[:, :3] = np.asarray(truth.argmax(axis=1)).reshape(-1, 1)  # hits in every row that has one
+    expected = np.take_along_axis(truth.toarray(), np.maximum(candidates, 0), axis=1)
+    expected[candidates < 0] = -1.0
+    labels = candidate_labels(truth, candidates)
+    assert labels.dtype == np.float32
+    np.testing.assert_array_equal(labels, expected)
+    assert (labels > 0).sum() >= 3 * (np.diff(truth.indptr) > 0).sum()
+    empty = candidate_labels(sp.csr_matrix((2, 300), dtype=np.float32), candidates[:2])
+    np.testing.assert_array_equal(empty, np.where(candidates[:2] < 0, -1.0, 0.0))
