@@ -130,8 +130,8 @@ def candidates_and_features(
 def candidate_labels(truth: sp.csr_matrix, candidates: np.ndarray) -> np.ndarray:
     """``truth``'s value for each row's candidates (0 where it has none, -1 for padding), float32 [rows, width]:
     looked up by sorted (row, item) keys, never a dense [rows x items] copy of ``truth`` (16 GB at 10M events)."""
-    truth = sp.csr_matrix(truth)
-    truth.sum_duplicates()  # sorted indices: the keys below are in order
+    truth = sp.csr_matrix(truth, copy=True)
+    truth.sum_duplicates()  # sorted indices, so the keys below are in order (on a copy: the caller's is untouched)
     n_items = truth.shape[1]
     keys = np.repeat(np.arange(truth.shape[0], dtype=np.int64), np.diff(truth.indptr)) * n_items + truth.indices
     wanted = np.arange(len(candidates), dtype=np.int64)[:, None] * n_items + np.maximum(candidates, 0)

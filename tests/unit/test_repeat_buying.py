@@ -170,6 +170,19 @@ def test_candidate_labels_are_the_truths_values_without_a_dense_copy():
     candidates[:, :3] = np.asarray(truth.argmax(axis=1)).reshape(-1, 1)  # hits in every row that has one
     expected = np.take_along_axis(truth.toarray(), np.maximum(candidates, 0), axis=1)
     expected[candidates < 0] = -1.0
+    unsorted = sp.csr_matrix(  # the same matrix, each row's entries stored in reverse column order
+        (
+            np.concatenate([truth.data[a:b][::-1] for a, b in zip(truth.indptr[:-1], truth.indptr[1:], strict=True)]),
+            np.concatenate(
+                [truth.indices[a:b][::-1] for a, b in zip(truth.indptr[:-1], truth.indptr[1:], strict=True)]
+            ),
+            truth.indptr,
+        ),
+        shape=truth.shape,
+    )
+    stored = unsorted.indices.copy()
+    np.testing.assert_array_equal(candidate_labels(unsorted, candidates), candidate_labels(truth, candidates))
+    np.testing.assert_array_equal(unsorted.indices, stored)  # the caller's matrix is left as it was
     labels = candidate_labels(truth, candidates)
     assert labels.dtype == np.float32
     np.testing.assert_array_equal(labels, expected)
