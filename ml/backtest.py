@@ -35,7 +35,6 @@ import logging
 import time
 from types import SimpleNamespace
 
-import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
@@ -252,17 +251,13 @@ def run_backtest(
         variants[WITH_REPEATS] = dataclasses.replace(data, test=repeats_test)
     models, tuning, seconds = fit_baselines(data, (*BASELINE_NAMES, BOUGHT_BEFORE))
     from ml.candidate_ranking import train_candidate_ranking
-    from ml.train import validation_ndcg
 
     validation_repeats = None
     if data.repeats is not None:  # how often and how recently: the repeat-buying baselines
         started = time.perf_counter()
         validation_repeats = bought_between(data.repeats, data.fit_repeats)
         models[BOUGHT_BEFORE] = BuyAgain(data.repeats).fit(data.train)  # count, then recency
-        nothing_seen = sp.csr_matrix(data.fit.shape, dtype=np.float32)
-        models[TIFU_KNN], tuning[TIFU_KNN] = tuned_tifu_knn(
-            data.fit_repeats, data.repeats, lambda fn: validation_ndcg(fn, nothing_seen, validation_repeats)
-        )
+        models[TIFU_KNN], tuning[TIFU_KNN] = tuned_tifu_knn(data.fit_repeats, data.repeats, validation_repeats)
         if (bound := approximation(models[TIFU_KNN])) is not None:
             tuning[TIFU_KNN][APPROXIMATED] = bound
         seconds[TIFU_KNN] = round(time.perf_counter() - started, 2)

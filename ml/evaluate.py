@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from ml import tuning_shoppers
 from ml.data import InteractionData
 from ml.metrics import intra_list_diversity, novelty, per_user_ndcg, popularity_share, ranking_metrics
 from ml.names import BASELINES, EASE, KS, PRIMARY_METRIC
@@ -52,8 +53,8 @@ def evaluate_scores(
     """
     if holdout == "test":
         seen, truth = data.train, data.test
-    elif holdout == "validation":
-        seen, truth = data.fit, data.validation
+    elif holdout == "validation":  # choosing a setting: a seeded sample of the shoppers past a bound
+        seen, truth = data.fit, tuning_shoppers.sampled(data.validation)
     else:
         raise ValueError(f"holdout must be 'test' or 'validation', not {holdout!r}")
     users = data.evaluated_users(truth)
@@ -141,10 +142,10 @@ def tuned_ease(data: InteractionData):
     }
     best = max(scores, key=scores.get)
     log.info("EASE l2 on validation: %s -> %s", {k: round(v, 4) for k, v in scores.items()}, best)
-    return EASE(best).fit(data.train), {
-        "l2": best,
-        f"validation_{PRIMARY_METRIC}": {str(k): v for k, v in scores.items()},
-    }
+    record = {"l2": best, f"validation_{PRIMARY_METRIC}": {str(k): v for k, v in scores.items()}}
+    if (sampled := tuning_shoppers.note(data.validation)) is not None:
+        record["validation_shoppers"] = sampled
+    return EASE(best).fit(data.train), record
 
 
 def fit_baselines(data: InteractionData, names: Sequence[str] = BASELINE_NAMES) -> tuple[dict, dict, dict[str, float]]:

@@ -146,7 +146,7 @@ def _exact_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return items, item_scores
 
 
-def _usable_cpus() -> int:
+def usable_cpus() -> int:
     """CPUs this process may run on (its affinity where the OS reports one, e.g. Linux; else all)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -191,7 +191,7 @@ def batched_top_k(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     excl = sp.csr_matrix(exclude) if exclude is not None else None
     starts = range(0, len(users), batch_size)
-    threads = max(1, min(threads or _usable_cpus(), len(starts)))
+    threads = max(1, min(threads or usable_cpus(), len(starts)))
 
     items = np.empty((len(users), k), dtype=np.int32)
     item_scores = np.empty((len(users), k), dtype=np.float32)

@@ -18,13 +18,18 @@ item before a reference time), never the binary matrix alone, and follow the bas
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import scipy.sparse as sp
+from threadpoolctl import threadpool_limits
 
+from ml import tuning_shoppers
 from ml.baselines import binarize, neighbour_pool, pooled_similarity
 from ml.data import RepeatHistory
-
-CACHE_VALUES = 50_000_000  # TIFU-KNN's neighbour vectors kept while alpha is tuned: 200 MB of float32 at most
+from ml.metrics import ranking_metrics
+from ml.names import NDCG_20
+from ml.ranking import top_k, usable_cpus
 
 
 class BuyAgain:
@@ -112,23 +117,28 @@ class TIFUKNN:
         self.alpha = float(alpha)
         return self
 
-    def remembering_neighbours(self, max_values: int = CACHE_VALUES) -> TIFUKNN:
-        """Keep each batch's neighbour vectors (up to ``max_values`` floats in all) so that trying several
-        ``alpha`` on the same users computes the neighbours once."""
-        self._cache, self._cache_room = {}, max_values
-        return self
-
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         users = np.asarray(user_idx).reshape(-1)
-        cache = getattr(self, "_cache", None)
-        key = users.tobytes()
-        others = cache.get(key) if cache is not None else None
-        if others is None:
-            others = self._neighbours(users)
-            if cache is not None and others.size <= self._cache_room:
-                cache[key], self._cache_room = others, self._cache_room - others.size
-        own = self.vectors_[users].toarray()
-        return (self.alpha * own + (1.0 - self.alpha) * others).astype(np.float32)
+        return _blend(self.vectors_[users].toarray(), self._neighbours(users), self.alpha)
+
+    def top_per_alpha(self, users: np.ndarray, alphas, k: int, batch_size: int = 256) -> dict[float, np.ndarray]:
+        """Each blend's top-``k`` items for ``users`` (as ``ml.ranking.batched_top_k`` ranks ``score`` with
+        ``alpha``), the neighbours computed once a batch for every ``alpha``: tuning the blend then costs one
+        neighbour pass, not one per value (the neighbours are most of a pass's time, bench/README.md)."""
+        users = np.asarray(users, dtype=np.int64).reshape(-1)
+        tops = {float(alpha): np.empty((len(users), k), np.int32) for alpha in alphas}
+
+        def rank(start: int) -> None:
+            batch = users[start : start + batch_size]
+            own, others = self.vectors_[batch].toarray(), self._neighbours(batch)
+            for alpha, top in tops.items():
+                top[start : start + len(batch)] = top_k(_blend(own, others, alpha), k, overwrite=True)[0]
+
+        starts = range(0, len(users), batch_size)
+        threads = max(1, min(usable_cpus(), len(starts)))
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(threads) as pool:
+            list(pool.map(rank, starts))  # re-raises the first failed batch's error
+        return tops
 
     def _neighbours(self, users: np.ndarray) -> np.ndarray:
         """The mean vector of each user's ``neighbours`` most similar other users."""
@@ -137,24 +147,35 @@ class TIFUKNN:
         return np.asarray((sim @ self.vectors_).toarray(), dtype=np.float32)
 
 
+def _blend(own: np.ndarray, others: np.ndarray, alpha: float) -> np.ndarray:
+    return (alpha * own + (1.0 - alpha) * others).astype(np.float32)
+
+
 TIFU_GRID = ((0.9, 0.7), (1.0, 1.0), (0.8, 0.5))  # (basket decay, group decay) tried on validation
 TIFU_ALPHAS = (0.3, 0.5, 0.7, 0.9)
 
 
-def tuned_tifu_knn(fit_repeats: RepeatHistory, repeats: RepeatHistory, validation_ndcg) -> tuple[TIFUKNN, dict]:
-    """TIFU-KNN with its decays and blend chosen on validation (``validation_ndcg(score_fn) -> float``, the
-    model fitted on ``fit_repeats``), then rebuilt on ``repeats`` (everything before the cut)."""
+def tuned_tifu_knn(fit_repeats: RepeatHistory, repeats: RepeatHistory, truth: sp.csr_matrix) -> tuple[TIFUKNN, dict]:
+    """TIFU-KNN with its decays and blend chosen by NDCG@20 on ``truth`` (what shoppers had in the validation
+    period, repeats counted: nothing excluded; a seeded sample of them past ``ml.tuning_shoppers``' bound), the
+    model fitted on ``fit_repeats``; then rebuilt on ``repeats`` (everything before the cut)."""
+    sample_note = tuning_shoppers.note(truth)
+    truth = tuning_shoppers.sampled(truth)
+    users = np.flatnonzero(np.diff(truth.indptr) > 0)
     scores = {}
     for basket_decay, group_decay in TIFU_GRID:
         model = TIFUKNN(fit_repeats, basket_decay=basket_decay, group_decay=group_decay).fit()
-        model.remembering_neighbours()
-        for alpha in TIFU_ALPHAS:
-            scores[(basket_decay, group_decay, alpha)] = validation_ndcg(model.with_alpha(alpha).score)
+        for alpha, top in model.top_per_alpha(users, TIFU_ALPHAS, 20).items():
+            ndcg = ranking_metrics(top, truth[users], truth.shape[1], ks=(20,))[NDCG_20]
+            scores[(basket_decay, group_decay, alpha)] = float(ndcg)
     best = max(scores, key=scores.get)
     model = TIFUKNN(repeats, basket_decay=best[0], group_decay=best[1], alpha=best[2]).fit()
-    return model, {
+    record = {
         "basket_decay": best[0],
         "group_decay": best[1],
         "alpha": best[2],
         "validation_ndcg@20": {f"rb={k[0]},rg={k[1]},alpha={k[2]}": round(v, 5) for k, v in scores.items()},
     }
+    if sample_note is not None:
+        record["validation_shoppers"] = sample_note
+    return model, record

@@ -203,10 +203,13 @@ POPULARITY_PRIOR_CHOICES = (0.0, -0.05, -0.02, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 def validation_ndcg(score_fn, seen: sp.csr_matrix, truth: sp.csr_matrix) -> float:
-    """NDCG@20 of ``score_fn`` over the users with ``truth`` items, their ``seen`` items excluded."""
+    """NDCG@20 of ``score_fn`` over the users with ``truth`` items (a seeded sample past ``ml.tuning_shoppers``'
+    bound), their ``seen`` items excluded."""
+    from ml import tuning_shoppers
     from ml.metrics import ranking_metrics
     from ml.ranking import batched_top_k
 
+    truth = tuning_shoppers.sampled(truth)
     users = np.flatnonzero(np.diff(truth.indptr) > 0)
     top, _ = batched_top_k(score_fn, users, 20, exclude=seen)
     return float(ranking_metrics(top, truth[users], truth.shape[1], ks=(20,))[NDCG_20])
@@ -242,6 +245,8 @@ def tune_on_validation(
     """
     import itertools
 
+    from ml import tuning_shoppers
+
     names = sorted(choices)
     candidates = [
         dataclasses.replace(config, **dict(zip(names, values, strict=True)))
@@ -270,4 +275,6 @@ def tune_on_validation(
             "validation_ndcg@20": {str(w): round(v, 5) for w, v in prior_scores.items()},
         },
     }
+    if (sampled := tuning_shoppers.note(data.validation)) is not None:
+        record["validation_shoppers"] = sampled
     return model, chosen, tuned, record

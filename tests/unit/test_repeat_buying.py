@@ -129,24 +129,31 @@ def _shop(seed: int, n_users: int = 240, n_items: int = 40):
     return pd.DataFrame(rows, columns=["user_id", "item_id", "event_date"]), rng
 
 
-def test_the_candidate_ranker_learns_what_shoppers_buy_again():
-    from ml.candidate_ranking import CandidateRanker, Context, candidates_and_features
+def _favourite_shop(seed: int):
+    """``_shop``'s shoppers, their history, the label (each shopper's most often bought item: ties cannot happen,
+    days differ) and two sources that know nothing of counts (popularity; the shopper's own items in item order)."""
     from ml.names import BOUGHT_BEFORE, MOST_POPULAR
 
-    days, _ = _shop(0)
+    days, _ = _shop(seed)
     users = np.array(sorted(days["user_id"].unique()), dtype=object)
     items = np.array(sorted(days["item_id"].unique()), dtype=object)
     history = repeat_history(days, users, items, pd.Timestamp("2024-03-01"))
     seen = sp.csr_matrix(history.days > 0, dtype=np.float32)
-    # the label: each shopper's most often bought item (ties cannot happen: days differ)
     favourite = np.asarray(history.days.argmax(axis=1)).ravel()
     truth = sp.csr_matrix((np.ones(len(users), np.float32), (np.arange(len(users)), favourite)), seen.shape)
     popular = np.asarray(seen.sum(axis=0)).ravel()
-    # a source that knows nothing of counts: the shopper's own items, in item order
     sources = {
         MOST_POPULAR: lambda u: np.tile(popular, (len(u), 1)).astype(np.float32),
         BOUGHT_BEFORE: lambda u: (seen[u].toarray() * (1 + np.arange(seen.shape[1]) / 100)).astype(np.float32),
     }
+    return users, seen, history, favourite, truth, sources
+
+
+def test_the_candidate_ranker_learns_what_shoppers_buy_again():
+    from ml.candidate_ranking import CandidateRanker, Context, candidates_and_features
+    from ml.names import BOUGHT_BEFORE
+
+    users, seen, history, favourite, truth, sources = _favourite_shop(0)
     ranker = CandidateRanker(include_own=True, epochs=40, patience=5).fit(sources, Context(seen, history), truth)
     assert ranker.record["improves"], ranker.record
     assert ranker.record["held_out_ndcg@20"]["ranker"] > 0.9
@@ -189,3 +196,54 @@ def test_candidate_labels_are_the_truths_values_without_a_dense_copy():
     assert (labels > 0).sum() >= 3 * (np.diff(truth.indptr) > 0).sum()
     empty = candidate_labels(sp.csr_matrix((2, 300), dtype=np.float32), candidates[:2])
     np.testing.assert_array_equal(empty, np.where(candidates[:2] < 0, -1.0, 0.0))
+
+
+def test_the_candidate_ranker_trains_on_a_sample_of_a_large_validation_period(monkeypatch):
+    from ml.candidate_ranking import CandidateRanker, Context, candidates_and_features
+
+    users, seen, history, _, truth, sources = _favourite_shop(1)
+    context = Context(seen, history)
+    # the features of many batches, written by several threads, are each batch's own
+    ranker = CandidateRanker(include_own=True)
+    ranker.width = ranker._width(len(sources), seen.shape[1])
+    everyone = np.arange(len(users))[::-1].copy()
+    candidates, features = ranker._batches(sources, context, everyone, batch_size=32)
+    alone = candidates_and_features(sources, context, everyone, True, ranker.width)
+    np.testing.assert_array_equal(candidates, alone[0])
+    np.testing.assert_array_equal(features, alone[1])
+    # past the bound, the ranker learns, tunes and checks on that many validation shoppers and says so
+    monkeypatch.setenv("RECSYS_TUNING_SHOPPERS", "120")
+    record = CandidateRanker(include_own=True, epochs=3).fit(sources, context, truth).record
+    assert record["tuning_users"] + record["held_out_users"] < 90 and record["trained_users"] > 0  # ~60, not ~120
+    assert "120 of the 240 validation shoppers" in record["validation_shoppers"]
+
+
+def test_tifu_knn_tuning_ranks_every_blend_from_one_neighbour_pass(monkeypatch):
+    from ml.repeat_buying import TIFU_ALPHAS, TIFU_GRID, tuned_tifu_knn
+    from ml.train import validation_ndcg
+
+    days, _ = _shop(2, n_users=300)
+    users = np.array(sorted(days["user_id"].unique()), dtype=object)
+    items = np.array(sorted(days["item_id"].unique()), dtype=object)
+    fit = repeat_history(days, users, items, pd.Timestamp("2024-01-10"))
+    later = repeat_history(days, users, items, pd.Timestamp("2024-03-01"))
+    truth = bought_between(later, fit)
+    nothing_seen = sp.csr_matrix(truth.shape, dtype=np.float32)
+    calls = []
+    original = TIFUKNN._neighbours
+    monkeypatch.setattr(TIFUKNN, "_neighbours", lambda self, u: calls.append(len(u)) or original(self, u))
+    model, record = tuned_tifu_knn(fit, later, truth)
+    shoppers = int((np.diff(truth.indptr) > 0).sum())
+    assert shoppers > 100 and sum(calls) == len(TIFU_GRID) * shoppers  # once per decay setting, not per blend too
+    for basket_decay, group_decay in TIFU_GRID:  # the same figures as ranking each blend on its own
+        alone = TIFUKNN(fit, basket_decay=basket_decay, group_decay=group_decay).fit()
+        for alpha in TIFU_ALPHAS:
+            key = f"rb={basket_decay},rg={group_decay},alpha={alpha}"
+            expected = validation_ndcg(alone.with_alpha(alpha).score, nothing_seen, truth)
+            assert record["validation_ndcg@20"][key] == round(expected, 5)
+    assert (model.basket_decay, model.group_decay, model.alpha) == (
+        record["basket_decay"],
+        record["group_decay"],
+        record["alpha"],
+    )
+    assert "validation_shoppers" not in record

@@ -49,8 +49,6 @@ def end_of_data(artifacts: RunArtifacts):
 def fit_for_publishing(artifacts: RunArtifacts, data, include_own: bool, n: int, max_epochs: int = 20) -> dict:
     """Tune the sources and train the ranker on ``data`` (``end_of_data``), rank every shopper's best ``n``
     items (their own among them when ``include_own``) into ``CANDIDATE_LISTS``; the record."""
-    import scipy.sparse as sp
-
     from ml.backtest import candidate_recipe
     from ml.candidate_ranking import train_candidate_ranking
     from ml.data import bought_between
@@ -58,16 +56,12 @@ def fit_for_publishing(artifacts: RunArtifacts, data, include_own: bool, n: int,
     from ml.names import EASE, TIFU_KNN
     from ml.ranking import batched_top_k
     from ml.repeat_buying import tuned_tifu_knn
-    from ml.train import validation_ndcg
 
     tuning = {}
     if data.n_items <= EASE_MAX_ITEMS:
         _, tuning[EASE] = tuned_ease(data)
     validation_repeats = bought_between(data.repeats, data.fit_repeats)
-    nothing_seen = sp.csr_matrix(data.fit.shape, dtype=np.float32)
-    _, tuning[TIFU_KNN] = tuned_tifu_knn(
-        data.fit_repeats, data.repeats, lambda fn: validation_ndcg(fn, nothing_seen, validation_repeats)
-    )
+    _, tuning[TIFU_KNN] = tuned_tifu_knn(data.fit_repeats, data.repeats, validation_repeats)
     recipe = candidate_recipe(tuning)
     truth = validation_repeats if include_own else data.validation
     ranker, score = train_candidate_ranking(data, recipe, include_own, truth, max_epochs=max_epochs)
