@@ -110,3 +110,31 @@ def test_user_knn_past_its_neighbour_pool_is_recorded_as_approximated_and_report
     report = {"primary_metric": "ndcg@20", "tuning": tuning, "models": {"two_tower": {"ndcg@20": 0.15}}}
     page = render(RunSummary(training, report, None), "r")
     assert "Approximated on this view" in page and f"<li>user_knn: {bound}</li>" in page
+
+
+def test_settings_chosen_on_a_sample_are_said_in_the_records_and_the_report(monkeypatch):
+    from ml.evaluate import tuned_ease
+
+    data = _data()
+    shoppers = int((np.diff(data.validation.indptr) > 0).sum())
+    monkeypatch.setenv("RECSYS_TUNING_SHOPPERS", str(shoppers - 3))
+    _, record = tuned_ease(data)
+    sampled = record["validation_shoppers"]
+    assert (
+        f"{shoppers - 3:,} of the {shoppers:,} validation shoppers" in sampled and "RECSYS_TUNING_SHOPPERS" in sampled
+    )
+    training = {"model": "two_tower", "model_version": "two_tower-r1", "config": {}}
+    metrics = {
+        "primary_metric": "ndcg@20",
+        "protocol": "per-user temporal holdout",
+        "tuning": {"ease": record},
+        "models": {"two_tower": {"ndcg@20": 0.15}, "ease": {"ndcg@20": 0.10}},
+    }
+    page = render(RunSummary(training, metrics, None), "r")
+    assert "Settings chosen on a sample" in page and f"<li>ease: {sampled}</li>" in page
+    monkeypatch.setenv("RECSYS_TUNING_SHOPPERS", str(shoppers))  # every shopper fits: nothing said
+    _, record = tuned_ease(data)
+    assert "validation_shoppers" not in record
+    assert "Settings chosen on a sample" not in render(
+        RunSummary(training, metrics | {"tuning": {"ease": record}}, None), "r"
+    )

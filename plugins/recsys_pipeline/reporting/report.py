@@ -38,11 +38,13 @@ def _table(first_header: str, metrics: tuple[str, ...], rows: list[tuple[str, di
 
 def skipped_note(tuning: dict) -> str:
     """The baselines a view left out and why (their tuning record's ``skipped``: too large for the data), and
-    those it bounded (``approximated``: user-based neighbours among the most active users of a large shop)."""
+    those it bounded (``approximated``: user-based neighbours among the most active users of a large shop), and
+    those whose settings were chosen on a sample of the validation shoppers (``validation_shoppers``)."""
     parts = []
     for key, title, css in (
         ("skipped", "Not evaluated on this view:", "skipped"),
         ("approximated", "Approximated on this view:", "approximated"),
+        ("validation_shoppers", "Settings chosen on a sample of the validation shoppers:", "sampled"),
     ):
         found = {
             name: record[key] for name, record in sorted(tuning.items()) if isinstance(record, dict) and key in record
