@@ -112,11 +112,6 @@ class TIFUKNN:
         self.pool_t_ = None if self.pool_ is None else sp.csr_matrix(self.normalized_[self.pool_].T)
         return self
 
-    def with_alpha(self, alpha: float) -> TIFUKNN:
-        """The same fitted vectors, blended with ``alpha`` (no refit: the blend only weighs them)."""
-        self.alpha = float(alpha)
-        return self
-
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         users = np.asarray(user_idx).reshape(-1)
         return _blend(self.vectors_[users].toarray(), self._neighbours(users), self.alpha)

@@ -29,7 +29,13 @@ SEED = 20_240_101
 
 def bound() -> int:
     """The most validation shoppers a choice is made on (``RECSYS_TUNING_SHOPPERS``; 0 or less: all)."""
-    return int(os.environ.get("RECSYS_TUNING_SHOPPERS", TUNING_SHOPPERS))
+    value = os.environ.get("RECSYS_TUNING_SHOPPERS", str(TUNING_SHOPPERS))
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(
+            f"RECSYS_TUNING_SHOPPERS must be a whole number of shoppers (0: every shopper), got {value!r}"
+        ) from None
 
 
 def sampled(truth: sp.csr_matrix, most: int | None = None) -> sp.csr_matrix:

@@ -89,7 +89,7 @@ def test_tifu_knn_alpha_one_is_the_shoppers_own_vector():
     model = TIFUKNN(history, neighbours=1, alpha=1.0).fit()
     own = decayed_frequency(history, 7, 0.9, 0.7).toarray()
     assert model.score(np.array([0, 1])) == pytest.approx(own)
-    blended = model.with_alpha(0.0).score(np.array([0]))
+    blended = TIFUKNN(history, neighbours=1, alpha=0.0).fit().score(np.array([0]))
     assert blended[0] == pytest.approx(own[1])  # a's one neighbour is b
 
 
@@ -239,7 +239,8 @@ def test_tifu_knn_tuning_ranks_every_blend_from_one_neighbour_pass(monkeypatch):
         alone = TIFUKNN(fit, basket_decay=basket_decay, group_decay=group_decay).fit()
         for alpha in TIFU_ALPHAS:
             key = f"rb={basket_decay},rg={group_decay},alpha={alpha}"
-            expected = validation_ndcg(alone.with_alpha(alpha).score, nothing_seen, truth)
+            alone.alpha = alpha
+            expected = validation_ndcg(alone.score, nothing_seen, truth)
             assert record["validation_ndcg@20"][key] == round(expected, 5)
     assert (model.basket_decay, model.group_decay, model.alpha) == (
         record["basket_decay"],

@@ -48,6 +48,9 @@ def test_the_bound_comes_from_the_environment(monkeypatch):
     assert (np.diff(tuning_shoppers.sampled(truth).indptr) > 0).sum() == 50
     monkeypatch.setenv("RECSYS_TUNING_SHOPPERS", "0")
     assert (tuning_shoppers.sampled(truth) != truth).nnz == 0
+    monkeypatch.setenv("RECSYS_TUNING_SHOPPERS", "20k")
+    with pytest.raises(ValueError, match="RECSYS_TUNING_SHOPPERS must be a whole number.*'20k'"):
+        tuning_shoppers.sampled(truth)
 
 
 def test_validation_ndcg_ranks_the_sampled_shoppers_only(monkeypatch):
