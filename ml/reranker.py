@@ -210,8 +210,12 @@ class Ranker(tf.Module):
         three ways: the MLP learns from half of them, a quarter chooses its epochs, and the
         last quarter -- used for nothing else -- decides whether the stage beats the
         retrieval order (choosing the epoch and judging on the same users would favour the
-        stage by chance).
+        stage by chance). Past ``ml.tuning_shoppers``' bound, on a seeded sample of the validation users.
         """
+        from ml import tuning_shoppers
+
+        sample_note = tuning_shoppers.note(truth)
+        truth = tuning_shoppers.sampled(truth)
         users = np.flatnonzero(np.diff(truth.indptr) > 0)
         role = np.random.default_rng(self.seed).random(len(users))
         tune = (role >= 1 - self.held_out_share) & (role < 1 - self.held_out_share / 2)
@@ -219,6 +223,8 @@ class Ranker(tf.Module):
         learn = ~(tune | check)
         n_candidates = min(self.n_candidates, seen.shape[1])
         self.record = {"features": list(FEATURES), "candidates": n_candidates, "improves": False}
+        if sample_note is not None:
+            self.record = self.record | {"validation_shoppers": sample_note}
         if min(learn.sum(), tune.sum(), check.sum()) < MIN_USERS:
             return self._skip(
                 f"{len(users)} validation users: fewer than {MIN_USERS} to learn from, to choose epochs on "

@@ -85,3 +85,15 @@ def test_noise_labels_rarely_pass_the_check_that_decides():
     decisions = [Ranker(RankingFeatures(seen), epochs=5, seed=s).fit(retrieval, seen, noise).record for s in range(4)]
     margins = [d["held_out_ndcg@20"]["reranked"] - d["held_out_ndcg@20"]["retrieval_order"] for d in decisions]
     assert np.mean(margins) < 0.02, margins
+
+
+def test_the_stage_learns_on_a_sample_of_a_large_validation_period(monkeypatch):
+    seen, retrieval, truth = _popularity_task(n_users=400)
+    monkeypatch.setenv("RECSYS_TUNING_SHOPPERS", "200")
+    record = Ranker(RankingFeatures(seen), epochs=2).fit(retrieval, seen, truth).record
+    assert record["trained_users"] + record["tuning_users"] + record["held_out_users"] <= 200
+    assert "200 of the 400 validation shoppers" in record["validation_shoppers"]
+    monkeypatch.setenv("RECSYS_TUNING_SHOPPERS", "400")
+    record = Ranker(RankingFeatures(seen), epochs=2).fit(retrieval, seen, truth).record
+    assert record["trained_users"] + record["tuning_users"] + record["held_out_users"] > 300
+    assert "validation_shoppers" not in record
