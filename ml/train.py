@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import random
 import time
@@ -19,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 import tensorflow as tf
 
+from ml import tuning_shoppers
 from ml.names import NDCG_20
 from ml.two_tower import TwoTowerConfig, TwoTowerModel, causal_training_dataset, pad_histories, training_dataset
 
@@ -49,9 +51,10 @@ def distribution_strategy(name: str | None = None) -> tf.distribute.Strategy:
 class ValidationRanking(keras.callbacks.Callback):
     """Early stopping on the validation split's primary ranking metric (never on test).
 
-    After each epoch, ranks every item for the validation users (their ``seen`` items
-    excluded), keeps the weights of the best epoch and stops after ``patience`` epochs
-    without improvement; the best weights are restored when training ends.
+    After each check (Keras' epoch: a whole epoch, or a part of one past the config's
+    ``examples_per_check``), ranks every item for the validation users (their ``seen``
+    items excluded), keeps the weights of the best check and stops after ``patience``
+    checks without improvement; the best weights are restored when training ends.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class ValidationRanking(keras.callbacks.Callback):
         seen: sp.csr_matrix,
         truth: sp.csr_matrix,
         patience: int = 2,
+        epochs_per_check: float = 1.0,
     ):
         super().__init__()
         self.recommender, self.histories, self.seen, self.truth, self.patience = (
@@ -70,13 +74,18 @@ class ValidationRanking(keras.callbacks.Callback):
             truth,
             patience,
         )
+        self.epochs_per_check = epochs_per_check
+        # The shoppers a check ranks: when they are a small part of the shop (a sample past
+        # ml.tuning_shoppers' bound), only theirs are embedded (at 10M events 20,000 of 200,000 users).
+        checked = np.flatnonzero(np.diff(tuning_shoppers.sampled(truth).indptr) > 0)
+        self.users = checked if len(checked) < len(histories) // 2 else None
         self.best, self.best_epoch, self.best_weights, self.scores = -1.0, -1, None, []
 
     def on_epoch_end(self, epoch, logs=None):
-        self.recommender.use_histories(self.histories)
+        self.recommender.use_histories(self.histories, users=self.users)
         value = validation_ndcg(self.recommender.score, self.seen, self.truth)
         self.scores.append(value)
-        log.info("epoch %d: validation ndcg@20 = %.4f", epoch + 1, value)
+        log.info("epoch %g: validation ndcg@20 = %.4f", round((epoch + 1) * self.epochs_per_check, 3), value)
         if value > self.best:
             self.best, self.best_epoch, self.best_weights = value, epoch, self.model.get_weights()
         elif epoch - self.best_epoch >= self.patience:
@@ -85,6 +94,33 @@ class ValidationRanking(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.best_weights is not None:
             self.model.set_weights(self.best_weights)
+
+
+def training_rounds(steps_per_epoch: int, config: TwoTowerConfig, validating: bool) -> tuple[int, int]:
+    """Keras epochs to run and steps in each: ``(config.epochs, steps_per_epoch)`` for whole epochs.
+
+    Validating, an epoch of more than ``config.examples_per_check`` examples is cut into equal
+    rounds of about that many, each ending with a validation check, up to ``config.epochs`` epochs.
+    Without validation, ``config.epochs`` may be a fraction: its steps are spread over whole-epoch-
+    sized rounds (rounded to whole steps).
+    """
+    if validating:
+        examples = steps_per_epoch * config.batch_size
+        if config.examples_per_check <= 0 or examples <= config.examples_per_check:
+            return math.ceil(config.epochs), steps_per_epoch
+        checks = math.ceil(examples / config.examples_per_check)
+        per_round = math.ceil(steps_per_epoch / checks)
+        return math.ceil(config.epochs * steps_per_epoch / per_round), per_round
+    steps = max(1, round(config.epochs * steps_per_epoch))
+    rounds = math.ceil(steps / steps_per_epoch)
+    return rounds, math.ceil(steps / rounds)
+
+
+def epochs_of(rounds: int, steps_per_round: int, steps_per_epoch: int) -> int | float:
+    """``rounds`` training rounds in epochs: whole when they are, else to three decimals."""
+    if steps_per_round == steps_per_epoch:
+        return rounds
+    return round(rounds * steps_per_round / steps_per_epoch, 3)
 
 
 class TwoTowerRecommender:
@@ -109,7 +145,9 @@ class TwoTowerRecommender:
         self.model: TwoTowerModel | None = None
         self.loss_history: list[float] = []
         self.validation_history: list[float] = []
-        self.best_epoch: int | None = None
+        self.best_epoch: int | None = None  # the best validation check, counted from 1 (an epoch, or a part of one)
+        self.best_epochs: int | float | None = None  # ... in epochs: a fraction when checks fall inside epochs
+        self.epochs_per_check: float = 1.0
         self.examples_per_second: float = 0.0
 
     def fit(
@@ -139,43 +177,70 @@ class TwoTowerRecommender:
                 self.user_segments,
             )
             self.model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        steps_per_epoch = int(dataset.cardinality())
+        rounds, steps_per_round = training_rounds(steps_per_epoch, config, validation is not None)
+        self.epochs_per_check = steps_per_round / steps_per_epoch
         callbacks = []
         if validation is not None:
-            callbacks.append(ValidationRanking(self, histories, interactions, validation, config.patience))
+            callbacks.append(
+                ValidationRanking(self, histories, interactions, validation, config.patience, self.epochs_per_check)
+            )
         started = time.perf_counter()
-        history = self.model.fit(
-            dataset, epochs=config.epochs, verbose=2, callbacks=callbacks, shuffle=False
-        )  # tf.data shuffles
+        # tf.data shuffles; whole epochs: Keras starts a new pass (a new order) each epoch
+        if steps_per_round == steps_per_epoch:
+            history = self.model.fit(dataset, epochs=rounds, verbose=2, callbacks=callbacks, shuffle=False)
+        else:  # rounds of part of an epoch: one endless stream of passes, each in a new order
+            history = self.model.fit(
+                dataset.repeat(),
+                epochs=rounds,
+                steps_per_epoch=steps_per_round,
+                verbose=2,
+                callbacks=callbacks,
+                shuffle=False,
+            )
         seconds = time.perf_counter() - started
         self.loss_history = [float(v) for v in history.history["loss"]]
-        self.examples_per_second = len(users) * len(self.loss_history) / seconds
+        self.examples_per_second = len(users) * len(self.loss_history) * self.epochs_per_check / seconds
         if callbacks:
             self.validation_history = callbacks[0].scores
             self.best_epoch = callbacks[0].best_epoch + 1
+            self.best_epochs = epochs_of(self.best_epoch, steps_per_round, steps_per_epoch)
         self.item_embeddings = np.asarray(
             self.model.item_tower(np.arange(1, interactions.shape[1] + 1, dtype=np.int32))
         )
         self.use_histories(histories)
         return self
 
-    def embed_users(self, histories: list[np.ndarray], batch_size: int = 4096) -> np.ndarray:
-        """Embeddings of users 0..n-1 from their ``histories`` (time-ordered item indices)."""
+    def embed_users(
+        self, histories: list[np.ndarray], batch_size: int = 4096, users: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Embeddings of users 0..n-1 from their ``histories`` (time-ordered item indices); of ``users``
+        alone (their rows, in that order) when given."""
         assert self.model is not None, "fit first"
+        if users is None:
+            users = np.arange(len(histories))
+        else:
+            histories = [histories[user] for user in users]
         padded = pad_histories(histories, self.config.history_length)
-        tokens = np.arange(1, len(histories) + 1, dtype=np.int32)
+        tokens = (np.asarray(users) + 1).astype(np.int32)
         parts = [
             np.asarray(self.model.user_tower(tokens[i : i + batch_size], padded[i : i + batch_size]))
             for i in range(0, len(tokens), batch_size)
         ]
         return np.concatenate(parts) if parts else np.zeros((0, self.config.embedding_dim), np.float32)
 
-    def use_histories(self, histories: list[np.ndarray]) -> TwoTowerRecommender:
-        """Score from now on with user embeddings computed from ``histories``."""
+    def use_histories(self, histories: list[np.ndarray], users: np.ndarray | None = None) -> TwoTowerRecommender:
+        """Score from now on with user embeddings computed from ``histories``: of ``users`` alone when given
+        (a validation check ranks its shoppers only; the other users' rows are left zero)."""
         assert self.model is not None, "fit first"
         self.item_embeddings = np.asarray(
             self.model.item_tower(np.arange(1, self.model.item_tower.item_embedding.input_dim, dtype=np.int32))
         )
-        self.user_embeddings = self.embed_users(histories)
+        if users is None:
+            self.user_embeddings = self.embed_users(histories)
+        else:
+            self.user_embeddings = np.zeros((len(histories), self.config.embedding_dim), np.float32)
+            self.user_embeddings[users] = self.embed_users(histories, users=users)
         return self
 
     @property
@@ -205,7 +270,6 @@ POPULARITY_PRIOR_CHOICES = (0.0, -0.05, -0.02, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 def validation_ndcg(score_fn, seen: sp.csr_matrix, truth: sp.csr_matrix) -> float:
     """NDCG@20 of ``score_fn`` over the users with ``truth`` items (a seeded sample past ``ml.tuning_shoppers``'
     bound), their ``seen`` items excluded."""
-    from ml import tuning_shoppers
     from ml.metrics import ranking_metrics
     from ml.ranking import batched_top_k
 
@@ -245,8 +309,6 @@ def tune_on_validation(
     """
     import itertools
 
-    from ml import tuning_shoppers
-
     names = sorted(choices)
     candidates = [
         dataclasses.replace(config, **dict(zip(names, values, strict=True)))
@@ -262,7 +324,7 @@ def tune_on_validation(
         log.info("validation ndcg@20 %.4f with %s", tried[-1][0], label)
     best_score, label, candidate, tuned = max(tried, key=lambda entry: entry[0])  # first best on ties
     prior, prior_scores = choose_popularity_prior(tuned, data, (config.popularity_prior, *POPULARITY_PRIOR_CHOICES))
-    chosen = dataclasses.replace(candidate, epochs=tuned.best_epoch or candidate.epochs, popularity_prior=prior)
+    chosen = dataclasses.replace(candidate, epochs=tuned.best_epochs or candidate.epochs, popularity_prior=prior)
     model = TwoTowerRecommender(chosen, item_attributes=item_attributes, user_segments=user_segments).fit(
         data.train, data.histories
     )
@@ -270,6 +332,11 @@ def tune_on_validation(
         "chosen": label,
         "validation_ndcg@20": {entry[1]: round(entry[0], 5) for entry in tried},
         "validation_ndcg@20_per_epoch": {entry[1]: entry[3].validation_history for entry in tried},
+        **(
+            {"epochs_per_check": {entry[1]: round(entry[3].epochs_per_check, 4) for entry in tried}}
+            if any(entry[3].epochs_per_check != 1.0 for entry in tried)
+            else {}
+        ),
         "popularity_prior": {
             "chosen": prior,
             "validation_ndcg@20": {str(w): round(v, 5) for w, v in prior_scores.items()},

@@ -38,8 +38,16 @@ from keras import layers, ops
 class TwoTowerConfig:
     embedding_dim: int = 64
     history_length: int = 50
-    epochs: int = 20  # an upper bound: training stops early on the validation metric
-    patience: int = 2
+    # An upper bound when fitting with validation (training stops early on the validation metric);
+    # without it, the epochs trained: a fraction past examples_per_check (a refit of a large shop's
+    # best point between two epochs).
+    epochs: int | float = 20
+    patience: int = 2  # validation checks without improvement before stopping
+    # Early stopping checks validation after every epoch, or after every ~this many examples when an
+    # epoch holds more: a large shop's epoch is long (6.6M examples at 10M events), and checking only
+    # at its end spends `patience` whole epochs past the best point and rounds that point to whole
+    # epochs. 0: once an epoch, whatever its size.
+    examples_per_check: int = 1_000_000
     batch_size: int = 1024
     learning_rate: float = 0.005
     temperature: float = 0.1

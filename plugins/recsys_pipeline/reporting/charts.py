@@ -100,13 +100,16 @@ def _plain(*texts) -> None:
         text.set_parse_math(False)
 
 
-def line_chart(title: str, series: dict[str, Sequence[float]], marker: int | None = None, y_label: str = "") -> str:
-    """A line chart of one or more series over epochs 1..n; ``marker`` draws a vertical line at that epoch."""
+def line_chart(
+    title: str, series: dict[str, Sequence[float]], marker: int | None = None, y_label: str = "", x_label: str = "epoch"
+) -> str:
+    """A line chart of one or more series over epochs (or ``x_label``'s points) 1..n; ``marker`` draws a
+    vertical line at that point."""
     clean = {name: [float(v) if _finite(v) else math.nan for v in values] for name, values in series.items()}
     if not any(math.isfinite(v) for values in clean.values() for v in values):
         return _no_data(title)
     n = max(len(values) for values in clean.values())
-    key = _key("line", title, clean, marker, y_label)
+    key = _key("line", title, clean, marker, y_label, *([x_label] if x_label != "epoch" else []))
     tips: dict[str, str] = {}
     with _LOCK, matplotlib.rc_context(_STYLE | {"svg.hashsalt": key}):
         fig = Figure(figsize=(WIDTH_IN, 2.7), layout="constrained")
@@ -118,7 +121,7 @@ def line_chart(title: str, series: dict[str, Sequence[float]], marker: int | Non
             for epoch, value in zip(epochs, values, strict=True):
                 if math.isfinite(value):  # a point of its own: its own tooltip
                     gid = f"tip-{key}-{len(tips)}"
-                    tips[gid] = f"{name} epoch {epoch}: {value:.4f}"
+                    tips[gid] = f"{name} {x_label.split()[0]} {epoch}: {value:.4f}"
                     ax.plot([epoch], [value], "o", color=color, markersize=3.5, gid=gid)
         if marker is not None and 1 <= marker <= n:
             ax.axvline(marker, color=MARKER_COLOR, linestyle="--", linewidth=1.2, label=f"chosen: {marker}")
@@ -128,7 +131,7 @@ def line_chart(title: str, series: dict[str, Sequence[float]], marker: int | Non
         ax.yaxis.set_major_locator(MaxNLocator(nbins=5))
         ax.grid(axis="y", color="#e6e8eb", linewidth=0.8)
         ax.set_axisbelow(True)
-        _plain(ax.set_title(_wrap(title)), ax.set_xlabel("epoch"), ax.set_ylabel(y_label))
+        _plain(ax.set_title(_wrap(title)), ax.set_xlabel(x_label), ax.set_ylabel(y_label))
         _plain(*ax.legend(loc="best").get_texts())
         return _svg(fig, title, tips)
 

@@ -163,6 +163,13 @@ def ranking_stage_section(summary: RunSummary) -> str:
     )
 
 
+def _check_label(epochs_per_check: float) -> str:
+    """The validation curve's x axis: epochs, or checks inside them on a large shop."""
+    if not epochs_per_check or epochs_per_check >= 1:
+        return "epoch"
+    return f"check ({round(1 / epochs_per_check)} an epoch)"
+
+
 def render(summary: RunSummary, title: str) -> str:
     """The report of a run as one HTML page."""
     training, models, primary = summary.training, summary.models, summary.primary_metric
@@ -173,8 +180,9 @@ def render(summary: RunSummary, title: str) -> str:
     validation = line_chart(
         f"Validation {primary} (tuning fit, early stopping)",
         {primary: training.get("validation_ndcg@20_per_epoch", [])},
-        marker=training.get("best_epoch"),
+        marker=training.get("best_check", training.get("best_epoch")),
         y_label=primary,
+        x_label=_check_label(training.get("epochs_per_check", 1.0)),
     )
     bars = bar_chart(
         f"Test {primary}, every model",

@@ -133,8 +133,11 @@ def train(
         "data_version": data_version,
         "code_version": versions,
         "loss_per_epoch": model.loss_history,
+        # one value per validation check: per epoch, or per part of one on a large shop (epochs_per_check)
         "validation_ndcg@20_per_epoch": tuned.validation_history,
-        "best_epoch": tuned.best_epoch,
+        "epochs_per_check": round(tuned.epochs_per_check, 4),
+        "best_check": tuned.best_epoch,
+        "best_epoch": tuned.best_epochs,
         "tuning": tuning,
         "ranking_stage": ranker.record | {"used": use_ranker},
         "repeat_policy": policy_record,
