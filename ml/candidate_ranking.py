@@ -75,11 +75,23 @@ class Context:
         ).astype(np.float32)
 
 
-def _row_stats(scores: np.ndarray, eligible: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's mean and standard deviation (1 where it is 0) over its eligible scored items ([b, 1] each)."""
-    masked = np.where(eligible, scores, np.nan)
-    std = np.nanstd(masked, axis=1, keepdims=True)
-    return np.nanmean(masked, axis=1, keepdims=True), np.where(std > 0, std, 1.0)
+def _row_stats(scores: np.ndarray, counted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's mean and standard deviation (1 where it is 0) over its ``counted`` items ([b, 1] each).
+
+    ``np.nanmean`` and ``np.nanstd``'s arithmetic, step for step (the same values to the bit), without
+    their copies of the whole [b, n_items] block: a third of the time, on every source of every batch.
+    """
+    values = np.where(counted, scores, np.float32(0))
+    count = counted.sum(axis=1, dtype=np.intp, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a row with nothing counted: NaN, as np.nanmean
+        mean = values.sum(axis=1, keepdims=True)
+        np.true_divide(mean, count, out=mean, casting="unsafe")
+        deviation = np.subtract(values, mean, out=values)
+        deviation[~counted] = 0
+        std = np.square(deviation, out=deviation).sum(axis=1, keepdims=True)
+        np.true_divide(std, count, out=std, casting="unsafe")
+        np.sqrt(std, out=std)
+    return mean, np.where(std > 0, std, 1.0)
 
 
 def candidates_and_features(
@@ -100,16 +112,19 @@ def candidates_and_features(
     rows = np.arange(len(users))[:, None]
     for fn in sources.values():
         scores = np.asarray(fn(users), dtype=np.float32)
-        scores = np.where(np.isfinite(scores), scores, np.nan)
-        ranked = np.where(eligible & ~np.isnan(scores), scores, -np.inf)
+        finite = np.isfinite(scores)
+        scores = np.where(finite, scores, np.nan)
+        usable = np.logical_and(eligible, finite, out=finite)
+        negated = np.where(usable, -scores, np.inf)  # best first in an ascending partition
         k = min(PER_SOURCE, n_items)
-        top = np.argpartition(-ranked, k - 1, axis=1)[:, :k]
-        order = np.argsort(-ranked[rows, top], axis=1, kind="stable")
+        top = np.argpartition(negated, k - 1, axis=1)[:, :k]
+        order = np.argsort(negated[rows, top], axis=1, kind="stable")
         top = top[rows, order]
+        ranked = np.isfinite(negated[rows, top])  # a row with fewer than k scored items: the rest are unranked
         rank = np.full(scores.shape, float(PER_SOURCE + 1), np.float32)
-        rank[rows, top] = np.arange(1, k + 1, dtype=np.float32)[None, :]
-        chosen[rows, top] |= np.isfinite(ranked[rows, top])
-        per_source.append((scores, *_row_stats(scores, eligible), rank))
+        rank[rows, top] = np.where(ranked, np.arange(1, k + 1, dtype=np.float32)[None, :], float(PER_SOURCE + 1))
+        chosen[rows, top] |= ranked
+        per_source.append((scores, *_row_stats(scores, usable), rank))
     days = context.repeats.days[users].toarray()
     since = context.repeats.days_since[users].toarray()
     if include_own:

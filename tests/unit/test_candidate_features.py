@@ -1,0 +1,72 @@
+"""The candidate ranker's per-source features: each candidate's score standardised over the shopper's
+eligible scored items (NumPy's nanmean and nanstd, to the bit) and the log of its rank in the source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+pytestmark = pytest.mark.unit
+
+
+def _context(n_users: int, n_items: int):
+    from ml.candidate_ranking import Context
+    from ml.data import RepeatHistory
+
+    rng = np.random.default_rng(5)
+    seen = sp.random(n_users, n_items, density=0.1, format="csr", random_state=6, dtype=np.float32)
+    seen.data[:] = 1.0
+    days = seen.copy()
+    days.data = rng.integers(1, 4, seen.nnz).astype(np.float32)
+    since = seen.copy()
+    since.data = rng.integers(1, 300, seen.nnz).astype(np.float32)
+    return Context(seen, RepeatHistory(days, since, pd.Timestamp("2024-01-01")))
+
+
+@pytest.mark.parametrize("include_own", [False, True])
+def test_scores_standardised_over_the_eligible_finite_items_and_ranks_per_source(include_own):
+    from ml.candidate_ranking import PER_SOURCE, candidates_and_features
+
+    n_users, n_items = 6, 300
+    context = _context(n_users, n_items)
+    rng = np.random.default_rng(0)
+    raw = rng.standard_normal((n_users, n_items)).astype(np.float32) * 3 + 1
+    raw[:, ::9] = np.nan
+    raw[:, 4::13] = -np.inf
+    raw[2] = -np.inf  # a shopper the source scores nothing for
+    raw[3] = 0.5  # ... and one it scores all alike
+    plain = np.where(np.isfinite(raw), np.arange(n_items, dtype=np.float32), raw)
+    sources = {"noisy": lambda users: raw[users], "plain": lambda users: plain[users]}
+    users = np.arange(n_users)
+    candidates, features = candidates_and_features(sources, context, users, include_own, 200)
+
+    seen = context.seen.toarray() > 0
+    for s, source in enumerate(sources.values()):
+        scores = source(users).astype(np.float32)
+        counted = np.isfinite(scores) & (True if include_own else ~seen)
+        masked = np.where(counted, scores, np.nan)
+        with np.errstate(invalid="ignore", divide="ignore"), pytest.warns(RuntimeWarning):
+            mean = np.nanmean(masked, axis=1, keepdims=True)
+            std = np.nanstd(masked, axis=1, keepdims=True)
+        std = np.where(std > 0, std, 1.0)
+        ranked = np.where(counted, scores, -np.inf)
+        for u in users:
+            real = candidates[u] >= 0
+            items = candidates[u][real]
+            finite = np.where(np.isfinite(scores[u, items]), scores[u, items], np.nan)
+            expected = np.nan_to_num((finite - mean[u]) / std[u], nan=-3.0)
+            np.testing.assert_array_equal(features[u, real, 2 * s], expected.astype(np.float32))
+            if u == 3 and s == 0:  # all alike: which 50 are ranked is the partition's choice; std 0 counts as 1
+                assert (features[u, real, 0] == 0).all()
+                continue
+            order = np.argsort(-ranked[u], kind="stable")[:PER_SOURCE]
+            rank = {int(item): place + 1 for place, item in enumerate(order) if np.isfinite(ranked[u, item])}
+            expected_rank = [np.log1p(rank.get(int(item), PER_SOURCE + 1)) for item in items]
+            np.testing.assert_allclose(features[u, real, 2 * s + 1], expected_rank, rtol=1e-6)
+            assert not features[u, ~real].any()
+    # nothing scored: the floor value, and no rank (before, a row with fewer than 50 scored items
+    # ranked arbitrary unscored items 1-50)
+    assert (features[2, candidates[2] >= 0, 0] == -3.0).all()
+    assert np.allclose(features[2, candidates[2] >= 0, 1], np.log1p(PER_SOURCE + 1))
