@@ -69,14 +69,15 @@ def _steps_run(recommender) -> int:
     return int(recommender.model.optimizer.iterations.numpy())
 
 
-def test_checks_inside_epochs_then_a_refit_of_the_best_fraction():
+@pytest.mark.parametrize("causal_history", [True, False])
+def test_checks_inside_epochs_then_a_refit_of_the_best_fraction(causal_history):
     from ml.data import from_split_frame
     from ml.train import TwoTowerRecommender, training_rounds
 
     data = from_split_frame(_split())
-    # 150 shoppers x 6 fit items = 900 causal examples: 15 steps of 64 (960 examples) an epoch; a check
-    # every ~300 examples is 4 checks an epoch, 4 steps apart (the last round runs into the next epoch)
-    config = _config(examples_per_check=300, patience=100)
+    # 150 shoppers x 6 fit items = 900 examples: 15 steps of 64 (960 examples) an epoch; a check every
+    # ~300 examples is 4 checks an epoch, 4 steps apart (the last round runs into the next epoch)
+    config = _config(examples_per_check=300, patience=100, causal_history=causal_history)
     tuned = TwoTowerRecommender(config).fit(data.fit, data.fit_histories, validation=data.validation)
     assert tuned.epochs_per_check == pytest.approx(4 / 15)
     assert len(tuned.validation_history) == len(tuned.loss_history) == 8  # ceil(2 epochs x 15 / 4)
