@@ -145,8 +145,8 @@ class TwoTowerRecommender:
         self.model: TwoTowerModel | None = None
         self.loss_history: list[float] = []
         self.validation_history: list[float] = []
-        self.best_epoch: int | None = None  # the best validation check, counted from 1 (an epoch, or a part of one)
-        self.best_epochs: int | float | None = None  # ... in epochs: a fraction when checks fall inside epochs
+        self.best_check: int | None = None  # the best validation check, counted from 1 (an epoch, or a part of one)
+        self.best_epoch: int | float | None = None  # ... in epochs: a fraction when checks fall inside epochs
         self.epochs_per_check: float = 1.0
         self.examples_per_second: float = 0.0
 
@@ -203,8 +203,8 @@ class TwoTowerRecommender:
         self.examples_per_second = len(users) * len(self.loss_history) * self.epochs_per_check / seconds
         if callbacks:
             self.validation_history = callbacks[0].scores
-            self.best_epoch = callbacks[0].best_epoch + 1
-            self.best_epochs = epochs_of(self.best_epoch, steps_per_round, steps_per_epoch)
+            self.best_check = callbacks[0].best_epoch + 1
+            self.best_epoch = epochs_of(self.best_check, steps_per_round, steps_per_epoch)
         self.item_embeddings = np.asarray(
             self.model.item_tower(np.arange(1, interactions.shape[1] + 1, dtype=np.int32))
         )
@@ -324,7 +324,7 @@ def tune_on_validation(
         log.info("validation ndcg@20 %.4f with %s", tried[-1][0], label)
     best_score, label, candidate, tuned = max(tried, key=lambda entry: entry[0])  # first best on ties
     prior, prior_scores = choose_popularity_prior(tuned, data, (config.popularity_prior, *POPULARITY_PRIOR_CHOICES))
-    chosen = dataclasses.replace(candidate, epochs=tuned.best_epochs or candidate.epochs, popularity_prior=prior)
+    chosen = dataclasses.replace(candidate, epochs=tuned.best_epoch or candidate.epochs, popularity_prior=prior)
     model = TwoTowerRecommender(chosen, item_attributes=item_attributes, user_segments=user_segments).fit(
         data.train, data.histories
     )

@@ -83,14 +83,14 @@ def test_checks_inside_epochs_then_a_refit_of_the_best_fraction(causal_history):
     assert len(tuned.validation_history) == len(tuned.loss_history) == 8  # ceil(2 epochs x 15 / 4)
     assert _steps_run(tuned) == 32
     best = int(np.argmax(tuned.validation_history)) + 1
-    assert tuned.best_epoch == best and tuned.best_epochs == round(best * 4 / 15, 3)
+    assert tuned.best_check == best and tuned.best_epoch == round(best * 4 / 15, 3)
 
-    refit_config = dataclasses.replace(config, epochs=tuned.best_epochs)
+    refit_config = dataclasses.replace(config, epochs=tuned.best_epoch)
     refit = TwoTowerRecommender(refit_config).fit(data.train, data.histories)
     steps_per_epoch = -(-sum(len(h) for h in data.histories) // config.batch_size)
     rounds, per_round = training_rounds(steps_per_epoch, refit_config, validating=False)
     assert _steps_run(refit) == rounds * per_round
-    assert abs(_steps_run(refit) - tuned.best_epochs * steps_per_epoch) < rounds  # the fraction, to whole steps
+    assert abs(_steps_run(refit) - tuned.best_epoch * steps_per_epoch) < rounds  # the fraction, to whole steps
 
 
 def test_whole_epochs_below_the_bound_as_before():
@@ -100,7 +100,7 @@ def test_whole_epochs_below_the_bound_as_before():
     data = from_split_frame(_split())
     tuned = TwoTowerRecommender(_config(patience=100)).fit(data.fit, data.fit_histories, validation=data.validation)
     assert tuned.epochs_per_check == 1.0 and len(tuned.validation_history) == 2
-    assert _steps_run(tuned) == 30 and tuned.best_epochs == tuned.best_epoch in (1, 2)
+    assert _steps_run(tuned) == 30 and tuned.best_epoch == tuned.best_check in (1, 2)
 
 
 def test_tuning_refits_the_chosen_fraction_of_an_epoch():
@@ -109,7 +109,7 @@ def test_tuning_refits_the_chosen_fraction_of_an_epoch():
 
     data = from_split_frame(_split())
     model, chosen, tuned, record = tune_on_validation(data, _config(examples_per_check=300), {})
-    assert chosen.epochs == tuned.best_epochs
+    assert chosen.epochs == tuned.best_epoch
     assert record["epochs_per_check"] == {"default": pytest.approx(4 / 15, abs=1e-4)}
     steps_per_epoch = -(-sum(len(h) for h in data.histories) // 64)
     assert abs(_steps_run(model) - chosen.epochs * steps_per_epoch) < 2

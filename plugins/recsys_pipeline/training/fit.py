@@ -136,8 +136,8 @@ def train(
         # one value per validation check: per epoch, or per part of one on a large shop (epochs_per_check)
         "validation_ndcg@20_per_epoch": tuned.validation_history,
         "epochs_per_check": round(tuned.epochs_per_check, 4),
-        "best_check": tuned.best_epoch,
-        "best_epoch": tuned.best_epochs,
+        "best_check": tuned.best_check,
+        "best_epoch": tuned.best_epoch,
         "tuning": tuning,
         "ranking_stage": ranker.record | {"used": use_ranker},
         "repeat_policy": policy_record,
