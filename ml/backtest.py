@@ -295,6 +295,7 @@ def run_backtest(
                 variant == WITH_REPEATS,
                 truth,
                 max_epochs=(recipe or {}).get("max_epochs"),
+                fitted_train=models,  # the baselines above, fitted on the same train: not fitted again
             )
             tuning[CANDIDATE_RANKING][variant] = ranker.record
             if score is not None:

@@ -12,6 +12,7 @@ from ml.baselines import (
     ItemKNN,
     MostPopular,
     UserKNN,
+    item_cosine,
     keep_top_n_per_row,
 )
 from ml.ranking import batched_top_k, top_k
@@ -82,17 +83,45 @@ def test_item_knn_similarity_equals_brute_force_cosine():
     n_items = dense.shape[1]
     ref = np.array([[cosine_similarity(dense[:, a], dense[:, b]) for b in range(n_items)] for a in range(n_items)])
     np.fill_diagonal(ref, 0.0)
-    np.testing.assert_allclose(model.similarity_.toarray(), ref, atol=1e-6)
+    np.testing.assert_allclose(as_dense(model.similarity_), ref, atol=1e-6)
     users = np.arange(dense.shape[0])
     np.testing.assert_allclose(model.score(users), dense @ ref, atol=1e-5)
 
 
 def test_item_knn_neighbour_pruning_matches_reference():
     dense = random_binary(1)
-    full = ItemKNN().fit(sp.csr_matrix(dense)).similarity_.toarray()
+    full = as_dense(ItemKNN().fit(sp.csr_matrix(dense)).similarity_)
     model = ItemKNN(neighbours=3).fit(sp.csr_matrix(dense))
     np.testing.assert_allclose(model.similarity_.toarray(), dense_top_n_per_row(full, 3), atol=1e-7)
     assert np.diff(model.similarity_.indptr).max() <= 3
+
+
+def as_dense(similarity) -> np.ndarray:
+    return similarity.toarray() if sp.issparse(similarity) else np.asarray(similarity)
+
+
+def test_item_cosine_is_dense_past_a_third_full_and_csr_below_with_the_same_values():
+    rng = np.random.default_rng(7)
+    crowded = sp.csr_matrix((rng.random((300, 700)) < 0.05).astype(np.float32))  # nearly every pair co-occurs
+    sparse = sp.csr_matrix((rng.random((300, 700)) < 0.002).astype(np.float32))  # few pairs do
+    for matrix, dense_expected in ((crowded, True), (sparse, False)):
+        norms = np.sqrt(np.asarray(matrix.sum(axis=0)).ravel())
+        normalized = sp.csr_matrix(matrix.multiply(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)))
+        normalized = sp.csr_matrix(normalized, dtype=np.float32)
+        built = item_cosine(normalized)
+        reference = sp.csr_matrix(normalized.T @ normalized)
+        reference.setdiag(0)
+        reference.eliminate_zeros()
+        assert isinstance(built, np.ndarray) == dense_expected
+        np.testing.assert_array_equal(as_dense(built), reference.toarray())  # block by block: the same sums
+        as_csr = item_cosine(normalized, dense_allowed=False)
+        assert sp.issparse(as_csr) and as_csr.nnz == reference.nnz
+        np.testing.assert_array_equal(as_csr.toarray(), reference.toarray())
+        users = np.arange(0, 300, 7)
+        model = ItemKNN().fit(matrix)
+        assert isinstance(model.similarity_, np.ndarray) == dense_expected
+        expected = (sp.csr_matrix(matrix[users] > 0, dtype=np.float32) @ sp.csr_matrix(model.similarity_)).toarray()
+        np.testing.assert_array_equal(model.score(users), expected)  # a dense product sums in the sparse one's order
 
 
 def test_item_knn_hand_ranking():

@@ -71,3 +71,33 @@ def test_scores_standardised_over_the_eligible_finite_items_and_ranks_per_source
     # ranked arbitrary unscored items 1-50)
     assert (features[2, candidates[2] >= 0, 0] == -3.0).all()
     assert np.allclose(features[2, candidates[2] >= 0, 1], np.log1p(PER_SOURCE + 1))
+
+
+def test_sources_reuse_the_callers_models_fitted_with_the_same_settings_and_refit_the_others():
+    from ml.baselines import ItemKNN, MostPopular, UserKNN
+    from ml.candidate_ranking import fit_sources
+    from ml.names import BOUGHT_BEFORE, ITEM_KNN, MOST_POPULAR, TIFU_KNN, USER_KNN
+    from ml.repeat_buying import TIFUKNN, BuyAgain
+
+    context = _context(40, 30)
+    train, repeats = context.seen, context.repeats
+    recipe = {"ease_l2": None, "tifu_knn": {"basket_decay": 0.9, "group_decay": 0.7, "alpha": 0.7}}
+    fitted = {
+        ITEM_KNN: ItemKNN().fit(train),
+        USER_KNN: UserKNN(neighbours=5).fit(train),  # not the sources' 50 neighbours: fitted again
+        MOST_POPULAR: MostPopular().fit(train),
+        TIFU_KNN: TIFUKNN(repeats, basket_decay=0.9, group_decay=0.7, alpha=0.5).fit(),  # another blend: again
+        BOUGHT_BEFORE: BuyAgain(repeats).fit(train),
+    }
+    sources = fit_sources(train, repeats, recipe, include_own=True, fitted=fitted)
+    for name in (ITEM_KNN, MOST_POPULAR, BOUGHT_BEFORE):
+        assert sources[name].__self__ is fitted[name]
+    for name in (USER_KNN, TIFU_KNN):
+        assert sources[name].__self__ is not fitted[name]
+    assert sources[USER_KNN].__self__.neighbours == 50 and sources[TIFU_KNN].__self__.alpha == 0.7
+    fresh = fit_sources(train, repeats, recipe, include_own=True)
+    users = np.arange(40)
+    for name, score in sources.items():
+        np.testing.assert_array_equal(score(users), fresh[name](users))
+    other_history = fit_sources(train, _context(40, 30).repeats, recipe, include_own=True, fitted=fitted)
+    assert other_history[BOUGHT_BEFORE].__self__ is not fitted[BOUGHT_BEFORE]  # another history: fitted again
