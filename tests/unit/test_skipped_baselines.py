@@ -138,3 +138,21 @@ def test_settings_chosen_on_a_sample_are_said_in_the_records_and_the_report(monk
     assert "Settings chosen on a sample" not in render(
         RunSummary(training, metrics | {"tuning": {"ease": record}}, None), "r"
     )
+
+
+def test_the_loss_and_validation_curves_say_when_their_points_are_parts_of_an_epoch():
+    metrics = {"primary_metric": "ndcg@20", "protocol": "per-user temporal holdout", "models": {}}
+    large = {
+        "model": "two_tower",
+        "config": {},
+        "loss_per_epoch": [3.1],
+        "epochs_per_loss_point": 0.2,  # a refit of 0.2 epochs: one round of a fifth of an epoch
+        "validation_ndcg@20_per_epoch": [0.1, 0.11, 0.105],
+        "epochs_per_check": 0.2,
+        "best_check": 2,
+    }
+    page = render(RunSummary(large, metrics, None), "r")
+    assert "round (0.2 of an epoch)" in page and "check (5 an epoch)" in page
+    small = large | {"epochs_per_loss_point": 1.0, "epochs_per_check": 1.0}
+    page = render(RunSummary(small, metrics, None), "r")
+    assert "of an epoch" not in page and "an epoch)" not in page

@@ -170,12 +170,22 @@ def _check_label(epochs_per_check: float) -> str:
     return f"check ({round(1 / epochs_per_check)} an epoch)"
 
 
+def _round_label(epochs_per_round: float) -> str:
+    """The final fit's loss curve's x axis: epochs, or rounds of part of one (a fractional refit on a large shop)."""
+    if not epochs_per_round or epochs_per_round >= 1:
+        return "epoch"
+    return f"round ({epochs_per_round:g} of an epoch)"
+
+
 def render(summary: RunSummary, title: str) -> str:
     """The report of a run as one HTML page."""
     training, models, primary = summary.training, summary.models, summary.primary_metric
     best = summary.best_baseline()
     curves = line_chart(
-        "Training loss (final fit)", {"loss": training.get("loss_per_epoch", [])}, y_label="summed softmax loss"
+        "Training loss (final fit)",
+        {"loss": training.get("loss_per_epoch", [])},
+        y_label="summed softmax loss",
+        x_label=_round_label(training.get("epochs_per_loss_point", 1.0)),
     )
     validation = line_chart(
         f"Validation {primary} (tuning fit, early stopping)",

@@ -133,6 +133,8 @@ def train(
         "data_version": data_version,
         "code_version": versions,
         "loss_per_epoch": model.loss_history,
+        # one loss per Keras round: an epoch, or the part of one a fractional refit trains in a round
+        "epochs_per_loss_point": round(model.epochs_per_check, 4),
         # one value per validation check: per epoch, or per part of one on a large shop (epochs_per_check)
         "validation_ndcg@20_per_epoch": tuned.validation_history,
         "epochs_per_check": round(tuned.epochs_per_check, 4),
