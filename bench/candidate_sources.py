@@ -13,7 +13,7 @@ figure to watch. This prints, for a shop of ``--events`` events (``bench/synthet
 * ``candidates_and_features`` per 256 shoppers, the sources included.
 
 The matrices approximate the pipeline's snapshot without MySQL or dbt: every event but returns is an
-interaction, its day the event's date, the last 30 days the validation period. The two-tower model is
+interaction, its day the event's date (no validation period is split off). The two-tower model is
 stood in for by random 64-wide embeddings (its cost is one small matrix product). Writes
 ``.work/bench/candidate_sources.json``.
 
@@ -106,8 +106,14 @@ def item_knn_fit(train: sp.csr_matrix) -> dict:
     receive, answer = context.Pipe(duplex=False)
     child = context.Process(target=_fit_item_knn, args=(train, answer))
     child.start()
-    figures = receive.recv()
+    answer.close()  # the child's end only: a child killed before it answers ends recv() with EOFError
+    try:
+        figures = receive.recv()
+    except EOFError:
+        figures = None
     child.join()
+    if figures is None or child.exitcode != 0:
+        raise RuntimeError(f"item-kNN's fit ended with exit code {child.exitcode} (killed for memory?)")
     return figures
 
 

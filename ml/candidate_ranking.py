@@ -354,9 +354,11 @@ def fit_sources(
 
     def source(name: str, same: Callable[[object], bool], fit: Callable[[], object]) -> ScoreFn:
         model = fitted.get(name)
-        return (model if model is not None and same(model) else fit()).score
+        return (model if model is not None and _shaped_as(model, train) and same(model) else fit()).score
 
     tifu = recipe["tifu_knn"]
+    tifu_settings = ("group_size", "basket_decay", "group_decay", "neighbours", "alpha")
+    tifu_wanted = TIFUKNN(repeats, **tifu)  # its settings (nothing is fitted until ``fit``)
     sources: dict[str, ScoreFn] = {}
     if two_tower is not None:
         sources[TWO_TOWER] = two_tower.score
@@ -377,8 +379,12 @@ def fit_sources(
     sources[MOST_POPULAR] = source(MOST_POPULAR, lambda m: isinstance(m, MostPopular), lambda: MostPopular().fit(train))
     sources[TIFU_KNN] = source(
         TIFU_KNN,
-        lambda m: isinstance(m, TIFUKNN) and m.repeats is repeats and all(getattr(m, k) == v for k, v in tifu.items()),
-        lambda: TIFUKNN(repeats, **tifu).fit(),
+        lambda m: (
+            isinstance(m, TIFUKNN)
+            and m.repeats is repeats
+            and all(getattr(m, k) == getattr(tifu_wanted, k) for k in tifu_settings)
+        ),
+        lambda: tifu_wanted.fit(),
     )
     if include_own:
         sources[BOUGHT_BEFORE] = source(
@@ -387,6 +393,16 @@ def fit_sources(
             lambda: BuyAgain(repeats).fit(train),
         )
     return sources
+
+
+def _shaped_as(model: object, train: sp.csr_matrix) -> bool:
+    """A guard on ``fit_sources``' reuse: a model fitted on a matrix of ``train``'s shape (its users x items, or
+    its items for a popularity count)."""
+    fitted_on = getattr(model, "train_", None)
+    if fitted_on is not None:
+        return fitted_on.shape == train.shape
+    counts = getattr(model, "item_counts_", None)
+    return counts is None or len(counts) == train.shape[1]
 
 
 def train_candidate_ranking(

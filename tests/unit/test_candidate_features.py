@@ -101,3 +101,6 @@ def test_sources_reuse_the_callers_models_fitted_with_the_same_settings_and_refi
         np.testing.assert_array_equal(score(users), fresh[name](users))
     other_history = fit_sources(train, _context(40, 30).repeats, recipe, include_own=True, fitted=fitted)
     assert other_history[BOUGHT_BEFORE].__self__ is not fitted[BOUGHT_BEFORE]  # another history: fitted again
+    fewer_users = _context(30, 30)
+    elsewhere = fit_sources(fewer_users.seen, fewer_users.repeats, recipe, include_own=False, fitted=fitted)
+    assert elsewhere[ITEM_KNN].__self__ is not fitted[ITEM_KNN]  # fitted on another matrix's shape: fitted again
