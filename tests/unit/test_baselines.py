@@ -270,3 +270,24 @@ def test_pooled_similarity_is_the_same_from_its_dense_and_its_sparse_path(monkey
     np.testing.assert_allclose(dense.data, sparse.data, rtol=1e-6)
     assert not any(u in dense[i].indices for i, u in enumerate(users))  # never one's own neighbour
     assert np.diff(dense.indptr).max() <= 7
+
+
+@pytest.mark.parametrize("keep", [None, 4])
+def test_item_cosine_block_by_block_is_the_whole_product(monkeypatch, keep):
+    from ml import baselines
+
+    rng = np.random.default_rng(8)
+    matrix = sp.csr_matrix((rng.random((200, 90)) < 0.08).astype(np.float32))
+    norms = np.sqrt(np.asarray(matrix.sum(axis=0)).ravel())
+    normalized = sp.csr_matrix(
+        matrix.multiply(np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)), dtype=np.float32
+    )
+    whole = sp.csr_matrix(normalized.T @ normalized)
+    whole.setdiag(0)
+    whole.eliminate_zeros()
+    if keep is not None:
+        whole = keep_top_n_per_row(whole, keep)
+    monkeypatch.setattr(baselines, "_TOP_N_BLOCK_CELLS", 90 * 7)  # blocks of 7 items: 13 blocks, a short last one
+    built = item_cosine(normalized, keep=keep)
+    assert isinstance(built, np.ndarray) == (keep is None)  # ~half of these pairs are similar: dense unless pruned
+    np.testing.assert_array_equal(as_dense(built), whole.toarray())

@@ -222,6 +222,10 @@ def test_the_ranking_stage_shows_the_check_that_decided_and_both_orders_on_test(
     assert "<tr><th>retrieval order</th>" in section and "<td>0.1568</td>" in section
     refused = render(RunSummary(TRAINING, REPORT | {"ranking_stage": stage | {"used": False}}, DECISION), "r")
     assert "Ranking stage: not used: it did not beat the retrieval order" in refused
+    sampled = "both orders on a seeded sample of 20,000 of the 195,273 test shoppers"
+    on_sample = stage | {"used": False, "test_shoppers": sampled}
+    assert sampled in render(RunSummary(TRAINING, REPORT | {"ranking_stage": on_sample}, DECISION), "r")
+    assert "seeded sample" not in refused
     assert "Not trained: too few" in render(
         RunSummary(TRAINING, REPORT | {"ranking_stage": {"skipped": "too few users"}}, DECISION), "r"
     )

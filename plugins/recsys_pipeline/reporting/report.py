@@ -159,7 +159,9 @@ def ranking_stage_section(summary: RunSummary) -> str:
         f"learned from nor used to choose epochs): {NDCG_20} {_cell(held.get(RETRIEVAL_ORDER))} in retrieval order, "
         f"{_cell(held.get(RERANKED))} re-ordered. Test metrics of both orders below (the challenger's row above is "
         f"the order the run chose).</small></p>"
-        f"<div class=charts>{curve}</div>" + (_table("order", SUMMARY_METRICS, orders) if orders else "")
+        + (f"<p><small>{html.escape(stage['test_shoppers'])}.</small></p>" if stage.get("test_shoppers") else "")
+        + f"<div class=charts>{curve}</div>"
+        + (_table("order", SUMMARY_METRICS, orders) if orders else "")
     )
 
 

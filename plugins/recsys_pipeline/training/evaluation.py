@@ -39,17 +39,18 @@ def evaluate(artifacts: RunArtifacts) -> dict:
     # both orders are measured (the report shows them); the challenger is the one the run chose on validation
     ranking = artifacts.read_json(RunArtifacts.TRAINING).get("ranking_stage", {})
     ranker = scoring.ranking_stage(artifacts, data.item_ids, data.train, used_only=False)
-    orders = {RETRIEVAL_ORDER: evaluate_scores(retrieval, data, item_category=item_category)}
-    if ranker is not None:
-        orders[RERANKED] = evaluate_scores(
-            ranker.score_fn(retrieval, data.train, max(KS)), data, item_category=item_category
-        )
-    metrics[CHALLENGER] = orders[RERANKED if ranking.get("used") and ranker is not None else RETRIEVAL_ORDER]
+    orders, sample_note = _ranking_stage_orders(data, retrieval, ranker, bool(ranking.get("used")), item_category)
+    if ranking.get("used") and ranker is not None:
+        metrics[CHALLENGER] = orders[RERANKED]
+    elif sample_note is None:
+        metrics[CHALLENGER] = orders[RETRIEVAL_ORDER]
+    else:  # the orders were compared on a sample: the challenger's own row covers every shopper
+        metrics[CHALLENGER] = evaluate_scores(retrieval, data, item_category=item_category)
     report = {
         "primary_metric": PRIMARY_METRIC,
         "models": metrics,
         "tuning": tuning,
-        "ranking_stage": ranking | {"test": orders},
+        "ranking_stage": ranking | {"test": orders} | ({"test_shoppers": sample_note} if sample_note else {}),
         "protocol": PER_USER_HOLDOUT,
         "role": BASKET_COMPLETION,
         "data_window": snapshot.data_window(pd.read_parquet(artifacts.path(RunArtifacts.SPLIT))),
@@ -58,6 +59,38 @@ def evaluate(artifacts: RunArtifacts) -> dict:
     for name, values in metrics.items():
         log.info("%-14s %s=%.4f %s=%.4f", name, RECALL_20, values[RECALL_20], NDCG_20, values[NDCG_20])
     return {name: {m: round(values[m], 4) for m in (RECALL_20, NDCG_20)} for name, values in metrics.items()}
+
+
+def _ranking_stage_orders(data, retrieval, ranker, used: bool, item_category) -> tuple[dict, str | None]:
+    """Test metrics of the retrieval order and, where the run has a ranking stage, the re-ordered one; and what
+    says so when they were compared on a sample.
+
+    A stage the run does not use is a diagnostic, not what is published, and re-ordering costs
+    far more than retrieval (its features per candidate; ~280 of `evaluate_models`' 520 s at 10M
+    events, bench/README.md). So past ``ml.tuning_shoppers``' bound of test shoppers an unused
+    stage's two orders are compared side by side on the same seeded sample; a used stage, the
+    challenger itself, is measured on every shopper.
+    """
+    import dataclasses
+
+    import numpy as np
+
+    from ml import tuning_shoppers
+    from ml.evaluate import evaluate_scores
+
+    compared, note = data, None
+    if ranker is not None and not used and tuning_shoppers.note(data.test) is not None:
+        compared = dataclasses.replace(data, test=tuning_shoppers.sampled(data.test))
+        shoppers = int((np.diff(data.test.indptr) > 0).sum())
+        note = (
+            f"both orders on a seeded sample of {tuning_shoppers.bound():,} of the {shoppers:,} test shoppers "
+            "(RECSYS_TUNING_SHOPPERS): the run does not use the stage; the challenger's row covers every shopper"
+        )
+    orders = {RETRIEVAL_ORDER: evaluate_scores(retrieval, compared, item_category=item_category)}
+    if ranker is not None:
+        reranked = ranker.score_fn(retrieval, data.train, max(KS))
+        orders[RERANKED] = evaluate_scores(reranked, compared, item_category=item_category)
+    return orders, note
 
 
 def backtest(artifacts: RunArtifacts, max_epochs: int) -> dict:
