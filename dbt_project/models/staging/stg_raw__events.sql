@@ -3,7 +3,6 @@
         materialized='incremental',
         unique_key='source_row_id',
         cluster_by=['user_id', 'item_id', 'source_row_id'],
-        cluster_by_bulk_load=true,
         pre_hook=['{{ drop_first_copies() }}', '{{ create_first_copies() }}'],
         post_hook=[
             '{{ drop_first_copies() }}',
