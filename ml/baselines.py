@@ -202,9 +202,7 @@ _DENSE_SIMILARITY_SHARE = 3  # item similarities are held dense once over 1/3 of
 _DENSITY_SAMPLE = 512  # items whose rows estimate that share
 
 
-def item_cosine(
-    normalized: sp.csr_matrix, dense_allowed: bool = True, keep: int | None = None
-) -> sp.csr_matrix | np.ndarray:
+def item_cosine(normalized: sp.csr_matrix, keep: int | None = None) -> sp.csr_matrix | np.ndarray:
     """Item-item cosine similarities of ``normalized``'s unit columns, an item never its own neighbour (float32,
     ``(n_items, n_items)``): CSR, or one dense array once more than a third of the pairs are similar.
 
@@ -221,9 +219,7 @@ def item_cosine(
     n = normalized.shape[1]
     by_item = sp.csr_matrix(normalized.T)
     dense = None
-    if (
-        dense_allowed and keep is None and n > 0
-    ):  # the share of similar pairs, estimated on a seeded sample of the items' rows
+    if keep is None and n > 0:  # the share of similar pairs, estimated on a seeded sample of the items' rows
         sample = np.sort(np.random.default_rng(0).choice(n, min(n, _DENSITY_SAMPLE), replace=False))
         sampled = sp.csr_matrix(by_item[sample] @ normalized)
         if sampled.nnz * _DENSE_SIMILARITY_SHARE > len(sample) * n:
@@ -323,7 +319,7 @@ class ItemKNN:
         norms = np.sqrt(np.asarray(x.sum(axis=0), dtype=np.float64).ravel())
         inv = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0)
         xn = sp.csr_matrix(x.multiply(inv[None, :]), dtype=np.float32)
-        self.similarity_ = item_cosine(xn, dense_allowed=self.neighbours is None, keep=self.neighbours)
+        self.similarity_ = item_cosine(xn, keep=self.neighbours)
         self.train_ = x
         return self
 

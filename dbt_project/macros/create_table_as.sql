@@ -10,8 +10,9 @@
     utf8mb4 id) and spill to disk between 1M and 10M events, which made the marts grow
     50-71 times for 10 times the data. Clustered on its grouping columns, a table is
     read in group order and MariaDB aggregates it as a stream, in the same time at
-    any size. The rows are sorted before they are inserted (appends, not page splits
-    in a B-tree larger than the buffer pool). The key's columns become NOT NULL.
+    any size. The rows reach InnoDB in key order (appends, not page splits in a B-tree
+    larger than the buffer pool): sorted by the server's ORDER BY, or on MariaDB by
+    InnoDB's bulk load (below). The key's columns become NOT NULL.
     Without `cluster_by` (or with a contract) this is the adapter's macro.
 
     On MariaDB the CREATE has no ORDER BY and runs with unique_checks and
