@@ -147,6 +147,17 @@ def _top_n_cells(work: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return np.nonzero(keep)
 
 
+def _top_n_csr(work: np.ndarray, n: int, columns: np.ndarray | None = None, n_cols: int | None = None):
+    """``_top_n_cells`` of a dense block as CSR, its values taken from ``work``; ``columns`` maps the block's
+    columns to the matrix's (increasing: the pool's users among all users), ``n_cols`` wide."""
+    r, c = _top_n_cells(work, n)
+    indptr = np.zeros(work.shape[0] + 1, np.int64)
+    np.cumsum(np.bincount(r, minlength=work.shape[0]), out=indptr[1:])
+    indices = c if columns is None else columns[c]
+    shape = (work.shape[0], work.shape[1] if n_cols is None else n_cols)
+    return sp.csr_matrix((work[r, c], indices, indptr), shape=shape)
+
+
 NEIGHBOUR_POOL = 20_000  # RECSYS_KNN_NEIGHBOUR_POOL: the most users a user-based model looks for neighbours among
 
 
@@ -207,10 +218,7 @@ def _pooled_similarity_dense(normalized: sp.csr_matrix, users: np.ndarray, pool,
     mine = owner[at] == users  # a user is not their own neighbour
     sim[np.flatnonzero(mine), at[mine]] = 0
     sim[sim == 0] = -np.inf  # not stored: never a neighbour
-    r, c = _top_n_cells(sim, n)
-    indptr = np.zeros(len(users) + 1, np.int64)
-    np.cumsum(np.bincount(r, minlength=len(users)), out=indptr[1:])
-    return sp.csr_matrix((sim[r, c], owner[c], indptr), shape=(len(users), normalized.shape[0]))
+    return _top_n_csr(sim, n, owner, normalized.shape[0])
 
 
 _DENSE_SIMILARITY_SHARE = 3  # item similarities are held dense once over 1/3 of the pairs are stored
@@ -228,7 +236,8 @@ def item_cosine(normalized: sp.csr_matrix, keep: int | None = None) -> sp.csr_ma
     1.6 GB dense against 1.3 GB as CSR, and a batch scores in 0.07 s against 0.25 s (bench/README.md). The
     share is estimated first on the rows of a seeded sample of 512 items (item ids may be ordered by
     popularity, so the first rows would not do); the values do not depend on the choice. With ``keep``
-    each row keeps its ``keep`` most similar items (``keep_top_n_per_row``), block by block: CSR, and
+    each row keeps its ``keep`` most similar items (as ``keep_top_n_per_row``; a mostly filled block ranked in
+    one dense array), block by block: CSR, and
     the whole unpruned product (1.3 GB at 10M events) is never held.
     """
     n = normalized.shape[1]
@@ -243,15 +252,22 @@ def item_cosine(normalized: sp.csr_matrix, keep: int | None = None) -> sp.csr_ma
     blocks: list[sp.csr_matrix] = []
     for start in range(0, n, step):
         part = sp.csr_matrix(by_item[start : start + step] @ normalized)
-        rows = np.repeat(np.arange(part.shape[0]), np.diff(part.indptr))
-        part.data[part.indices == rows + start] = 0  # an item does not recommend itself
+        rows = np.arange(part.shape[0])
+        if dense is not None:
+            block = dense[start : start + part.shape[0]]
+            part.toarray(out=block)
+            block[rows, rows + start] = 0  # an item does not recommend itself
+            continue
+        if keep is not None and part.nnz * _DENSE_SHARE >= part.shape[0] * n:  # ranked as one dense block
+            work = part.toarray()
+            work[rows, rows + start] = 0
+            work[work == 0] = -np.inf  # not stored (the product stores no zero sum): never kept
+            blocks.append(_top_n_csr(work, keep))
+            continue
+        owner = np.repeat(rows, np.diff(part.indptr))
+        part.data[part.indices == owner + start] = 0
         part.eliminate_zeros()
-        if keep is not None:
-            part = keep_top_n_per_row(part, keep)
-        if dense is None:
-            blocks.append(part)
-        else:
-            part.toarray(out=dense[start : start + part.shape[0]])
+        blocks.append(part if keep is None else keep_top_n_per_row(part, keep))
     if dense is not None:
         return dense
     if not blocks:
