@@ -28,6 +28,25 @@ def test_features_describe_the_candidate_against_the_shoppers_own_items():
     np.testing.assert_allclose(values["user_log_activity"], [np.log(3)] * 2, rtol=1e-6)
 
 
+@pytest.mark.parametrize("neighbours", [3, 1000])
+def test_the_co_occurrence_score_is_the_shoppers_items_times_the_pruned_similarities(monkeypatch, neighbours):
+    from ml import reranker
+    from ml.baselines import ItemKNN
+
+    monkeypatch.setattr(reranker, "NEIGHBOURS", neighbours)  # 3: rows pruned, padded to different lengths
+    rng = np.random.default_rng(5)
+    interactions = sp.csr_matrix((rng.random((60, 25)) < 0.2).astype(np.float32))
+    features = RankingFeatures(interactions)
+    seen = (rng.random((7, 25)) < 0.3) * rng.integers(1, 4, (7, 25)).astype(np.float32)  # weighted, an empty row
+    seen[3] = 0
+    candidates = rng.integers(0, 25, (7, 9))
+    values = np.asarray(features(seen, candidates, np.zeros((7, 9), np.float32)))
+    expected = seen @ ItemKNN(min(neighbours, 25)).fit(interactions).similarity_.toarray()
+    np.testing.assert_allclose(
+        values[..., FEATURES.index("item_knn_score")], np.take_along_axis(expected, candidates, 1), rtol=1e-6
+    )
+
+
 def _popularity_task(n_users=400, n_items=200, seed=1):
     """Random retrieval scores; each user's held-out item is the most popular of their candidates."""
     rng = np.random.default_rng(seed)
