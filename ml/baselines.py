@@ -24,6 +24,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from ml import names
+from ml.sparse_product_kernel import product_to_dense
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ def _pooled_similarity_dense(normalized: sp.csr_matrix, users: np.ndarray, pool,
     (with the transposed copy that product needs) for 256 shoppers against a pool of 20,000 (bench/README.md).
     """
     by_item = pool_t if pool_t is not None else sp.csr_matrix(normalized.T)  # items x pool users
-    sim = sp.csr_matrix(normalized[users] @ by_item).toarray()  # [users, pool]; the product stores no zero sums
+    sim = product_to_dense(normalized[users], by_item)  # [users, pool]
     owner = np.arange(normalized.shape[0]) if pool is None else pool
     at = np.minimum(np.searchsorted(owner, users), len(owner) - 1)
     mine = owner[at] == users  # a user is not their own neighbour
@@ -251,23 +252,26 @@ def item_cosine(normalized: sp.csr_matrix, keep: int | None = None) -> sp.csr_ma
     step = max(1, _TOP_N_BLOCK_CELLS // max(n, 1))
     blocks: list[sp.csr_matrix] = []
     for start in range(0, n, step):
-        part = sp.csr_matrix(by_item[start : start + step] @ normalized)
-        rows = np.arange(part.shape[0])
+        items = by_item[start : start + step]
+        rows = np.arange(items.shape[0])
         if dense is not None:
-            block = dense[start : start + part.shape[0]]
-            part.toarray(out=block)
+            block = product_to_dense(items, normalized, out=dense[start : start + items.shape[0]])
             block[rows, rows + start] = 0  # an item does not recommend itself
             continue
-        if keep is not None and part.nnz * _DENSE_SHARE >= part.shape[0] * n:  # ranked as one dense block
-            work = part.toarray()
+        if keep is not None:
+            work = product_to_dense(items, normalized)
             work[rows, rows + start] = 0
-            work[work == 0] = -np.inf  # not stored (the product stores no zero sum): never kept
-            blocks.append(_top_n_csr(work, keep))
+            if np.count_nonzero(work) * _DENSE_SHARE >= work.size:  # mostly filled: ranked as one dense block
+                work[work == 0] = -np.inf  # not stored (SciPy's product stores no zero sum): never kept
+                blocks.append(_top_n_csr(work, keep))
+            else:
+                blocks.append(keep_top_n_per_row(sp.csr_matrix(work), keep))
             continue
+        part = sp.csr_matrix(items @ normalized)
         owner = np.repeat(rows, np.diff(part.indptr))
         part.data[part.indices == owner + start] = 0
         part.eliminate_zeros()
-        blocks.append(part if keep is None else keep_top_n_per_row(part, keep))
+        blocks.append(part)
     if dense is not None:
         return dense
     if not blocks:
@@ -421,7 +425,7 @@ class UserKNN:
     def score(self, user_idx: np.ndarray) -> np.ndarray:
         """Returns float32 ``(len(user_idx), n_items)``: ``S_top @ X``."""
         sim = self.user_similarity(user_idx)
-        return np.asarray((sim @ self.train_).toarray(), dtype=np.float32)
+        return np.asarray(product_to_dense(sim, self.train_), dtype=np.float32)
 
 
 class EASE:

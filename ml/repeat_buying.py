@@ -30,6 +30,7 @@ from ml.data import RepeatHistory
 from ml.metrics import ranking_metrics
 from ml.names import NDCG_20
 from ml.ranking import top_k, usable_cpus
+from ml.sparse_product_kernel import product_to_dense
 
 
 class BuyAgain:
@@ -139,7 +140,7 @@ class TIFUKNN:
         """The mean vector of each user's ``neighbours`` most similar other users."""
         sim = pooled_similarity(self.normalized_, users, self.pool_, self.pool_t_, self.neighbours)
         sim.data[:] = 1.0 / self.neighbours  # the mean of the neighbours' vectors
-        return np.asarray((sim @ self.vectors_).toarray(), dtype=np.float32)
+        return np.asarray(product_to_dense(sim, self.vectors_), dtype=np.float32)
 
 
 def _blend(own: np.ndarray, others: np.ndarray, alpha: float) -> np.ndarray:
