@@ -124,3 +124,33 @@ def test_training_on_current_features_needs_a_checked_build_of_that_dataset(mysq
     load_raw(_dataset(4), mysql_test_settings, "tiny:unchecked")  # a newer load whose features were never checked
     with pytest.raises(warehouse.LoadError, match="live load tiny:unchecked"):
         current_build(mysql_test_settings, "tiny")
+
+
+def test_read_frame_parses_times_as_mysqldb_would_and_leaves_the_connection_as_it_was(mysql_test_settings):
+    import datetime as dt
+
+    with warehouse.connect(mysql_test_settings) as conn:
+        cur = conn.cursor()
+        cur.execute("SET SESSION sql_mode = ''")  # lets the zero dates in, as an old table may hold them
+        cur.execute("DROP TABLE IF EXISTS read_frame_times")
+        cur.execute(
+            "CREATE TABLE read_frame_times (at DATETIME, at_ms DATETIME(3), day DATE, stamp TIMESTAMP NULL, "
+            "never DATETIME, label VARCHAR(10))"
+        )
+        cur.execute(
+            "INSERT INTO read_frame_times VALUES "
+            "('2024-03-01 09:15:00', '2024-03-01 09:15:00.123', '2024-03-01', '2024-03-01 09:15:00', NULL, 'a'), "
+            "(NULL, NULL, NULL, NULL, NULL, NULL), "
+            "('0000-00-00 00:00:00', '1999-12-31 23:59:59.999', '0000-00-00', NULL, NULL, 'c')"
+        )
+        sql = "SELECT at, at_ms, day, stamp, never, label, day AS day_again FROM read_frame_times ORDER BY label"
+        cur.execute(sql)
+        expected = pd.DataFrame(list(cur.fetchall()), columns=[d[0] for d in cur.description])  # MySQLdb's objects
+        frame = warehouse.read_frame(conn, sql)
+        pd.testing.assert_frame_equal(frame, expected)
+        assert str(frame["at"].dtype).startswith("datetime64") and frame["at"].isna().sum() == 2
+        assert frame["day"].tolist() == [None, dt.date(2024, 3, 1), None]  # NULL and the zero date
+        assert frame["never"].tolist() == [None, None, None]
+        cur.execute("SELECT at FROM read_frame_times WHERE label = 'a'")
+        assert cur.fetchall() == ((dt.datetime(2024, 3, 1, 9, 15),),)  # the connection converts as before
+        cur.execute("DROP TABLE read_frame_times")
