@@ -34,7 +34,7 @@ from threadpoolctl import threadpool_limits
 from ml import tuning_shoppers
 from ml.data import RepeatHistory
 from ml.metrics import per_user_ndcg
-from ml.ranking import usable_cpus
+from ml.ranking import top_k, usable_cpus
 
 log = logging.getLogger(__name__)
 
@@ -120,13 +120,10 @@ def candidates_and_features(
         if not finite.all():
             scores = np.where(finite, scores, np.nan)
         usable = np.logical_and(eligible, finite, out=finite)
-        negated = np.negative(scores)  # best first in an ascending partition
-        np.copyto(negated, np.float32(np.inf), where=~usable)
         k = min(PER_SOURCE, n_items)
-        top = np.argpartition(negated, k - 1, axis=1)[:, :k]
-        order = np.argsort(negated[rows, top], axis=1, kind="stable")
-        top = top[rows, order]
-        ranked = np.isfinite(negated[rows, top])  # a row with fewer than k scored items: the rest are unranked
+        # best first, ties to the lower item (``ml.ranking.top_k``'s compiled pass instead of a partition of the row)
+        top, top_scores = top_k(np.where(usable, scores, np.float32(-np.inf)), k, overwrite=True)
+        ranked = np.isfinite(top_scores)  # a row with fewer than k scored items: the rest are unranked
         rank = np.full(scores.shape, PER_SOURCE + 1, np.uint8)
         rank[rows, top] = np.where(ranked, np.arange(1, k + 1, dtype=np.uint8)[None, :], PER_SOURCE + 1)
         chosen[rows, top] |= ranked

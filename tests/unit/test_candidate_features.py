@@ -1,5 +1,6 @@
 """The candidate ranker's per-source features: each candidate's score standardised over the shopper's
-eligible scored items (NumPy's nanmean and nanstd, to the bit) and the log of its rank in the source."""
+eligible scored items (NumPy's nanmean and nanstd, to the bit) and the log of its rank in the source (ties to
+the lower item)."""
 
 from __future__ import annotations
 
@@ -25,11 +26,12 @@ def _context(n_users: int, n_items: int):
     return Context(seen, RepeatHistory(days, since, pd.Timestamp("2024-01-01")))
 
 
+@pytest.mark.parametrize("n_items", [300, 4096])  # 4096: each source's top ranked by the compiled pass
 @pytest.mark.parametrize("include_own", [False, True])
-def test_scores_standardised_over_the_eligible_finite_items_and_ranks_per_source(include_own):
+def test_scores_standardised_over_the_eligible_finite_items_and_ranks_per_source(include_own, n_items):
     from ml.candidate_ranking import PER_SOURCE, candidates_and_features
 
-    n_users, n_items = 6, 300
+    n_users = 6
     context = _context(n_users, n_items)
     rng = np.random.default_rng(0)
     raw = rng.standard_normal((n_users, n_items)).astype(np.float32) * 3 + 1
@@ -59,9 +61,8 @@ def test_scores_standardised_over_the_eligible_finite_items_and_ranks_per_source
             expected = np.nan_to_num((finite - mean[u]) / std[u], nan=-3.0)
             # the same arithmetic as NumPy's (bit-identical here); a tolerance for another CPU's summation
             np.testing.assert_allclose(features[u, real, 2 * s], expected.astype(np.float32), rtol=1e-5, atol=1e-6)
-            if u == 3 and s == 0:  # all alike: which 50 are ranked is the partition's choice; std 0 counts as 1
+            if u == 3 and s == 0:  # all alike: std 0 counts as 1, and the ranks go to the lowest items (below)
                 assert (features[u, real, 0] == 0).all()
-                continue
             order = np.argsort(-ranked[u], kind="stable")[:PER_SOURCE]
             rank = {int(item): place + 1 for place, item in enumerate(order) if np.isfinite(ranked[u, item])}
             expected_rank = [np.log1p(rank.get(int(item), PER_SOURCE + 1)) for item in items]
