@@ -164,6 +164,35 @@ def test_the_compiled_selection_handles_signs_infinities_and_reports_crowded_row
     np.testing.assert_array_equal(full_items, want_items)
 
 
+@pytest.mark.parametrize("integer_scores", [False, True])
+def test_rows_with_few_scored_items_rank_as_the_whole_row(integer_scores):
+    """A ranking stage's rows: a few hundred scored candidates, -inf elsewhere (NaN, +inf, signed zeros and ties
+    among them); ranked from the scored items alone, the same items and scores as ranking every item."""
+    from ml.ranking import _exact_top_k, _scored_top_k
+
+    rng = np.random.default_rng(5)
+    k, n_items = 40, 3000
+    scores = np.full((60, n_items), -np.inf, np.float32)
+    for row in range(60):
+        picked = rng.choice(n_items, int(rng.integers(0, 3 * k)), replace=False)  # fewer and more than k
+        values = rng.integers(-2, 3, len(picked)) if integer_scores else rng.standard_normal(len(picked))
+        scores[row, picked] = values
+        scores[row, picked[:2]] = np.inf if row % 4 == 0 else scores[row, picked[:2]]
+        scores[row, picked[-1:]] = -0.0 if row % 3 == 0 else scores[row, picked[-1:]]
+        scores[row, rng.choice(n_items, 3)] = np.nan if row % 5 == 0 else -np.inf
+    scores[7, :] = -np.inf  # nothing scored: the first k items
+    scores[8, n_items - 5 :] = 1.0  # scored items only at the end of the row
+    expected = scores.copy()
+    expected[np.isnan(expected)] = -np.inf
+    want_items, want_scores = _exact_top_k(expected, k)
+    items, item_scores = _scored_top_k(scores.copy(), k)
+    np.testing.assert_array_equal(items, want_items)
+    np.testing.assert_array_equal(item_scores, want_scores)
+    public_items, public_scores = top_k(scores, k)  # the compiled selection hands most of these rows back
+    np.testing.assert_array_equal(public_items, want_items)
+    np.testing.assert_array_equal(public_scores, want_scores)
+
+
 def test_threads_give_the_same_tables_and_pass_errors_on():
     rng = np.random.default_rng(3)
     users_emb = rng.standard_normal((700, 16)).astype(np.float32)
