@@ -24,7 +24,9 @@ import numpy as np
 import scipy.sparse as sp
 
 from ml import names
+from ml.ranking import scored_top_k
 from ml.sparse_product_kernel import product_to_dense
+from ml.top_k_kernel import top_k_rows
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +130,26 @@ def _top_n_cells(work: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The cells (rows, columns; row by row, columns ascending) of each row's ``n`` largest values of ``work``,
     ties to the lower column; a cell holding -inf is never kept (the caller marks what is not stored so).
 
-    A row's n-th largest value is found by one partition; every value above it is kept, and of the values
-    equal to it the lowest columns fill the rest, ranked among the few tied cells. Each step is one pass over
-    the block: at 256 x 20,000 (a batch of shoppers against the neighbour pool) a pass is a few milliseconds,
-    and every batch of every scoring pass of user-kNN and TIFU-KNN makes them (bench/README.md).
+    Every batch of every scoring pass of user-kNN and TIFU-KNN ranks a [256, 20,000] block of similarities to
+    the neighbour pool at 10M events. A float32 block goes through ``ml.top_k_kernel``'s compiled selection (a
+    row with few stored values through ``ml.ranking.scored_top_k``), the same cells as a partition of each row
+    in 2-5 ms against 55 ms (bench/README.md); ``work`` is only read. Other blocks: a row's n-th largest value
+    is found by one partition; every value above it is kept, and of the values equal to it the lowest columns
+    fill the rest, ranked among the few tied cells.
     """
     width = work.shape[1]
     if n <= 0 or width == 0:
         return np.empty(0, np.intp), np.empty(0, np.intp)
     if n >= width:
         return np.nonzero(work > -np.inf)
+    if work.dtype == np.float32 and work.flags.c_contiguous and width >= 2 * n:
+        items, values, done = top_k_rows(work, n)
+        rest = np.flatnonzero(~done)
+        if rest.size:
+            items[rest], values[rest] = scored_top_k(work[rest], n)
+        columns = np.sort(np.where(values > -np.inf, items, width), axis=1)  # -inf: not kept, sorted last
+        kept = columns < width
+        return np.nonzero(kept)[0], columns[kept]
     nth = np.partition(work, width - n, axis=1)[:, width - n : width - n + 1]  # -inf: fewer than n stored
     keep = work > nth
     room = n - keep.sum(axis=1)

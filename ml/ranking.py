@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from ml.top_k_kernel import top_k_rows
 
-__all__ = ["top_k", "batched_top_k"]
+__all__ = ["top_k", "batched_top_k", "scored_top_k"]
 
 
 def _mask_excluded(scores: np.ndarray, exclude: sp.spmatrix | sp.sparray) -> None:
@@ -103,7 +103,7 @@ def top_k(
         items, item_scores, done = top_k_rows(work, k)
         rest = np.flatnonzero(~done)
         if rest.size:  # the kernel found no finite threshold: few scored items, ranked on their own
-            items[rest], item_scores[rest] = _scored_top_k(work[rest], k)
+            items[rest], item_scores[rest] = scored_top_k(work[rest], k)
         return items, item_scores
     return _exact_top_k(_nan_to_minus_inf(work), k)
 
@@ -146,7 +146,7 @@ def _exact_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return items, item_scores
 
 
-def _scored_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def scored_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``_exact_top_k`` of rows where few items are scored (above ``-inf``; NaN counts as ``-inf``), from those
     items alone: sorted by (descending score, ascending item), then, where a row has fewer than ``k``, its
     lowest-index unscored items with score ``-inf``, as ``_exact_top_k`` fills them.

@@ -208,6 +208,29 @@ def test_keep_top_n_per_row_matches_brute_force_on_ties_duplicates_and_negatives
         np.testing.assert_array_equal(mat.indices, untouched.indices)
 
 
+@pytest.mark.parametrize("n", [1, 40, 300])
+def test_the_compiled_top_n_keeps_the_cells_a_partition_of_each_row_keeps(n):
+    """A float32 block (a batch's similarities to the neighbour pool) is ranked by the compiled selection, a
+    float64 one by a partition of each row: the same cells, ties to the lower column, -inf never kept."""
+    from ml.baselines import _top_n_cells
+
+    rng = np.random.default_rng(n)
+    block = (rng.integers(0, 60, size=(48, 5000)) / 7).astype(np.float32)  # many ties
+    block[rng.random(block.shape) < 0.3] = -np.inf  # not stored
+    block[3] = -np.inf  # nothing stored
+    block[4, : n // 2] = 1.0  # fewer than n stored
+    block[4, n // 2 :] = -np.inf
+    block[5, -(n + 3) :] = 9.0  # stored only at the row's end, tied
+    block[5, : -(n + 3)] = -np.inf
+    untouched = block.copy()
+    rows, columns = _top_n_cells(block, n)
+    want_rows, want_columns = _top_n_cells(block.astype(np.float64), n)
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_array_equal(columns, want_columns)
+    np.testing.assert_array_equal(block, untouched)  # only read: callers take the kept values from it
+    assert not np.isin(rows, 3).any() and (rows == 4).sum() == n // 2 and (rows == 5).sum() == n
+
+
 @pytest.mark.parametrize("name", sorted(BASELINES))
 def test_registry_models_share_the_contract(name):
     model = BASELINES[name]()
