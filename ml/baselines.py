@@ -70,7 +70,7 @@ def keep_top_n_per_row(mat: sp.csr_matrix, n: int) -> sp.csr_matrix:
     Ties keep the lower column index. Rows are taken in blocks of at most
     ``_TOP_N_BLOCK_CELLS`` cells: a block whose rows are mostly filled (user-user
     similarities, where nearly everyone shares an item with everyone) is ranked in a
-    dense array with one ``np.partition`` per row, O(cells); a sparse block by one
+    dense array by ``_top_n_cells`` (the compiled top-K), O(cells); a sparse block by one
     ``lexsort`` of its non-zeros, O(nnz log nnz). Either gives the same entries (the
     lexsort alone cost 0.8 s for 256 users x 20,000 of a 1M-event shop's similarities,
     most of the candidate ranking's time: bench/README.md).
@@ -113,8 +113,7 @@ def _top_n_sorted(mat: sp.csr_matrix, n: int) -> sp.csr_matrix:
 
 
 def _top_n_dense(mat: sp.csr_matrix, n: int) -> sp.csr_matrix:
-    """``_top_n_sorted``'s entries, found per row by a partition: the n-th largest value is the threshold,
-    every value above it is kept, and of the values equal to it the lowest columns fill the rest."""
+    """``_top_n_sorted``'s entries, found per row of the block written out dense (``_top_n_cells``)."""
     rows = np.repeat(np.arange(mat.shape[0]), np.diff(mat.indptr))
     cells = rows * mat.shape[1] + mat.indices  # duplicates summed, any index order (no sort needed)
     size = mat.shape[0] * mat.shape[1]
@@ -216,7 +215,7 @@ def pooled_similarity(normalized: sp.csr_matrix, users: np.ndarray, pool: np.nda
 
 def _pooled_similarity_dense(normalized: sp.csr_matrix, users: np.ndarray, pool, pool_t, n: int) -> sp.csr_matrix:
     """``pooled_similarity`` for a batch whose similarities fit one dense block: a sparse product written out
-    as one [users, pool] array and a partition per row (user-user similarities are nearly all non-zero;
+    as one [users, pool] array and ranked per row by ``_top_n_cells`` (user-user similarities are nearly all non-zero;
     ranking them as CSR cost 10x the product).
 
     The product is sparse x sparse, the batch's rows against the pool's item lists (``pool_t``, items x pool

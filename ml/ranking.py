@@ -102,7 +102,7 @@ def top_k(
     if dtype == np.float32 and n_items >= CANDIDATE_FILTER_MIN_ITEMS and n_items >= 8 * k:
         items, item_scores, done = top_k_rows(work, k)
         rest = np.flatnonzero(~done)
-        if rest.size:  # the kernel found no finite threshold: few scored items, ranked on their own
+        if rest.size:  # the kernel found no finite threshold: mostly rows with few scored items
             items[rest], item_scores[rest] = scored_top_k(work[rest], k)
         return items, item_scores
     return _exact_top_k(_nan_to_minus_inf(work), k)
@@ -147,17 +147,29 @@ def _exact_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scored_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """``_exact_top_k`` of rows where few items are scored (above ``-inf``; NaN counts as ``-inf``), from those
-    items alone: sorted by (descending score, ascending item), then, where a row has fewer than ``k``, its
-    lowest-index unscored items with score ``-inf``, as ``_exact_top_k`` fills them.
+    """``_exact_top_k`` of the rows the compiled selection hands back (``work`` is only read; NaN counts as
+    ``-inf``): a row with few scored items (above ``-inf``) is ranked from those items alone, sorted by
+    (descending score, ascending item), then, where it has fewer than ``k``, its lowest-index unscored items
+    with score ``-inf``, as ``_exact_top_k`` fills them; a row with many goes through ``_exact_top_k``.
 
-    The rows the compiled selection hands back are of this kind: a ranking stage scores its few hundred
-    candidates and leaves the rest of the catalogue at ``-inf``, and partitioning the whole row to find them
-    cost 0.43 s per 256 shoppers at 20,000 items, more than scoring them (bench/README.md).
+    The rows handed back are mostly of the first kind: a ranking stage scores its few hundred candidates
+    and leaves the rest of the catalogue at ``-inf``, and partitioning the whole row to find them cost 0.43 s
+    per 256 shoppers at 20,000 items, more than scoring them (bench/README.md). A row is handed back when
+    fewer than ``k`` of the kernel's groups hold a score, which a row with thousands of scored items in a
+    few groups can be too; sorting those would cost more than the partition.
     """
     n_rows, n_items = work.shape
     scored = work > -np.inf
     n_scored = scored.sum(axis=1)
+    many = n_scored > max(8 * k, n_items // 16)
+    if many.any():
+        items = np.empty((n_rows, k), np.int32)
+        item_scores = np.empty((n_rows, k), np.float32)
+        items[many], item_scores[many] = _exact_top_k(_nan_to_minus_inf(np.array(work[many])), k)
+        few = np.flatnonzero(~many)
+        if few.size:
+            items[few], item_scores[few] = scored_top_k(work[few], k)
+        return items, item_scores
     rows, cols = np.nonzero(scored)
     values = work[rows, cols]
     order = np.lexsort((cols, -values, rows))  # by row, then descending score, then ascending item

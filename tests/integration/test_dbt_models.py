@@ -294,26 +294,26 @@ def test_online_metrics_count_what_shoppers_did_with_the_lists_they_were_served(
         ("u2", "p03", "purchase", "2024-03-22 09:30:00.000"),  # shown in list c: a purchase
         ("u2", "p03", "view", "2024-03-22 08:00:00.000"),  # before the list: not counted
     ]
-    with warehouse.connect(mysql_test_settings, database=raw) as conn:
-        cur = conn.cursor()
-        for table in ("served_items", "served_lists", "online_events"):
-            cur.execute(f"DELETE FROM {table}")
-        cur.executemany(
-            "INSERT INTO served_lists (request_id, dataset, user_id, model_version, release_id, surface, endpoint, "
-            "source, served_at) VALUES (%s, 'shop', %s, %s, 'r', 'home', 'user', 'published', %s)",
-            lists,
-        )
-        cur.executemany(
-            "INSERT INTO served_items (request_id, position, item_id, score, reason) VALUES (%s, %s, %s, 1, 'x')",
-            [(request, position, f"p{position:02d}") for request, *_ in lists for position in range(1, 4)],
-        )
-        cur.executemany(
-            "INSERT INTO online_events (event_id, dataset, user_id, item_id, event_type, event_at, received_at) "
-            "VALUES (%s, 'shop', %s, %s, %s, %s, %s)",
-            [(f"e{n:07d}", *event, event[3]) for n, event in enumerate(events)],
-        )
-        conn.commit()
     try:
+        with warehouse.connect(mysql_test_settings, database=raw) as conn:
+            cur = conn.cursor()
+            for table in ("served_items", "served_lists", "online_events"):
+                cur.execute(f"DELETE FROM {table}")
+            cur.executemany(
+                "INSERT INTO served_lists (request_id, dataset, user_id, model_version, release_id, surface, endpoint, "
+                "source, served_at) VALUES (%s, 'shop', %s, %s, 'r', 'home', 'user', 'published', %s)",
+                lists,
+            )
+            cur.executemany(
+                "INSERT INTO served_items (request_id, position, item_id, score, reason) VALUES (%s, %s, %s, 1, 'x')",
+                [(request, position, f"p{position:02d}") for request, *_ in lists for position in range(1, 4)],
+            )
+            cur.executemany(
+                "INSERT INTO online_events (event_id, dataset, user_id, item_id, event_type, event_at, received_at) "
+                "VALUES (%s, 'shop', %s, %s, %s, %s, %s)",
+                [(f"e{n:07d}", *event, event[3]) for n, event in enumerate(events)],
+            )
+            conn.commit()
         dbt.run_dbt(mysql_test_settings, ["build", "--select", "online_metrics", "source:serving"])
         metrics = _frame(mysql_test_settings, "SELECT * FROM online_metrics ORDER BY served_on")
     finally:  # the next load of a shop called 'shop' would take these online events in with its files

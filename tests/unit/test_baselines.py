@@ -209,10 +209,15 @@ def test_keep_top_n_per_row_matches_brute_force_on_ties_duplicates_and_negatives
 
 
 @pytest.mark.parametrize("n", [1, 40, 300])
-def test_the_compiled_top_n_keeps_the_cells_a_partition_of_each_row_keeps(n):
+def test_the_compiled_top_n_keeps_the_cells_a_partition_of_each_row_keeps(n, monkeypatch):
     """A float32 block (a batch's similarities to the neighbour pool) is ranked by the compiled selection, a
     float64 one by a partition of each row: the same cells, ties to the lower column, -inf never kept."""
+    import ml.baselines
     from ml.baselines import _top_n_cells
+
+    compiled = []
+    kernel = ml.baselines.top_k_rows
+    monkeypatch.setattr(ml.baselines, "top_k_rows", lambda work, k: compiled.append(work.dtype) or kernel(work, k))
 
     rng = np.random.default_rng(n)
     block = (rng.integers(0, 60, size=(48, 5000)) / 7).astype(np.float32)  # many ties
@@ -228,6 +233,7 @@ def test_the_compiled_top_n_keeps_the_cells_a_partition_of_each_row_keeps(n):
     np.testing.assert_array_equal(rows, want_rows)
     np.testing.assert_array_equal(columns, want_columns)
     np.testing.assert_array_equal(block, untouched)  # only read: callers take the kept values from it
+    assert compiled == [np.float32]  # the float32 block took the compiled path, the float64 one the partition
     assert not np.isin(rows, 3).any() and (rows == 4).sum() == n // 2 and (rows == 5).sum() == n
 
 

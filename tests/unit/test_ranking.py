@@ -181,7 +181,13 @@ def test_rows_with_few_scored_items_rank_as_the_whole_row(integer_scores):
         scores[row, picked[-1:]] = -0.0 if row % 3 == 0 else scores[row, picked[-1:]]
         scores[row, rng.choice(n_items, 3)] = np.nan if row % 5 == 0 else -np.inf
     scores[7, :] = -np.inf  # nothing scored: the first k items
+    scores[8, :] = -np.inf
     scores[8, n_items - 5 :] = 1.0  # scored items only at the end of the row
+    # many scored items, all in fewer than k of the kernel's groups (block i % 300, group block % 2k): handed
+    # back by the kernel, and ranked by the partition, not by sorting them
+    scores[9, :] = -np.inf
+    in_few_groups = (np.arange(n_items) % 300) % (2 * k) < k - 1
+    scores[9, in_few_groups] = rng.standard_normal(in_few_groups.sum())
     expected = scores.copy()
     expected[np.isnan(expected)] = -np.inf
     want_items, want_scores = _exact_top_k(expected, k)
