@@ -24,9 +24,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ml import names
-from ml.ranking import scored_top_k
+from ml.ranking import compiled_top_k
 from ml.sparse_product_kernel import product_to_dense
-from ml.top_k_kernel import top_k_rows
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +129,9 @@ def _top_n_cells(work: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     ties to the lower column; a cell holding -inf is never kept (the caller marks what is not stored so).
 
     Every batch of every scoring pass of user-kNN and TIFU-KNN ranks a [256, 20,000] block of similarities to
-    the neighbour pool at 10M events. A float32 block goes through ``ml.top_k_kernel``'s compiled selection (a
-    row with few stored values through ``ml.ranking.scored_top_k``), the same cells as a partition of each row
-    in 2-5 ms against 55 ms (bench/README.md); ``work`` is only read. Other blocks: a row's n-th largest value
+    the neighbour pool at 10M events. A float32 block goes through the compiled selection
+    (``ml.ranking.compiled_top_k``), the same cells as a partition of each row in 2-5 ms against 55 ms
+    (bench/README.md); ``work`` is only read. Other blocks: a row's n-th largest value
     is found by one partition; every value above it is kept, and of the values equal to it the lowest columns
     fill the rest, ranked among the few tied cells.
     """
@@ -142,10 +141,7 @@ def _top_n_cells(work: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     if n >= width:
         return np.nonzero(work > -np.inf)
     if work.dtype == np.float32 and work.flags.c_contiguous and width >= 2 * n:
-        items, values, done = top_k_rows(work, n)
-        rest = np.flatnonzero(~done)
-        if rest.size:
-            items[rest], values[rest] = scored_top_k(work[rest], n)
+        items, values = compiled_top_k(work, n)
         columns = np.sort(np.where(values > -np.inf, items, width), axis=1)  # -inf: not kept, sorted last
         kept = columns < width
         return np.nonzero(kept)[0], columns[kept]

@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from ml.top_k_kernel import top_k_rows
 
-__all__ = ["top_k", "batched_top_k", "scored_top_k"]
+__all__ = ["top_k", "batched_top_k", "compiled_top_k"]
 
 
 def _mask_excluded(scores: np.ndarray, exclude: sp.spmatrix | sp.sparray) -> None:
@@ -100,12 +100,19 @@ def top_k(
     if exclude is not None:
         _mask_excluded(work, exclude)
     if dtype == np.float32 and n_items >= CANDIDATE_FILTER_MIN_ITEMS and n_items >= 8 * k:
-        items, item_scores, done = top_k_rows(work, k)
-        rest = np.flatnonzero(~done)
-        if rest.size:  # the kernel found no finite threshold: mostly rows with few scored items
-            items[rest], item_scores[rest] = scored_top_k(work[rest], k)
-        return items, item_scores
+        return compiled_top_k(work, k)
     return _exact_top_k(_nan_to_minus_inf(work), k)
+
+
+def compiled_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """``top_k`` of a C-contiguous float32 ``work`` (at least ``2k`` columns; already masked, only read):
+    ``ml.top_k_kernel``'s compiled selection, and ``_scored_top_k`` for the rows it hands back (no finite
+    threshold: mostly rows with few scored items). NaN counts as ``-inf``."""
+    items, item_scores, done = top_k_rows(work, k)
+    rest = np.flatnonzero(~done)
+    if rest.size:
+        items[rest], item_scores[rest] = _scored_top_k(work[rest], k)
+    return items, item_scores
 
 
 # From this many items on, rows go through the compiled candidate selection (ml.top_k_kernel).
@@ -146,7 +153,7 @@ def _exact_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return items, item_scores
 
 
-def scored_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _scored_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """``_exact_top_k`` of the rows the compiled selection hands back (``work`` is only read; NaN counts as
     ``-inf``): a row with few scored items (above ``-inf``) is ranked from those items alone, sorted by
     (descending score, ascending item), then, where it has fewer than ``k``, its lowest-index unscored items
@@ -168,7 +175,7 @@ def scored_top_k(work: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         items[many], item_scores[many] = _exact_top_k(_nan_to_minus_inf(np.array(work[many])), k)
         few = np.flatnonzero(~many)
         if few.size:
-            items[few], item_scores[few] = scored_top_k(work[few], k)
+            items[few], item_scores[few] = _scored_top_k(work[few], k)
         return items, item_scores
     rows, cols = np.nonzero(scored)
     values = work[rows, cols]

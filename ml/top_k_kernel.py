@@ -19,7 +19,7 @@ The result is exactly that of sorting the whole row with the same tie-break (tes
 against it). NaN never reaches the maxima nor the candidates; items tied with the
 threshold are kept in item order, the first ``k`` at most. A row whose threshold is
 ``-inf`` (fewer than ``k`` groups with a scored item) is reported back, for the
-caller (``ml.ranking.scored_top_k``).
+caller (``ml.ranking.compiled_top_k``).
 """
 
 from __future__ import annotations

@@ -216,8 +216,10 @@ def test_the_compiled_top_n_keeps_the_cells_a_partition_of_each_row_keeps(n, mon
     from ml.baselines import _top_n_cells
 
     compiled = []
-    kernel = ml.baselines.top_k_rows
-    monkeypatch.setattr(ml.baselines, "top_k_rows", lambda work, k: compiled.append(work.dtype) or kernel(work, k))
+    selection = ml.baselines.compiled_top_k
+    monkeypatch.setattr(
+        ml.baselines, "compiled_top_k", lambda work, k: compiled.append(work.dtype) or selection(work, k)
+    )
 
     rng = np.random.default_rng(n)
     block = (rng.integers(0, 60, size=(48, 5000)) / 7).astype(np.float32)  # many ties

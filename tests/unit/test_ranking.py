@@ -168,7 +168,7 @@ def test_the_compiled_selection_handles_signs_infinities_and_reports_crowded_row
 def test_rows_with_few_scored_items_rank_as_the_whole_row(integer_scores):
     """A ranking stage's rows: a few hundred scored candidates, -inf elsewhere (NaN, +inf, signed zeros and ties
     among them); ranked from the scored items alone, the same items and scores as ranking every item."""
-    from ml.ranking import _exact_top_k, scored_top_k
+    from ml.ranking import _exact_top_k, _scored_top_k
 
     rng = np.random.default_rng(5)
     k, n_items = 40, 3000
@@ -191,7 +191,7 @@ def test_rows_with_few_scored_items_rank_as_the_whole_row(integer_scores):
     expected = scores.copy()
     expected[np.isnan(expected)] = -np.inf
     want_items, want_scores = _exact_top_k(expected, k)
-    items, item_scores = scored_top_k(scores.copy(), k)
+    items, item_scores = _scored_top_k(scores.copy(), k)
     np.testing.assert_array_equal(items, want_items)
     np.testing.assert_array_equal(item_scores, want_scores)
     public_items, public_scores = top_k(scores, k)  # the compiled selection hands most of these rows back

@@ -19,7 +19,7 @@ def _random(shape, density, dtype, seed):
 
 
 @pytest.mark.parametrize(("a_dtype", "b_dtype"), [(np.float32, np.float32), (np.float32, np.float64)])
-def test_the_product_is_scipys_to_the_bit_in_the_common_dtype(a_dtype, b_dtype):
+def test_the_product_is_scipys_in_the_common_dtype(a_dtype, b_dtype):
     a = _random((40, 70), 0.2, a_dtype, 1)
     b = _random((70, 55), 0.3, b_dtype, 2)
     a = a.tolil()
