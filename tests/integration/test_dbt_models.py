@@ -329,3 +329,45 @@ def test_online_metrics_count_what_shoppers_did_with_the_lists_they_were_served(
     assert float(first["click_rate"]) == pytest.approx(1 / 6)
     assert (second["lists_served"], second["items_shown"], second["items_purchased"]) == (1, 3, 1)
     assert (second["items_clicked"], float(second["purchase_rate"])) == (0, pytest.approx(1 / 3))
+
+
+def test_the_features_gate_names_a_key_staged_twice(built):
+    """The gate's key rules (a GROUP BY on the key, not GX's per-row window) find a duplicated key and name it."""
+    from recsys_pipeline.quality import suites
+
+    specs = {spec["name"]: spec for spec in suites.load_suite_files(stage="features")}
+    copies = {"interactions_split": "gate_split_copy", "stg_raw__events": "gate_events_copy"}
+    try:
+        with warehouse.connect(built) as conn:
+            cur = conn.cursor()
+            for table, copy in copies.items():
+                cur.execute(f"DROP TABLE IF EXISTS {copy}")
+                cur.execute(f"CREATE TABLE {copy} AS SELECT * FROM {table}")
+            cur.execute(
+                "INSERT INTO gate_split_copy "
+                "SELECT * FROM interactions_split WHERE user_id = 'u1' ORDER BY item_id LIMIT 1"
+            )
+            cur.execute("INSERT INTO gate_events_copy SELECT * FROM stg_raw__events ORDER BY source_row_id LIMIT 1")
+            conn.commit()
+            duplicated_item = warehouse.scalar(
+                conn, "SELECT item_id FROM interactions_split WHERE user_id = 'u1' ORDER BY item_id LIMIT 1"
+            )
+            first_row = warehouse.scalar(conn, "SELECT MIN(source_row_id) FROM stg_raw__events")
+        results = suites.run_suites(
+            built,
+            "features",
+            suites=[specs["interactions_split"], specs["staged_events"]],
+            tables={table: (built.database, copy) for table, copy in copies.items()},
+            raise_on_failure=False,
+        )
+    finally:
+        with warehouse.connect(built) as conn:
+            for copy in copies.values():
+                conn.cursor().execute(f"DROP TABLE IF EXISTS {copy}")
+    failures = {result.suite: result.failures for result in results}
+    [split_failure] = failures["interactions_split"]
+    assert split_failure.rule == {"rule": "(user_id, item_id) is unique: one row per pair"}
+    assert "1 unexpected rows" in split_failure.observed and f'"item_id": "{duplicated_item}"' in split_failure.observed
+    [events_failure] = failures["staged_events"]
+    assert events_failure.rule == {"rule": "source_row_id is unique: no raw row is staged twice"}
+    assert f'"source_row_id": {first_row}, "copies": 2' in events_failure.observed

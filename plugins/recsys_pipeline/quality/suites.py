@@ -19,6 +19,12 @@ its failure is a dump of the whole result. A gate here must also decide what hap
 next -- quarantine the offending rows, keep or swap the staged tables -- so it is one
 plain function over GX's own API that the DAG task, the CLI and the tests all call.
 
+Keys of the large tables (staged events, the split) are checked unique by an
+``unexpected_rows_expectation`` grouping on the key, not by GX's uniqueness expectations:
+those count every row's copies with a window over the whole table, twice (the count,
+then the examples), 62 of the features gate's 89 s at 10M events; grouped on the
+table's primary key or unique index, 1.4 s a query (bench/README.md).
+
 A failed expectation raises ``DataQualityError`` whose message names the suite,
 expectation, table, column and observed value. Data Docs are built for every run,
 passed or failed, into the run's folder (``data_docs/<stage>/index.html``).
@@ -164,6 +170,33 @@ def _observed(result, details: dict) -> str:
         share = details.get("unexpected_percent", 0)
         return f"{int(details['unexpected_count'])} unexpected rows ({share:.2f}%), e.g. {sample}"
     return str(observed)
+
+
+EXAMPLE_ROWS = 3
+
+
+def _add_example_rows(settings: MySQLSettings, database: str, table: str, result, failure: Failure) -> None:
+    """Name a few of the rows an ``unexpected_rows_expectation`` found when GX's result left them out.
+
+    GX returns those rows only with the COMPLETE result format, which for the column
+    expectations of the same suite would mean every unexpected value of a 10M-row table;
+    under SUMMARY its message said "1 unexpected rows, e.g. []". The rule's own query is
+    run again on the checked table, for ``EXAMPLE_ROWS`` rows.
+    """
+    if result.expectation_config.type != UNEXPECTED_ROWS:
+        return
+    if any(info.get("raised_exception") for info in _exception_infos(result)):
+        return
+    details = result.result or {}
+    if (details.get("details") or {}).get("unexpected_rows"):
+        return
+    from recsys_pipeline import warehouse
+
+    query = result.expectation_config.kwargs["unexpected_rows_query"].replace("{batch}", f"`{database}`.`{table}`")
+    with warehouse.connect(settings, database=database) as conn:
+        rows = warehouse.read_frame(conn, f"SELECT * FROM ({query}) AS unexpected LIMIT {EXAMPLE_ROWS}")
+    examples = json.dumps(json.loads(rows.to_json(orient="records", date_format="iso", default_handler=str)))
+    failure.observed = f"{details.get('observed_value')} unexpected rows, e.g. {examples}"
 
 
 def _exception_infos(result) -> list[dict]:
@@ -329,7 +362,12 @@ def run_suites(
             batch_parameters=batch_parameters, expectation_parameters=parameters, run_id=_run_id(run_name)
         )
         validation_result = next(iter(outcome.run_results.values()))
-        failures = [_failure(spec, table_label, r) for r in validation_result.results if not r.success]
+        failures = []
+        for result in validation_result.results:
+            if not result.success:
+                failures.append(_failure(spec, table_label, result))
+                if batch_parameters is None:
+                    _add_example_rows(settings, database, table, result, failures[-1])
         results.append(
             SuiteResult(
                 spec["name"],
