@@ -79,29 +79,43 @@ price_profile as (
 
 ),
 
-recent_interactions as (
+newest_items as (
 
+    -- the user's most recent items, newest first: an ordered, limited JSON_ARRAYAGG per user,
+    -- read in int_interactions' clustered (user_id, item_id) order. A row_number() window over
+    -- every interaction sorted all 6.6M of them at 10M events (16.0 s; this and the reversal
+    -- below 6.9 s, the same arrays)
+    -- (the noqa ranges: sqlfluff's MySQL dialect parses neither an aggregate's LIMIT nor JSON_TABLE)
     select
         user_id,
-        item_id,
-        last_event_at,
-        row_number() over (
-            partition by user_id
-            order by last_event_at desc, first_source_row_id desc
-        ) as recency_order
+        -- noqa: disable=all
+        json_arrayagg(
+            item_id order by last_event_at desc, first_source_row_id desc
+            limit {{ var('recent_items_per_user') | int }}
+        ) as newest_first
     from interactions
+    group by user_id
+    -- noqa: enable=all
 
 ),
 
 recent_sequences as (
 
-    -- the user's most recent items, oldest first (the order a sequence model reads)
+    -- the same items oldest first (the order a sequence model reads)
     select
-        user_id,
-        json_arrayagg(item_id order by recency_order desc) as recent_items
-    from recent_interactions
-    where recency_order <= {{ var('recent_items_per_user') | int }}
-    group by user_id
+        newest_items.user_id,
+        json_arrayagg(listed.item_id order by listed.position desc) as recent_items
+    from newest_items
+    -- noqa: disable=all
+    cross join json_table(
+        newest_items.newest_first,
+        '$[*]' columns (
+            position for ordinality,
+            item_id text character set utf8mb4 path '$'
+        )
+    ) as listed
+    -- noqa: enable=all
+    group by newest_items.user_id
 
 ),
 
