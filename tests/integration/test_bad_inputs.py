@@ -234,7 +234,9 @@ def test_unknown_item_ids_are_refused_and_their_rows_quarantined(mysql_test_sett
     events = retail["events"].copy()
     events.loc[[10, 11, 12], "item_id"] = ["NOPE-1", "NOPE-2", "NOPE-1"]
     error, _ = refuse(mysql_test_settings, tmp_path, retail | {"events": events}, "shop:unknown-items")
-    assert "unexpected_rows_expectation failed on table" in str(error)
+    assert "unexpected_rows_expectation failed on table" in str(error) and "raw_events__new, column item_id" in str(
+        error
+    )
     assert "every event's item is in the item catalogue" in str(error) and "NOPE-1" in str(error)
     rows = [r for r in _quarantined(mysql_test_settings, "shop:unknown-items") if "unexpected_rows" in r["rule"]]
     assert {r["row"]["item_id"] for r in rows} == {"NOPE-1", "NOPE-2"} and len(rows) == 3

@@ -367,7 +367,9 @@ def test_the_features_gate_names_a_key_staged_twice(built):
     failures = {result.suite: result.failures for result in results}
     [split_failure] = failures["interactions_split"]
     assert split_failure.rule == {"rule": "(user_id, item_id) is unique: one row per pair"}
+    assert split_failure.column == "['user_id', 'item_id']"
     assert "1 unexpected rows" in split_failure.observed and f'"item_id": "{duplicated_item}"' in split_failure.observed
     [events_failure] = failures["staged_events"]
     assert events_failure.rule == {"rule": "source_row_id is unique: no raw row is staged twice"}
+    assert "gate_events_copy, column source_row_id" in events_failure.describe()
     assert f'"source_row_id": {first_row}, "copies": 2' in events_failure.observed

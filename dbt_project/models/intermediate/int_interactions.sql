@@ -25,8 +25,8 @@
 
     One secondary index, for the unique test of first_source_row_id. Indexes on
     item_id and last_loaded_at cost 10 and 7 s at 10M events on the build's longest
-    path, and nothing used them: item_features counts users per item in a 20,000-group
-    hash table as fast, and the incremental watermark is one max() per build.
+    path, and nothing needs them: item_features counts users per item from the clustered
+    table (2.2 s at 10M events), and the incremental watermark is one max() per build.
 #}
 
 with

@@ -9,7 +9,8 @@ its ``stage`` -- ``raw`` (the staged load, before it replaces the live raw table
   from the suite's defaults, ``RECSYS_DQ_<NAME>`` environment variables, and values the
   caller computes (bounds from the last good load);
 * SQL of ``unexpected_rows_expectation`` may name other tables as ``${raw_items}`` and
-  parameters as ``${max_rejected_share}``; GX fills ``{batch}``;
+  parameters as ``${max_rejected_share}``; GX fills ``{batch}``; such a rule names the
+  column(s) it is about in its ``column`` (GX's query rule has no column of its own);
 * a suite with ``"source": "statistics"`` checks a one-row frame of statistics the caller
   computes (the drift between this load and the last good one, ``profiles.py``).
 
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 SUITES_DIR = PROJECT_ROOT / "expectations"
 STAGES = ("raw", "features")
 UNEXPECTED_ROWS = "unexpected_rows_expectation"
+EXAMPLE_ROWS = 3  # rows a failed unexpected-rows rule names
 
 
 class DataQualityError(RuntimeError):
@@ -149,7 +151,7 @@ def _expectations(spec: dict, tables: dict[str, str], parameters: dict) -> list:
                 gx.expectations.UnexpectedRowsExpectation(
                     unexpected_rows_query=_fill_sql(kwargs["unexpected_rows_query"], tables, parameters),
                     description=item.get("description") or kwargs.get("description"),
-                    meta={"rule": item.get("description", "")},
+                    meta={"rule": item.get("description", ""), "column": item.get("column")},
                 )
             )
             continue
@@ -163,16 +165,13 @@ def _observed(result, details: dict) -> str:
         return "an error while checking: " + str(raised[0].get("exception_message", "")).splitlines()[0]
     if result.expectation_config.type == UNEXPECTED_ROWS:
         rows = (details.get("details") or {}).get("unexpected_rows") or []
-        return f"{details.get('observed_value')} unexpected rows, e.g. {json.dumps(rows[:3], default=str)}"
+        return _unexpected_rows_text(details.get("observed_value"), rows)
     observed = details.get("observed_value")
     if observed is None and "unexpected_count" in details:
         sample = [str(v) for v in details.get("partial_unexpected_list", [])[:5]]
         share = details.get("unexpected_percent", 0)
         return f"{int(details['unexpected_count'])} unexpected rows ({share:.2f}%), e.g. {sample}"
     return str(observed)
-
-
-EXAMPLE_ROWS = 3
 
 
 def _add_example_rows(settings: MySQLSettings, database: str, table: str, result, failure: Failure) -> None:
@@ -201,8 +200,12 @@ def _add_example_rows(settings: MySQLSettings, database: str, table: str, result
     except MySQLdb.Error as error:  # the rule's failure still stands; say why it has no examples
         log.warning("suite %s: no example rows for %s: %s", failure.suite, failure.rule_name, error)
         return
-    examples = json.dumps(json.loads(rows.to_json(orient="records", date_format="iso", default_handler=str)))
-    failure.observed = f"{details.get('observed_value')} unexpected rows, e.g. {examples}"
+    examples = json.loads(rows.to_json(orient="records", date_format="iso", default_handler=str))
+    failure.observed = _unexpected_rows_text(details.get("observed_value"), examples)
+
+
+def _unexpected_rows_text(count, rows: list) -> str:
+    return f"{count} unexpected rows, e.g. {json.dumps(rows[:EXAMPLE_ROWS], default=str)}"
 
 
 def _exception_infos(result) -> list[dict]:
@@ -215,7 +218,7 @@ def _exception_infos(result) -> list[dict]:
 def _failure(spec: dict, table: str, result) -> Failure:
     config = result.expectation_config
     kwargs = dict(config.kwargs)
-    column = kwargs.pop("column", None) or kwargs.pop("column_list", None)
+    column = kwargs.pop("column", None) or kwargs.pop("column_list", None) or (config.meta or {}).get("column")
     details = result.result or {}
     rule = {
         k: (v if isinstance(v, (int, float, list, type(None))) else str(v))
