@@ -17,6 +17,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 # an epoch in seconds has up to 10 digits until 2286; milliseconds start at 11 (1973 on)
 EPOCH_MS_FROM = 1e11
@@ -161,7 +163,10 @@ def has_numeric_dates(values: pd.Series) -> bool:
     """Whether some text values are numeric dates (``21-07-2015``, ``5/1/2015``) whose order must be told."""
     if not (pd.api.types.is_string_dtype(values) or values.dtype == object):
         return False
-    return bool(values.astype("string").str.match(_NUMERIC_DATE_START, na=False).any())  # one cheap pass per batch
+    # one pass per batch in Arrow's regex engine: pandas' ``str.match`` ran Python's ``re`` on every value
+    # (0.13 s a batch of 131,072 events, every batch of a file whose times are not numeric dates)
+    text = pa.array(values.astype("string"), type=pa.string(), from_pandas=True)
+    return bool(pc.any(pc.match_substring_regex(text, _NUMERIC_DATE_START)).as_py())
 
 
 def date_order(chunks) -> str:
