@@ -22,6 +22,7 @@ import itertools
 import logging
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -176,23 +177,24 @@ def stage_raw(
     try:
         with (
             warehouse.connect(settings, database=database, load_files=True) as conn,
+            warehouse.connect(settings, database=database) as lookups,
             tempfile.TemporaryDirectory() as tmp,
+            BackgroundLoads(conn, Path(tmp)) as loads,  # exits first: no load outlives its connection
         ):
             cur = conn.cursor()
             for entity in CONTRACT:
                 new_table = STAGED_TABLES[entity]
                 cur.execute(f"DROP TABLE IF EXISTS {db}.{warehouse.quote_identifier(new_table)}")
                 cur.execute(create_table_sql(entity, f"{db}.{warehouse.quote_identifier(new_table)}"))
-                stamps = LiveStamps(conn, database, entity, load_id, loaded_at)
-                rows[entity] = 0
+                # the live rows are read on a connection of their own while `conn` loads the previous batch
+                stamps = LiveStamps(lookups, database, entity, load_id, loaded_at)
                 source = dataset.source_of(entity)
                 frames = dataset.stream(entity)
                 if entity == "events" and online_key is not None:
                     frames = itertools.chain(frames, online_events.stream(settings, online_key))
                 for frame in frames:
-                    stamped = stamps.stamp(frame)
-                    rows[entity] += _load_batch(conn, f"{database}.{new_table}", stamped, Path(tmp), source, entity)
-                    conn.commit()
+                    loads.submit(f"{database}.{new_table}", stamps.stamp(frame), source, entity)
+                rows[entity] = loads.finish()
                 log.info(
                     "staged %s rows in %s.%s: %s new or changed, %s live rows changed or removed",
                     rows[entity],
@@ -220,16 +222,62 @@ def stage_raw(
     )
 
 
-def _load_batch(conn, table: str, frame: pd.DataFrame, tmp: Path, source: str, entity: str) -> int:
-    """One batch into the staged table; a key repeated across batches is the contract's error, not MySQL's."""
+class BackgroundLoads:
+    """Each batch's LOAD DATA on a thread of its own, while the next batch is read, checked and written.
+
+    A batch's two halves need two cores: pandas reading, checking, hashing and writing its
+    file in this process, and the server running LOAD DATA (mysqlclient releases the GIL while
+    the statement runs). One after the other, each waited for the other half. One load at most
+    is in flight, so memory and the temporary files stay at two batches, and rows reach the
+    table in the files' order. A failed load raises from the next ``submit`` or ``finish``.
+    """
+
+    def __init__(self, conn, tmp: Path):
+        self.conn, self.tmp = conn, tmp
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="load-data")
+        self.pending: Future | None = None
+        self.batches = self.rows = 0
+
+    def __enter__(self) -> BackgroundLoads:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.pool.shutdown(wait=True)  # a load in flight ends before its connection closes
+
+    def submit(self, table: str, frame: pd.DataFrame, source: str, entity: str) -> None:
+        """Write ``frame``'s file (while the previous batch loads), then queue its load and commit."""
+        path = self.tmp / f"batch-{self.batches % 2}.tsv"  # the other file is the batch loading now
+        self.batches += 1
+        warehouse.write_load_file(frame, path)
+        self._wait()
+        columns = list(frame.columns)
+        self.pending = self.pool.submit(_load_batch, self.conn, table, path, columns, len(frame), source, entity)
+
+    def finish(self) -> int:
+        """Wait for the last batch; the rows loaded since the previous ``finish``."""
+        self._wait()
+        rows, self.rows = self.rows, 0
+        return rows
+
+    def _wait(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            self.rows += pending.result()
+
+
+def _load_batch(conn, table: str, path: Path, columns: list[str], rows: int, source: str, entity: str) -> int:
+    """One batch's file into the staged table, committed; a key repeated across batches is the contract's error,
+    not MySQL's."""
     try:
-        return warehouse.load_frame(conn, table, frame, tmp)
+        loaded = warehouse.load_file(conn, table, path, columns, rows)
     except warehouse.LoadError as error:
         if "1062" not in str(error):  # ER_DUP_ENTRY: the primary key already holds a row of an earlier batch
             raise
         raise ContractError(
             f"{source}: column '{PRIMARY_KEYS[entity]}' must be unique; a value repeats: {error}", source, entity
         ) from error
+    conn.commit()
+    return loaded
 
 
 def drop_staged(settings: MySQLSettings) -> None:
