@@ -202,6 +202,8 @@ def write_load_file(frame: pd.DataFrame, path: Path) -> None:
     columns = [pc.fill_null(_load_data_text(frame[name]), "\\N") for name in frame.columns]
     lines = pc.binary_join_element_wise(*columns, "\t")
     lines = pc.binary_join_element_wise(lines, "", "\n").cast(pa.large_string())  # each line ends in \n
+    if isinstance(lines, pa.ChunkedArray):  # from a column already held in Arrow chunks
+        lines = lines.combine_chunks()
     offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]
     with path.open("wb") as out:
         out.write(memoryview(lines.buffers()[2])[offsets[0] : offsets[-1]])

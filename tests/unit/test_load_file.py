@@ -6,6 +6,7 @@ import csv
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from recsys_pipeline import warehouse
 
@@ -25,6 +26,8 @@ def _frame() -> pd.DataFrame:
             "flag": np.array([True, False, True]),
             "at": pd.to_datetime(["2024-03-01 09:15:00", "1999-12-31 23:59:59", None]),
             "at_ms": pd.to_datetime(["2024-03-01 09:15:00.123456", "2024-03-01 09:15:01", None], format="ISO8601"),
+            # text held in two Arrow chunks, as a column of frames read from Parquet in batches may be
+            "chunked": pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array([["a", None], ["c"]]))),
         }
     )
 
@@ -34,10 +37,10 @@ def test_every_kind_of_value_is_written_as_load_data_reads_it(tmp_path):
     warehouse.write_load_file(_frame(), path)
     assert path.read_bytes().decode("utf-8").split("\n") == [
         "1\ttab\\there\tback\\\\slash\t0.1\t10000000000000000\tinf\t0.10000000149011612\t18446744073709551615\t\\N\t1"
-        "\t2024-03-01 09:15:00\t2024-03-01 09:15:00.123",
+        "\t2024-03-01 09:15:00\t2024-03-01 09:15:00.123\ta",
         "2\tnew\\nline\\r\tquote \"'\t\\N\t9.9999999999999995e-08\t-0\t1.5\t0\t4\t0\t1999-12-31 23:59:59"
-        "\t2024-03-01 09:15:01.000",
-        "3\t\\N\tplain\t2\t\\N\t12345678901234568\t2\t7\t5\t1\t\\N\t\\N",
+        "\t2024-03-01 09:15:01.000\t\\N",
+        "3\t\\N\tplain\t2\t\\N\t12345678901234568\t2\t7\t5\t1\t\\N\t\\N\tc",
         "",
     ]
 
