@@ -3,9 +3,9 @@
         materialized='incremental',
         unique_key='source_row_id',
         cluster_by=['user_id', 'item_id', 'source_row_id'],
-        pre_hook=['{{ drop_first_copies() }}', '{{ create_first_copies() }}'],
+        pre_hook=['{{ drop_later_copies() }}', '{{ create_later_copies() }}'],
         post_hook=[
-            '{{ drop_first_copies() }}',
+            '{{ drop_later_copies() }}',
             create_index(['source_row_id'], unique=true),
         ]
     )
@@ -31,11 +31,11 @@ valid as (
 
 ),
 
-first_copies as (
+later_copies as (
 
-    -- one row per distinct event, its lowest source_row_id (the pre-hook's table, see
-    -- macros/staged_events.sql); the other copies are listed in stg_raw__rejected_events
-    select source_row_id from {{ first_copies_relation() }}
+    -- every copy of an event after its lowest source_row_id (the pre-hook's table, see
+    -- macros/staged_events.sql); stg_raw__rejected_events lists them
+    select source_row_id from {{ later_copies_relation() }}
 
 ),
 
@@ -47,11 +47,10 @@ item_kinds as (
 
 kept as (
 
-    -- first copies only; MariaDB reads the raw rows in order and looks each up in
-    -- first_copies' primary key
+    -- first copies only: the few later copies are looked up in their table's primary key
     select valid.*
     from valid
-    where valid.source_row_id in (select first_copies.source_row_id from first_copies)
+    where valid.source_row_id not in (select later_copies.source_row_id from later_copies)
         {% if is_incremental() -%}
             -- and not a copy of an event staged by an earlier build
             and not exists (
