@@ -317,6 +317,7 @@ def run_suites(
     sources: dict[str, object] = {}
     qualified = {name: f"`{db}`.`{table}`" for name, (db, table) in tables.items()}
     results: list[SuiteResult] = []
+    run_id = _run_id(run_name) or _run_id(datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ"))  # one for both passes
     for spec in suites:
         parameters = suite_parameters(spec, computed_parameters.get(spec["name"]))
         if spec.get("source") == "statistics":
@@ -354,7 +355,12 @@ def run_suites(
         actions = (
             [gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=["run"])] if docs_dir is not None else []
         )
-        result_format = (
+        # The verdict first, then the details only where a rule failed. With the details asked for, GX
+        # looks for every rule's unexpected values and rows whatever the counts said: at 10M raw events 13
+        # of the raw gate's 16 full scans (70 of 102 s of statements) found nothing on a passing load. A
+        # failed suite runs again with them, under the same run id, so its Data Docs page and the gate's
+        # message name the rows; a passing suite's page marks each rule passed, without observed values.
+        detailed = (
             {"result_format": "COMPLETE", "unexpected_index_column_names": [spec["key"]]}
             if spec.get("key")
             else "SUMMARY"
@@ -364,12 +370,16 @@ def run_suites(
                 name=spec["name"],
                 validation_definitions=[validation],
                 actions=actions,
-                result_format=result_format,
+                result_format="BOOLEAN_ONLY",
             )
         )
-        outcome = checkpoint.run(
-            batch_parameters=batch_parameters, expectation_parameters=parameters, run_id=_run_id(run_name)
-        )
+        outcome = checkpoint.run(batch_parameters=batch_parameters, expectation_parameters=parameters, run_id=run_id)
+        if not next(iter(outcome.run_results.values())).success:
+            checkpoint.result_format = detailed
+            checkpoint.save()  # GX refuses to run a checkpoint changed since it was stored
+            outcome = checkpoint.run(
+                batch_parameters=batch_parameters, expectation_parameters=parameters, run_id=run_id
+            )
         validation_result = next(iter(outcome.run_results.values()))
         failures = []
         for result in validation_result.results:
