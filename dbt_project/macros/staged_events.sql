@@ -25,8 +25,8 @@
     three repeat: one narrow GROUP BY finds those moments (5,740 at 10M events) and
     their events' ids; only those rows are read again, by primary key, and digested --
     the same MD5 as before, of the eight values with lengths and NULL flags, so no two
-    different events write the same text -- and every copy after the lowest source_row_id of its digest is listed. The
-    model leaves those few out. The same copies as the digest of every event found:
+    different events write the same text -- and every copy after the lowest
+    source_row_id of its digest is listed. The model leaves those few out. The same copies as the digest of every event found:
     equal digests mean byte-equal user, item and time, so both rows share a moment (a
     CRC collision or a collation that folds case only adds candidates). At 10M events,
     back to back: the pre-hook 88.5 -> 41.8-47.7 s, the model's lookups (IN over 10M

@@ -316,7 +316,12 @@ def dirty_but_usable(mysql_test_settings, baseline, retail, tmp_path_factory):
     events.loc[marked["unparseable"], "event_time"] = "the day after tomorrow"
     copies = events.loc[events.index[500:520]].copy()
     copies["source_row_id"] = range(SAMPLE_EVENTS + 1, SAMPLE_EVENTS + 1 + len(copies))
-    events = pd.concat([events, copies], ignore_index=True)
+    # the same shopper, item and time as another event but another quantity: not a copy, staged
+    near_copies = events.loc[events.index[700:705]].copy()
+    near_copies["quantity"] = near_copies["quantity"].fillna(1.0) + 1.0
+    first_near = SAMPLE_EVENTS + 1 + len(copies)
+    near_copies["source_row_id"] = range(first_near, first_near + len(near_copies))
+    events = pd.concat([events, copies, near_copies], ignore_index=True)
     # ids in many scripts, and ids a case- or accent-insensitive collation would merge: kept exactly, apart
     events, items, users = unicode_ids(events, retail["items"], retail["users"])
     items.loc[0, "title"] = SQL_TITLE
@@ -326,6 +331,7 @@ def dirty_but_usable(mysql_test_settings, baseline, retail, tmp_path_factory):
     checked = check_quality(mysql_test_settings, run)
     ids = {name: set(events.loc[index, "source_row_id"].astype(int)) for name, index in marked.items()}
     ids["duplicate"] = set(copies["source_row_id"].astype(int))
+    ids["near_copy"] = set(near_copies["source_row_id"].astype(int))
     return {"ids": ids, "checked": checked, "item": items.loc[0, "item_id"], "run": run.folder}
 
 
@@ -362,6 +368,13 @@ def test_staging_quarantines_rows_with_the_reason(mysql_test_settings, dirty_but
     ids = dirty_but_usable["ids"][case]
     assert ids <= _rejected(mysql_test_settings, reason)
     assert _staged(mysql_test_settings, ids).empty, "a rejected row never reaches the staged events (nor the split)"
+
+
+def test_an_event_sharing_shopper_item_and_time_with_another_but_not_its_values_is_staged(
+    mysql_test_settings, dirty_but_usable
+):
+    ids = dirty_but_usable["ids"]["near_copy"]
+    assert len(_staged(mysql_test_settings, ids)) == len(ids) == 5, "only exact copies are duplicates"
 
 
 def test_a_negative_quantity_is_a_return_not_a_purchase(mysql_test_settings, dirty_but_usable):
