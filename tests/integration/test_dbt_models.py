@@ -126,6 +126,23 @@ def test_fees_and_returns_are_not_interactions(built):
     assert dict(zip(flags["item_id"], flags["is_product"].astype(int), strict=True)) == {"POST": 0, "p01": 1}
 
 
+def test_interaction_weights_are_the_seeds(built):
+    seed = _frame(built, "SELECT event_type, weight FROM event_weights WHERE is_positive = 1")
+    weight = dict(zip(seed["event_type"], seed["weight"].astype(float), strict=True))
+    interactions = _frame(built, "SELECT user_id, item_id, weight FROM int_interactions")
+    by_pair = {
+        (user, item): float(value)
+        for user, item, value in zip(
+            interactions["user_id"], interactions["item_id"], interactions["weight"], strict=True
+        )
+    }
+    assert by_pair[("u2", "p01")] == weight["view"]
+    assert by_pair[("u2", "p02")] == weight["cart"] + weight["purchase"]
+    assert by_pair[("u1", "p03")] == 2 * weight["purchase"]  # bought twice; the duplicate row is not counted
+    days = _frame(built, "SELECT COUNT(*) AS n FROM int_interaction_days WHERE user_id = 'u2' AND item_id = 'p03'")
+    assert int(days["n"].iloc[0]) == 0  # a return is not a positive day
+
+
 def test_split_follows_the_protocol(built):
     split = _frame(
         built,

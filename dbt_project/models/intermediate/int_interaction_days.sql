@@ -25,12 +25,6 @@ events as (
 
 ),
 
-event_weights as (
-
-    select * from {{ ref('event_weights') }}
-
-),
-
 {% if is_incremental() -%}
     touched_pairs as (
 
@@ -58,12 +52,7 @@ positive_events as (
     {%- endif %}
     where {{ positive_product_event('events') }}
         -- a scalar lookup per row, as in int_interactions: as a semi-join MariaDB reads the seed first
-        and (
-            select event_weights.is_positive
-            from event_weights
-            where event_weights.event_type = events.event_type
-                and event_weights.is_positive = 1
-        ) is not null
+        and {{ event_weight('events.event_type') }} is not null
 
 ),
 
