@@ -101,21 +101,24 @@ newest_items as (
 
 recent_sequences as (
 
-    -- the same items oldest first (the order a sequence model reads)
+    -- the same items oldest first (the order a sequence model reads), reversed per user
+    -- by a subquery over the user's own list: a GROUP BY over every user's listed items
+    -- sorted them all (3.5M rows at 10M events: 14.3 s, against 9.2 s)
     select
         newest_items.user_id,
-        json_arrayagg(listed.item_id order by listed.position desc) as recent_items
+        -- noqa: disable=all
+        (
+            select json_arrayagg(listed.item_id order by listed.position desc)
+            from json_table(
+                newest_items.newest_first,
+                '$[*]' columns (
+                    position for ordinality,
+                    item_id text character set utf8mb4 path '$'
+                )
+            ) as listed
+        ) as recent_items
+        -- noqa: enable=all
     from newest_items
-    -- noqa: disable=all
-    cross join json_table(
-        newest_items.newest_first,
-        '$[*]' columns (
-            position for ordinality,
-            item_id text character set utf8mb4 path '$'
-        )
-    ) as listed
-    -- noqa: enable=all
-    group by newest_items.user_id
 
 ),
 
