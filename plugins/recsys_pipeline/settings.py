@@ -148,6 +148,18 @@ def dbt_project_dir() -> Path:
     return Path(_env("RECSYS_DBT_PROJECT_DIR", str(PROJECT_ROOT / "dbt_project")))
 
 
+def dbt_threads() -> int:
+    """dbt's threads, which profiles.yml reads from RECSYS_DBT_THREADS (default 2).
+
+    Checked here, before dbt starts: dbt turns any value that is not a positive whole
+    number into 0 threads and stops with "max_workers must be greater than 0".
+    """
+    value = _env("RECSYS_DBT_THREADS", "2").strip()
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"RECSYS_DBT_THREADS must be a whole number of dbt threads, 1 or more; got {value!r}")
+    return int(value)
+
+
 def data_dir() -> Path:
     """Where the shared public datasets live (never copied into the repository)."""
     return Path(_env("RECSYS_DATA_DIR", str(PROJECT_ROOT.parent / "shared" / "data")))

@@ -296,6 +296,15 @@ def test_every_model_and_column_is_described_and_every_key_tested(built, tmp_pat
     assert without_key_test == []
 
 
+def test_dbt_runs_the_threads_the_setting_asks_for_and_refuses_a_bad_one(built, monkeypatch):
+    monkeypatch.setenv("RECSYS_DBT_THREADS", "3")
+    assert "Concurrency: 3 threads" in dbt.run_dbt(built, ["seed", "--select", "event_weights"])
+    monkeypatch.setenv("RECSYS_DBT_THREADS", "two")
+    refusal = "RECSYS_DBT_THREADS must be a whole number of dbt threads, 1 or more; got 'two'"
+    with pytest.raises(ValueError, match=refusal):
+        dbt.run_dbt(built, ["seed", "--select", "event_weights"])
+
+
 def test_online_metrics_count_what_shoppers_did_with_the_lists_they_were_served(built, mysql_test_settings):
     raw = mysql_test_settings.raw_database
     lists = [  # request, user, model version, served at

@@ -22,7 +22,7 @@ from datetime import datetime
 from pathlib import Path
 
 from recsys_pipeline import warehouse
-from recsys_pipeline.settings import MySQLSettings, dbt_executable, dbt_project_dir
+from recsys_pipeline.settings import MySQLSettings, dbt_executable, dbt_project_dir, dbt_threads
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ def dbt_env(settings: MySQLSettings) -> dict[str, str]:
         RECSYS_MYSQL_PASSWORD=settings.password,
         RECSYS_MYSQL_DATABASE=settings.database,
         RECSYS_RAW_DATABASE=settings.raw_database,
+        RECSYS_DBT_THREADS=str(dbt_threads()),
         DBT_SEND_ANONYMOUS_USAGE_STATS="false",
     )
     return env

@@ -43,7 +43,7 @@ from cosmos.constants import ExecutionMode, InvocationMode, LoadMode, SourceRend
 from cosmos.operators._watcher.base import BaseConsumerSensor
 
 from recsys_pipeline.orchestration import warehouse_lock
-from recsys_pipeline.settings import dbt_executable, dbt_project_dir, mysql_settings_for_task
+from recsys_pipeline.settings import dbt_executable, dbt_project_dir, dbt_threads, mysql_settings_for_task
 
 # the task that admits the raw load (after the raw gate); its XCom says how dbt must build
 LOAD_TASK_ID = "validate_raw"
@@ -125,7 +125,7 @@ def features_task_group(group_id: str = "features") -> DbtTaskGroup:
             "vars": _from_load("dbt_vars_json", default="'{}'"),
             "full_refresh": _from_load("dbt_plan", "full_refresh", default="False"),
             "env": {name: "{{ recsys_mysql('" + field + "') }}" for name, field in _ENV_FROM_SETTINGS.items()}
-            | {"DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
+            | {"RECSYS_DBT_THREADS": str(dbt_threads()), "DBT_SEND_ANONYMOUS_USAGE_STATS": "false"},
             "append_env": True,
             # a failed dbt test will fail again: one quick retry for a dropped connection only
             "retries": 1,
