@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 import scipy.sparse as sp
 
 SPLIT_COLUMNS = ["user_id", "item_id", "split", "is_validation", "item_rank"]
@@ -46,18 +48,10 @@ def repeat_history(
     reference = pd.Timestamp(reference)
     frame = checked_columns(days_frame, DAYS_COLUMNS, "int_interaction_days")
     dates = pd.to_datetime(frame["event_date"])
-    frame = frame[(dates < reference).to_numpy()]
-    dates = pd.to_datetime(frame["event_date"])
-    users = np.searchsorted(user_ids.astype(str), frame["user_id"].to_numpy(dtype=str))
-    items = np.searchsorted(item_ids.astype(str), frame["item_id"].to_numpy(dtype=str))
-    users_in = np.minimum(users, len(user_ids) - 1)
-    items_in = np.minimum(items, len(item_ids) - 1)
-    known = (
-        (users < len(user_ids))
-        & (items < len(item_ids))
-        & (user_ids.astype(str)[users_in] == frame["user_id"].to_numpy(dtype=str))
-        & (item_ids.astype(str)[items_in] == frame["item_id"].to_numpy(dtype=str))
-    )
+    before = (dates < reference).to_numpy()
+    frame, dates = frame[before], dates[before]
+    users, items = id_positions(frame["user_id"], user_ids), id_positions(frame["item_id"], item_ids)
+    known = (users >= 0) & (items >= 0)
     ago = np.maximum(np.ceil((reference - dates).dt.total_seconds().to_numpy() / 86400.0), 1.0)
     shape = (len(user_ids), len(item_ids))
     users, items, ago = users[known], items[known], ago[known]
@@ -165,9 +159,21 @@ def index_ids(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Sorted user and item ids of ``frame``; adds its ``user`` and ``item`` index columns (in place)."""
     user_ids = np.array(sorted(frame["user_id"].unique()), dtype=object)
     item_ids = np.array(sorted(frame["item_id"].unique()), dtype=object)
-    frame["user"] = np.searchsorted(user_ids.astype(str), frame["user_id"].to_numpy(dtype=str))
-    frame["item"] = np.searchsorted(item_ids.astype(str), frame["item_id"].to_numpy(dtype=str))
+    frame["user"] = id_positions(frame["user_id"], user_ids)
+    frame["item"] = id_positions(frame["item_id"], item_ids)
     return user_ids, item_ids
+
+
+def id_positions(values: pd.Series, ids: np.ndarray) -> np.ndarray:
+    """Each of ``values``' position in ``ids`` (int64; -1 where it is not there), compared as text.
+
+    A hash lookup in Arrow: every stage reads its run's 6.6-6.9M snapshot rows at 10M events,
+    where a binary search over the sorted ids as NumPy text took 15x longer, plus the copy
+    into fixed-width text it needs (bench/README.md).
+    """
+    text = pa.array(values.astype(str), type=pa.string())
+    found = pc.index_in(text, value_set=pa.array(np.asarray(ids).astype(str), type=pa.string()))
+    return found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def from_split_frame(split: pd.DataFrame) -> InteractionData:

@@ -266,3 +266,66 @@ def policy_score_fn(
         return scores
 
     return score
+
+
+def policy_top_k_of_lists(
+    ranked: np.ndarray,
+    k: int,
+    policy: RepeatPolicy,
+    seen: sp.csr_matrix,
+    repeats: RepeatHistory | None = None,
+    batch_size: int = 65_536,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``batched_top_k(policy_score_fn(list_score_fn(ranked)))`` without its dense rows: the same items and
+    scores from the lists themselves (``ranked``: [n_users, L] item indices, best first, -1 = none).
+
+    A listed item scores ``L - position``, so the policy's list is the listed items it keeps, in list
+    order, after the buy-again slots (which score above all of them). Scoring every item of the
+    catalogue for this cost O(users x items): at 10M events 200,000 x 20,000 scores to read back 20 of
+    each row's 100 (bench/README.md); this costs O(users x L). Rows with fewer than ``k`` items are
+    padded with item 0 at ``-inf``, as ``top_k`` pads them with excluded items.
+    """
+    ranked = np.asarray(ranked, dtype=np.int64)
+    n_users, length = ranked.shape
+    seen = sp.csr_matrix(seen)
+    seen.sort_indices()
+    if policy.mode == SLOTS and repeats is None:
+        raise RepeatPolicyError(
+            f"{SETTING} = {policy}: 'buy again' slots need the shoppers' repeat history (the run's "
+            "interaction_days snapshot), which this run does not have"
+        )
+    position_scores = np.arange(length, 0, -1, dtype=np.float32)
+    items = np.zeros((n_users, k), np.int32)
+    scores = np.full((n_users, k), -np.inf, np.float32)
+    for start in range(0, n_users, batch_size):
+        users = np.arange(start, min(start + batch_size, n_users))
+        block = ranked[users]
+        keep = block >= 0
+        if policy.mode != INCLUDE:  # the shopper's own items leave the list
+            keep &= ~_in_rows(seen, users, block)
+        values = np.where(keep, position_scores[None, :], np.float32(-np.inf))
+        if policy.mode == SLOTS:
+            slots = buy_again_order(repeats, users, policy.slots, within=seen)
+            top = values.max(axis=1, initial=-np.inf)  # the best kept list score; slot_scores: 0 when none
+            block = np.concatenate([slots, block], axis=1)
+            values = np.concatenate([slot_scores(top, policy.slots), values], axis=1)
+            keep = np.concatenate([slots >= 0, keep], axis=1)
+        # each row's kept entries first, in order (slots, then the list): best first, as the scores say
+        order = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        taken = np.take_along_axis(keep, order, axis=1)
+        width = min(k, order.shape[1])
+        items[users, :width] = np.where(taken, np.take_along_axis(block, order, axis=1), 0)
+        scores[users, :width] = np.where(taken, np.take_along_axis(values, order, axis=1), -np.inf)
+    return items, scores
+
+
+def _in_rows(matrix: sp.csr_matrix, users: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """Whether ``matrix[users[i], columns[i, j]]`` is stored, [len(users), w] (``columns`` < 0: False), as
+    ``policy_score_fn`` reads ``seen``'s indices. ``matrix`` must have sorted indices."""
+    n_items = matrix.shape[1]
+    block = matrix[users]
+    stored = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(block.indptr)) * n_items + block.indices
+    keys = np.arange(len(users), dtype=np.int64)[:, None] * n_items + np.maximum(columns, 0)
+    at = np.minimum(np.searchsorted(stored, keys), max(len(stored) - 1, 0))
+    found = stored[at] == keys if len(stored) else np.zeros(keys.shape, bool)
+    return found & (columns >= 0)

@@ -8,7 +8,7 @@ import pytest
 import scipy.sparse as sp
 
 from ml.backtest import time_cut_data
-from ml.data import bought_between, repeat_history, repeat_share
+from ml.data import bought_between, id_positions, index_ids, repeat_history, repeat_share
 from ml.repeat_buying import TIFUKNN, BuyAgain, decayed_frequency
 
 USERS = np.array(["a", "b"], dtype=object)
@@ -17,6 +17,17 @@ ITEMS = np.array(["i1", "i2", "i3"], dtype=object)
 
 def _days(rows) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["user_id", "item_id", "event_date"])
+
+
+def test_ids_are_found_by_their_text_and_unknown_ones_are_minus_one():
+    frame = pd.DataFrame({"user_id": ["9", "10", "9", "100"], "item_id": [3, 20, 3, 100]})
+    frame["item_id"] = frame["item_id"].astype(str)
+    user_ids, item_ids = index_ids(frame)
+    assert user_ids.tolist() == ["10", "100", "9"] and item_ids.tolist() == ["100", "20", "3"]  # text order
+    assert frame["user"].tolist() == [2, 0, 2, 1] and frame["item"].tolist() == [2, 1, 2, 0]
+    values = pd.Series(["9", "nine", "10", None], dtype=object)
+    assert id_positions(values, user_ids).tolist() == [2, -1, 0, -1]
+    assert id_positions(pd.Series([], dtype=str), user_ids).dtype == np.int64
 
 
 def test_repeat_history_counts_days_before_the_reference_only():

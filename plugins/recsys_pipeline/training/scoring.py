@@ -71,23 +71,23 @@ def recommend(artifacts: RunArtifacts, top_k: int) -> dict:
     them, else the two-tower model, following the run's repeat policy (no item the user has, every item, or
     "buy again" slots first from everything known)."""
     from ml.ranking import batched_top_k
-    from ml.repeat_policy import INCLUDE, policy_score_fn
+    from ml.repeat_policy import INCLUDE, policy_score_fn, policy_top_k_of_lists
 
     data = snapshot.read_split(artifacts)
     training = artifacts.read_json(RunArtifacts.TRAINING)
     policy = repeat_policy(training)
-    all_users = np.arange(data.n_users)
     lists = candidates.read_lists(artifacts)
     if lists is not None:  # the candidate ranking's lists (``training.candidates``), as the SavedModel answers
-        score = candidates.list_score_fn(candidates.lists_for(lists, data.user_ids, data.item_ids), data.n_items)
+        ranked = candidates.lists_for(lists, data.user_ids, data.item_ids)
+        top_items, top_scores = policy_top_k_of_lists(ranked, top_k, policy, data.all_interactions, data.all_repeats)
     else:
         score = retrieval_scores(artifacts, SERVING_USERS)
         # as the SavedModel ranks: the stage re-orders unseen candidates, so not under `include`
         ranker = None if policy.mode == INCLUDE else ranking_stage(artifacts, data.item_ids, data.all_interactions)
         if ranker is not None:
             score = ranker.score_fn(score, data.all_interactions, top_k)
-    score = policy_score_fn(score, policy, data.all_interactions, data.all_repeats)
-    top_items, top_scores = batched_top_k(score, all_users, top_k)
+        score = policy_score_fn(score, policy, data.all_interactions, data.all_repeats)
+        top_items, top_scores = batched_top_k(score, np.arange(data.n_users), top_k)
     frame = pd.DataFrame(
         {
             "user_id": np.repeat(data.user_ids.astype(str), top_k),
