@@ -178,6 +178,34 @@ def test_the_candidate_ranker_learns_what_shoppers_buy_again():
     assert (candidates >= 0).any() and not own[candidates >= 0].any()
 
 
+@pytest.mark.parametrize("include_own", [True, False])
+def test_the_published_lists_are_the_rankers_best_candidates_as_the_dense_ranking_orders_them(include_own):
+    from ml.candidate_ranking import CandidateRanker, Context
+    from ml.ranking import batched_top_k
+
+    users, seen, history, _, truth, sources = _favourite_shop(1)
+    context = Context(seen, history)
+    if not include_own:  # labels the candidates can hold: an item each shopper never had
+        unseen = np.argmax(np.random.default_rng(1).random(seen.shape) - seen.toarray(), axis=1)
+        truth = sp.csr_matrix((np.ones(len(users), np.float32), (np.arange(len(users)), unseen)), seen.shape)
+    ranker = CandidateRanker(include_own=include_own, epochs=2).fit(sources, context, truth)
+    assert ranker.mlp is not None
+    score = ranker.score_fn(sources, context)
+    everyone = np.arange(len(users))
+    predict = ranker._predict
+    coarse = lambda features: np.round(predict(features) * 2) / 2  # noqa: E731 -- scores that tie, often
+    # a short list and the whole catalogue (past every shopper's candidates), with the ranker's scores and tied ones
+    for n, ranker._predict in ((5, predict), (seen.shape[1], predict), (5, coarse), (seen.shape[1], coarse)):
+        want_items, want_scores = batched_top_k(score, everyone, n, exclude=None if include_own else seen)
+        items, scores = score.top_n(everyone, n, batch_size=64)
+        np.testing.assert_array_equal(scores, want_scores)
+        listed = np.isfinite(want_scores)
+        np.testing.assert_array_equal(items[listed], want_items[listed])
+        assert (items[~listed] == -1).all() and listed.any()
+    if not include_own:  # the catalogue is longer than the candidates without each shopper's own items
+        assert not listed.all()
+
+
 def test_candidate_labels_are_the_truths_values_without_a_dense_copy():
     from ml.candidate_ranking import candidate_labels
 

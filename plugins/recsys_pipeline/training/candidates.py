@@ -54,7 +54,6 @@ def fit_for_publishing(artifacts: RunArtifacts, data, include_own: bool, n: int,
     from ml.data import bought_between
     from ml.evaluate import EASE_MAX_ITEMS, tuned_ease
     from ml.names import EASE, TIFU_KNN
-    from ml.ranking import batched_top_k
     from ml.repeat_buying import tuned_tifu_knn
 
     tuning = {}
@@ -69,7 +68,9 @@ def fit_for_publishing(artifacts: RunArtifacts, data, include_own: bool, n: int,
     if score is None:
         return record
     n = min(n, data.n_items)
-    top, scores = batched_top_k(score, np.arange(data.n_users), n, exclude=None if include_own else data.train)
+    # the ranker's candidates leave out what a shopper had unless ``include_own``: batched_top_k(score, ...,
+    # exclude=data.train) ranks the same items first, after scoring the whole catalogue for each shopper
+    top, scores = score.top_n(np.arange(data.n_users), n)
     np.savez(
         artifacts.path(RunArtifacts.CANDIDATE_LISTS),
         user_ids=data.user_ids.astype(str),
