@@ -32,7 +32,7 @@ import tensorflow as tf
 from threadpoolctl import threadpool_limits
 
 from ml import tuning_shoppers
-from ml.data import RepeatHistory
+from ml.data import RepeatHistory, stored_cells
 from ml.metrics import per_user_ndcg
 from ml.ranking import top_k, usable_cpus
 
@@ -158,17 +158,8 @@ def candidates_and_features(
 
 def candidate_labels(truth: sp.csr_matrix, candidates: np.ndarray) -> np.ndarray:
     """``truth``'s value for each row's candidates (0 where it has none, -1 for padding), float32 [rows, width]:
-    looked up by sorted (row, item) keys, never a dense [rows x items] copy of ``truth`` (16 GB at 10M events)."""
-    truth = sp.csr_matrix(truth, copy=True)
-    truth.sum_duplicates()  # sorted indices, so the keys below are in order (on a copy: the caller's is untouched)
-    n_items = truth.shape[1]
-    keys = np.repeat(np.arange(truth.shape[0], dtype=np.int64), np.diff(truth.indptr)) * n_items + truth.indices
-    wanted = np.arange(len(candidates), dtype=np.int64)[:, None] * n_items + np.maximum(candidates, 0)
-    labels = np.zeros(candidates.shape, np.float32)
-    if len(keys):
-        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
-        found = keys[at] == wanted
-        labels[found] = truth.data[at[found]]
+    looked up by sorted (row, item) keys (``ml.data.stored_cells``), never a dense copy of ``truth``."""
+    labels = stored_cells(truth, candidates)[1].astype(np.float32)
     labels[candidates < 0] = -1.0
     return labels
 

@@ -155,6 +155,25 @@ def checked_columns(frame: pd.DataFrame, columns: list[str], table: str) -> pd.D
     return frame
 
 
+def stored_cells(matrix: sp.spmatrix | sp.sparray, columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each row's ``columns`` ([rows, w] column indices of ``matrix``'s rows; < 0 = none): whether the cell
+    holds a non-zero, and its value (0 where not). Looked up by sorted (row, column) keys, never a dense
+    [rows x columns] copy of ``matrix`` (16 GB at 10M events); duplicates are summed and explicit zeros dropped on
+    a copy (``sum_duplicates``), the caller's matrix is untouched."""
+    matrix = sp.csr_matrix(matrix, copy=True)
+    matrix.sum_duplicates()  # sorted indices, so the keys below are in order
+    n_columns = matrix.shape[1]
+    keys = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr)) * n_columns + matrix.indices
+    wanted = np.arange(len(columns), dtype=np.int64)[:, None] * n_columns + np.maximum(columns, 0)
+    found = np.zeros(np.shape(columns), bool)
+    values = np.zeros(np.shape(columns), matrix.dtype)
+    if len(keys):
+        at = np.minimum(np.searchsorted(keys, wanted), len(keys) - 1)
+        found = (keys[at] == wanted) & (columns >= 0)
+        values[found] = matrix.data[at[found]]
+    return found, values
+
+
 def index_ids(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Sorted user and item ids of ``frame``; adds its ``user`` and ``item`` index columns (in place)."""
     user_ids = np.array(sorted(frame["user_id"].unique()), dtype=object)

@@ -28,15 +28,12 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
 
+from ml.data import RepeatHistory, stored_cells
 from ml.names import NEW_ITEMS, WITH_REPEATS
-
-if TYPE_CHECKING:  # ml.data.RepeatHistory: only its ``days`` and ``days_since`` matrices are read
-    from ml.data import RepeatHistory
 
 SETTING = "repeat_policy"
 ENV = "RECSYS_REPEAT_POLICY"
@@ -229,6 +226,14 @@ def slot_scores(model_top: np.ndarray, n_slots: int) -> np.ndarray:
     return top[:, None] + np.arange(n_slots, 0, -1, dtype=np.float32)[None, :]
 
 
+def _check_repeats(policy: RepeatPolicy, repeats: RepeatHistory | None) -> None:
+    if policy.mode == SLOTS and repeats is None:
+        raise RepeatPolicyError(
+            f"{SETTING} = {policy}: 'buy again' slots need the shoppers' repeat history (the run's "
+            "interaction_days snapshot), which this run does not have"
+        )
+
+
 def policy_score_fn(
     score_fn: Callable[[np.ndarray], np.ndarray],
     policy: RepeatPolicy,
@@ -245,11 +250,7 @@ def policy_score_fn(
     if policy.mode == INCLUDE:
         return score_fn
     seen = sp.csr_matrix(seen)
-    if policy.mode == SLOTS and repeats is None:
-        raise RepeatPolicyError(
-            f"{SETTING} = {policy}: 'buy again' slots need the shoppers' repeat history (the run's "
-            "interaction_days snapshot), which this run does not have"
-        )
+    _check_repeats(policy, repeats)
 
     def score(users: np.ndarray) -> np.ndarray:
         users = np.asarray(users)
@@ -288,12 +289,7 @@ def policy_top_k_of_lists(
     ranked = np.asarray(ranked, dtype=np.int64)
     n_users, length = ranked.shape
     seen = sp.csr_matrix(seen)
-    seen.sort_indices()
-    if policy.mode == SLOTS and repeats is None:
-        raise RepeatPolicyError(
-            f"{SETTING} = {policy}: 'buy again' slots need the shoppers' repeat history (the run's "
-            "interaction_days snapshot), which this run does not have"
-        )
+    _check_repeats(policy, repeats)
     position_scores = np.arange(length, 0, -1, dtype=np.float32)
     items = np.zeros((n_users, k), np.int32)
     scores = np.full((n_users, k), -np.inf, np.float32)
@@ -302,7 +298,7 @@ def policy_top_k_of_lists(
         block = ranked[users]
         keep = block >= 0
         if policy.mode != INCLUDE:  # the shopper's own items leave the list
-            keep &= ~_in_rows(seen, users, block)
+            keep &= ~stored_cells(seen[users], block)[0]
         values = np.where(keep, position_scores[None, :], np.float32(-np.inf))
         if policy.mode == SLOTS:
             slots = buy_again_order(repeats, users, policy.slots, within=seen)
@@ -317,15 +313,3 @@ def policy_top_k_of_lists(
         items[users, :width] = np.where(taken, np.take_along_axis(block, order, axis=1), 0)
         scores[users, :width] = np.where(taken, np.take_along_axis(values, order, axis=1), -np.inf)
     return items, scores
-
-
-def _in_rows(matrix: sp.csr_matrix, users: np.ndarray, columns: np.ndarray) -> np.ndarray:
-    """Whether ``matrix[users[i], columns[i, j]]`` is stored, [len(users), w] (``columns`` < 0: False), as
-    ``policy_score_fn`` reads ``seen``'s indices. ``matrix`` must have sorted indices."""
-    n_items = matrix.shape[1]
-    block = matrix[users]
-    stored = np.repeat(np.arange(len(users), dtype=np.int64), np.diff(block.indptr)) * n_items + block.indices
-    keys = np.arange(len(users), dtype=np.int64)[:, None] * n_items + np.maximum(columns, 0)
-    at = np.minimum(np.searchsorted(stored, keys), max(len(stored) - 1, 0))
-    found = stored[at] == keys if len(stored) else np.zeros(keys.shape, bool)
-    return found & (columns >= 0)
