@@ -20,8 +20,11 @@ What the tasks do around a stage call (the warehouse lock, uploading Data Docs t
 storage) is Airflow's and object storage's time, not the build's, and is left out.
 
 ``--rerun`` runs the same stages again on unchanged data (the weekly rerun: every row
-carried over, an incremental build); ``--split-run-test`` times ``dbt run`` and
-``dbt test`` on their own after the build, to see which half a slow build spends in.
+carried over, an incremental build); ``--grow 0.01`` then appends one day of new events
+(1% of the rows, whole sessions: ``synthetic_events.next_day``) to the shop's file and runs
+the stages again, the daily scheduled run (the load keeps the old rows' ``loaded_at``, so
+the build is incremental); ``--split-run-test`` times ``dbt run`` and ``dbt test`` on their
+own after the build, to see which half a slow build spends in.
 
 Isolation: its own databases (``recsys_bench``, ``recsys_bench_raw``, dropped and
 recreated before each size so every size is a first load), its own least-privileged
@@ -65,7 +68,7 @@ BENCH_DIR = Path(__file__).resolve().parent
 PROJECT_ROOT = BENCH_DIR.parent
 sys.path[:0] = [str(BENCH_DIR), str(PROJECT_ROOT / "plugins")]
 
-from synthetic_events import Params, ensure_dataset  # noqa: E402
+from synthetic_events import Params, ensure_dataset, next_day  # noqa: E402
 
 DEFAULT_WORK = PROJECT_ROOT / ".work" / "bench"
 # the demo's and the tests' databases: the benchmark refuses to use them
@@ -580,6 +583,17 @@ def _staging_figures(seconds: float, staged: dict) -> dict:
     }
 
 
+def grown_build(bench: Bench, share: float) -> None:
+    """The daily run: the same shop's files with one more day of events (``share`` of the rows, new), loaded
+    and built again on top of the first build -- the incremental path a scheduled run takes."""
+    folder = bench.dataset.with_name(f"{bench.dataset.name}-next-day-{share:g}")
+    manifest = next_day(bench.dataset, folder, share)
+    bench.result["grown_dataset"] = {"folder": str(folder), **manifest}
+    say(f"{bench.events:,} events: {manifest['new_events']:,} new events of the next day in {folder}")
+    bench.dataset = folder
+    feature_build(bench, f"bench-{bench.events}-next-day", prefix="next day ")
+
+
 def split_run_test(bench: Bench) -> None:
     """``dbt run`` and ``dbt test`` on their own, after the build: which half a slow build spends in."""
     from recsys_pipeline.features import dbt
@@ -660,6 +674,8 @@ def run_one(args: argparse.Namespace) -> dict:
             split_run_test(bench)
         if args.rerun:
             feature_build(bench, f"bench-{bench.events}-rerun", prefix="rerun ")
+        if args.grow:
+            grown_build(bench, args.grow)
     except StageFailed:
         pass  # in the result's errors; the stages after it were not run
     with contextlib.suppress(Exception):
@@ -888,6 +904,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="also time every stage again on the same data (rows carried over, an incremental build)",
     )
+    add(
+        "--grow",
+        type=float,
+        metavar="SHARE",
+        help="then append one day of new events (SHARE of the rows, e.g. 0.01) and time the incremental build",
+    )
     add("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size in this process
     args = parser.parse_args(argv)
     check_isolation_arguments(parser, args)
@@ -945,6 +967,8 @@ def _child_command(args: argparse.Namespace, events: int) -> list[str]:
     ]
     if args.build_timeout:
         command += ["--build-timeout", str(args.build_timeout)]
+    if args.grow:
+        command += ["--grow", str(args.grow)]
     for flag in ("split_run_test", "rerun", "regenerate"):
         if getattr(args, flag):
             command.append("--" + flag.replace("_", "-"))

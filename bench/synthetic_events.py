@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -328,6 +329,61 @@ def ensure_dataset(params: Params, out: Path, regenerate: bool = False) -> dict:
         (out / f"{stale}.parquet").unlink(missing_ok=True)
     manifest_path.unlink(missing_ok=True)
     return generate(p, out) | {"reused": False}
+
+
+def next_day(source: Path, out: Path, share: float, seed: int = 0) -> dict:
+    """``source``'s files with one more day of events appended: a shop's daily export, grown.
+
+    The new day is a seeded sample of whole sessions (``basket_id``: a shopper's views, carts,
+    order and its returns) holding ``share`` of the existing events, so a day reaches the few
+    shoppers who visit that day, as a shop's day does, not a sprinkle of events over everyone;
+    users, items, event types and the dirty rows keep their mix. The sample is moved to the day
+    after the last event at its own time of day, numbered after the last ``source_row_id``, its
+    baskets renamed (``d<n>-``) so no order of the new day merges with an old one. The old rows are unchanged:
+    the loader keeps their ``loaded_at``, and the build after it is incremental
+    (``features.dbt.plan_build``). Items and users are copied as they are.
+    """
+    events = pq.read_table(source / "events.parquet")
+    rng = np.random.default_rng(seed)
+    sessions = pc.dictionary_encode(events.column("basket_id")).combine_chunks()
+    session_sizes = np.bincount(sessions.indices.to_numpy(zero_copy_only=False), minlength=len(sessions.dictionary))
+    order = rng.permutation(len(session_sizes))
+    wanted = max(1, int(round(events.num_rows * share)))
+    chosen = np.zeros(len(session_sizes), bool)
+    chosen[order[: int(np.searchsorted(np.cumsum(session_sizes[order]), wanted)) + 1]] = True
+    picked = np.flatnonzero(chosen[sessions.indices.to_numpy(zero_copy_only=False)])
+    n_new = len(picked)
+    day = events.take(pa.array(picked))
+    when = pc.strptime(day.column("event_time"), format="%Y-%m-%dT%H:%M:%SZ", unit="s").cast(pa.int64()).to_numpy()
+    last = int(
+        pc.max(pc.strptime(events.column("event_time"), format="%Y-%m-%dT%H:%M:%SZ", unit="s")).cast(pa.int64()).as_py()
+    )
+    next_midnight = (last // 86400 + 1) * 86400
+    moved = next_midnight + when % 86400
+    order = np.argsort(moved, kind="stable")
+    day = day.take(pa.array(order))
+    first_id = int(pc.max(events.column("source_row_id")).as_py()) + 1
+    tag = f"d{next_midnight // 86400}-"
+    day = (
+        day.set_column(0, "source_row_id", pa.array(np.arange(first_id, first_id + n_new, dtype=np.int64)))
+        .set_column(
+            day.schema.get_field_index("event_time"),
+            "event_time",
+            _time_text(moved[order] - YEAR_START.astype(np.int64)),
+        )
+        .set_column(
+            day.schema.get_field_index("basket_id"),
+            "basket_id",
+            pc.binary_join_element_wise(pa.scalar(tag), day.column("basket_id"), ""),
+        )
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.concat_tables([events, day.cast(events.schema)]), out / "events.parquet", compression="snappy")
+    for name in ("items", "users"):
+        shutil.copyfile(source / f"{name}.parquet", out / f"{name}.parquet")
+    manifest = {"grown_from": str(source), "share": share, "seed": seed, "new_events": n_new, "first_new_row": first_id}
+    (out / "generator.json").write_text(json.dumps(manifest, indent=2))
+    return manifest
 
 
 def main(argv: list[str] | None = None) -> int:
