@@ -3,6 +3,8 @@
         materialized='incremental',
         unique_key=['user_id', 'item_id', 'event_date'],
         cluster_by=['user_id', 'item_id', 'event_date'],
+        pre_hook=["{{ drop_touched_pairs() }}", "{{ create_touched_pairs('last_loaded_at') }}"],
+        post_hook=["{{ drop_touched_pairs() }}"],
     )
 }}
 
@@ -25,18 +27,6 @@ events as (
 
 ),
 
-{% if is_incremental() -%}
-    touched_pairs as (
-
-        select distinct
-            user_id,
-            item_id
-        from events
-        where loaded_at > {{ incremental_watermark('last_loaded_at') }}
-
-    ),
-{%- endif %}
-
 positive_events as (
 
     select
@@ -46,7 +36,7 @@ positive_events as (
         events.loaded_at
     from events
     {% if is_incremental() -%}
-        inner join touched_pairs
+        inner join {{ touched_pairs_relation() }} as touched_pairs
             on touched_pairs.user_id = events.user_id
             and touched_pairs.item_id = events.item_id
     {%- endif %}

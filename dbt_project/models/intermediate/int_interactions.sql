@@ -3,7 +3,9 @@
         materialized='incremental',
         unique_key=['user_id', 'item_id'],
         cluster_by=['user_id', 'item_id'],
+        pre_hook=["{{ drop_touched_pairs() }}", "{{ create_touched_pairs('last_loaded_at') }}"],
         post_hook=[
+            "{{ drop_touched_pairs() }}",
             create_index(['first_source_row_id'], unique=true),
         ]
     )
@@ -15,7 +17,9 @@
 {#-
     Incremental: only the (user, item) pairs with events that arrived since the last
     build are recomputed, from all of their staged events, and replace their rows
-    (delete + insert on the unique key, see macros/incremental_delete.sql).
+    (delete + insert on the unique key, see macros/incremental_delete.sql). The pairs
+    are a session table filled by the pre-hook (macros/touched_pairs.sql), so the query
+    reads only their events by the clustered key instead of every staged event.
 
     Clustered on (user_id, item_id) like stg_raw__events: the GROUP BY reads the staged
     events in its own order and streams, with no temporary table, at any size; the
@@ -38,18 +42,6 @@ events as (
 
 ),
 
-{% if is_incremental() -%}
-    touched_pairs as (
-
-        select distinct
-            user_id,
-            item_id
-        from events
-        where loaded_at > {{ incremental_watermark('last_loaded_at') }}
-
-    ),
-{%- endif %}
-
 weighted_events as (
 
     select
@@ -62,7 +54,7 @@ weighted_events as (
         {{ event_weight('events.event_type') }} as weight
     from events
     {% if is_incremental() -%}
-        inner join touched_pairs
+        inner join {{ touched_pairs_relation() }} as touched_pairs
             on touched_pairs.user_id = events.user_id
             and touched_pairs.item_id = events.item_id
     {%- endif %}
@@ -91,8 +83,8 @@ final as (
         ) as unsigned) as first_source_row_id,
         max(event_at) as last_event_at,
         count(*) as n_events,
-        sum(weight) as weight,
-        sum(quantity) as quantity_total,
+        {{ exact_sum('weight') }} as weight,
+        {{ exact_sum('quantity') }} as quantity_total,
         max(loaded_at) as last_loaded_at
     from positive_events
     group by user_id, item_id

@@ -1,6 +1,10 @@
 {{
     config(
+        materialized='incremental',
+        unique_key=['user_id'],
         cluster_by=['user_id'],
+        pre_hook=["{{ drop_touched_users() }}", "{{ create_touched_users('stg_raw__events', 'loaded_at') }}"],
+        post_hook=["{{ drop_touched_users() }}"],
     )
 }}
 
@@ -14,13 +18,23 @@
     event (10M at 10M events) ran last, alone on one thread, at the end of the build.
     A GROUP BY over stg_raw__events in its clustered (user_id, ...) order: it streams, and
     the table comes out clustered on user_id, which user_features joins on.
+
+    Incremental: a user's row depends on their own events alone, so a build after new
+    events recomputes the users who have new staged events (macros/touched_keys.sql)
+    from all of their events and updates their rows in place
+    (macros/incremental_delete.sql).
 #}
 
 with
 
 events as (
 
-    select * from {{ ref('stg_raw__events') }}
+    select stg_raw__events.*
+    from {{ ref('stg_raw__events') }} as stg_raw__events
+    {% if is_incremental() -%}
+        inner join {{ touched_users_relation() }} as touched_users
+            on touched_users.user_id = stg_raw__events.user_id
+    {%- endif %}
 
 ),
 
@@ -50,8 +64,9 @@ aggregated as (
         count(distinct date_format(event_at, '%Y-%m')) as n_active_months,
         min(event_at) as first_event_at,
         max(event_at) as last_event_at,
-        round(sum(case when is_purchase and quantity > 0 and price > 0 then quantity * price end), 2) as monetary,
-        avg(case when is_purchase and price > 0 then price end) as avg_unit_price
+        round({{ exact_sum('case when is_purchase and quantity > 0 and price > 0 then quantity * price end') }}, 2)
+            as monetary,
+        {{ exact_avg('case when is_purchase and price > 0 then price end') }} as avg_unit_price
     from product_events
     group by user_id
 

@@ -1,6 +1,10 @@
 {{
     config(
+        materialized='incremental',
+        unique_key=['user_id', 'item_id'],
         cluster_by=['user_id', 'item_id'],
+        pre_hook=['{{ drop_touched_users() }}', "{{ create_touched_users('int_interactions', 'last_loaded_at') }}"],
+        post_hook=['{{ drop_touched_users() }}'],
     )
 }}
 
@@ -16,6 +20,12 @@
         n_train - floor(n_train * (1 - test_fraction)) train items are validation.
     test_fraction is inlined as a DECIMAL literal, so n * (1 - 0.2) is exact
     decimal arithmetic (no float rounding: floor(5 * 0.8) = 4).
+
+    Incremental: a user's split depends on their own interactions alone, so a build
+    after new events recomputes every row of the users whose interactions changed
+    (macros/touched_keys.sql) and replaces them (delete + insert on the unique key; a
+    user's pairs only grow, so every old row is replaced): at 10M events, a day of 100k
+    new events from 9% of the shoppers 24.7 s against the full build's 57.7 s.
 
     Clustered on (user_id, item_id) (macros/create_table_as.sql), its unique key: the
     tests and the features gate that group it per user or per pair read it in order
@@ -33,7 +43,12 @@ with
 
 interactions as (
 
-    select * from {{ ref('int_interactions') }}
+    select int_interactions.*
+    from {{ ref('int_interactions') }} as int_interactions
+    {% if is_incremental() -%}
+        inner join {{ touched_users_relation() }} as touched_users
+            on touched_users.user_id = int_interactions.user_id
+    {%- endif %}
 
 ),
 

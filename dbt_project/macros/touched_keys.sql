@@ -1,0 +1,84 @@
+{#-
+    touched_pairs_relation(), create_touched_pairs(watermark_column), drop_touched_pairs():
+    an incremental model's session table of the (user_id, item_id) pairs with staged
+    events newer than the model's own watermark (`watermark_column`, the newest
+    `loaded_at` it holds), filled by a pre-hook before the model's query runs and
+    dropped after it. Outside an incremental build the hooks only drop it.
+
+    Why a table and not a CTE: as a derived table MariaDB cannot tell its size (it
+    estimates every staged event) and reads all of stg_raw__events in its clustered
+    order, probing the pairs for each event; a real table has row counts, so the
+    optimizer starts from the pairs (sorted, the table's primary key) and reads each
+    pair's events by stg_raw__events' (user_id, item_id) key. At 10M events with 100k
+    new ones int_interactions' query 20-100 s -> 3.5 s (this table) + 8.6 s, the same rows.
+-#}
+{% macro touched_pairs_relation() -%}
+    {{ this.schema }}.{{ this.identifier }}__touched_pairs
+{%- endmacro %}
+
+
+{% macro create_touched_pairs(watermark_column) -%}
+    {{ create_touched_keys(touched_pairs_relation(), ['user_id', 'item_id'], 'stg_raw__events', 'loaded_at',
+        incremental_watermark(watermark_column)) }}
+{%- endmacro %}
+
+
+{% macro drop_touched_pairs() -%}
+    drop temporary table if exists {{ touched_pairs_relation() }}
+{%- endmacro %}
+
+
+{#-
+    touched_users_relation(), create_touched_users(model, loaded_at_column),
+    drop_touched_users(): the same for a model keyed per shopper: the users with rows of
+    `model` (its input) stamped after the last recorded build (`loaded_at_column` after
+    last_build_watermark()): the staged events for int_user_activity, the changed
+    int_interactions rows for interactions_split.
+-#}
+{% macro touched_users_relation() -%}
+    {{ this.schema }}.{{ this.identifier }}__touched_users
+{%- endmacro %}
+
+
+{% macro create_touched_users(model, loaded_at_column) -%}
+    {{ create_touched_keys(touched_users_relation(), ['user_id'], model, loaded_at_column, last_build_watermark()) }}
+{%- endmacro %}
+
+
+{#- the session table of the distinct `keys` of `model`'s rows with `loaded_at_column` after `since` -#}
+{% macro create_touched_keys(relation, keys, model, loaded_at_column, since) -%}
+    {%- if is_incremental() -%}
+        create temporary table {{ relation }} (primary key ({{ keys | join(', ') }}))
+        select distinct {{ keys | join(', ') }}
+        from {{ ref(model) }}
+        where {{ loaded_at_column }} > {{ since }}
+    {%- else -%}
+        drop temporary table if exists {{ relation }}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro drop_touched_users() -%}
+    drop temporary table if exists {{ touched_users_relation() }}
+{%- endmacro %}
+
+
+{#-
+    last_build_watermark(): the newest raw `loaded_at` the last successful build saw
+    (recsys_pipeline.features.dbt.record_build writes it to dbt_build_state after every
+    build, and plan_build allows an incremental build only when the raw events have only
+    grown since). A model without a loaded_at column of its own selects what changed
+    after it. Without a recorded build, every row counts as changed.
+-#}
+{% macro last_build_watermark() -%}
+    {%- set state = adapter.get_relation(database=this.database, schema=this.schema, identifier='dbt_build_state') -%}
+    {%- if state is none -%}
+        cast('1000-01-01' as datetime)
+    {%- else -%}
+        (
+            select coalesce(max(raw_max_loaded_at), cast('1000-01-01' as datetime))
+            from {{ state }}
+            where project = {{ sql_string_literal(project_name) }}
+        )
+    {%- endif -%}
+{%- endmacro %}
