@@ -14,14 +14,13 @@
 {% macro incremental_delete(tmp_relation, target_relation, unique_key=none, statement_name="pre_main") %}
     {%- if updates_in_place(unique_key) -%}
         do 0
-    {%- elif unique_key is not none and unique_key | length -%}
-        {%- set key_columns = [unique_key] if unique_key is string else unique_key -%}
+    {%- elif key_columns(unique_key) | length -%}
         {#- fully qualified names, not aliases: MariaDB resolves an alias in a multi-table
             DELETE against the connection's default database, and dbt's connection has none #}
         delete {{ target_relation }}
         from {{ target_relation }}
         inner join {{ tmp_relation }}
-            on {% for column in key_columns -%}
+            on {% for column in key_columns(unique_key) -%}
             {{ target_relation }}.{{ column }} = {{ tmp_relation }}.{{ column }}{{ " and " if not loop.last }}
         {%- endfor %}
     {%- endif %}
@@ -49,9 +48,9 @@
     select {{ dest_cols_csv }}
     from {{ tmp_relation }} as changed
     {%- if updates_in_place(unique_key) %}
-        {%- set key_columns = [unique_key] if unique_key is string else unique_key %}
+        {%- set keys = key_columns(unique_key) %}
         on duplicate key update
-        {%- for column in dest_columns if column.name not in key_columns %}
+        {%- for column in dest_columns if column.name not in keys %}
             {{ column.quoted }} = changed.{{ column.quoted }}{{ "," if not loop.last }}
         {%- endfor %}
     {%- endif %}
@@ -59,6 +58,11 @@
 
 
 {% macro updates_in_place(unique_key) -%}
-    {%- set key_columns = [] if unique_key is none else ([unique_key] if unique_key is string else unique_key) -%}
-    {{ return(key_columns | length > 0 and key_columns == config.get('cluster_by', [])) }}
+    {{ return(key_columns(unique_key) | length > 0 and key_columns(unique_key) == config.get('cluster_by', [])) }}
+{%- endmacro %}
+
+
+{#- a unique_key (none, one column or a list) as its list of columns -#}
+{% macro key_columns(unique_key) -%}
+    {{ return([] if not unique_key else ([unique_key] if unique_key is string else unique_key)) }}
 {%- endmacro %}

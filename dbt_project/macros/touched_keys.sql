@@ -66,8 +66,8 @@
 {#-
     last_build_watermark(): the newest raw `loaded_at` the last successful build saw
     (recsys_pipeline.features.dbt.record_build writes it to dbt_build_state, in the
-    profile's database, after every build, and plan_build allows an incremental build only when the raw events have only
-    grown since). A model without a loaded_at column of its own selects what changed
+    profile's database, after every build, and plan_build allows an incremental build
+    only when the raw events have only grown since). A model without a loaded_at column of its own selects what changed
     after it. Without a recorded build, every row counts as changed.
 -#}
 {% macro last_build_watermark() -%}

@@ -33,6 +33,7 @@ COMPARED = {
     "user_features": "user_id",
     "item_features": "item_id",
 }
+REBUILT_IN_FULL = {"stg_raw__rejected_events", "user_features", "item_features"}
 
 
 def _events(n_rows: int = 400, seed: int = 7) -> pd.DataFrame:
@@ -111,8 +112,11 @@ def test_incremental_tables_equal_a_full_rebuild(grown):
     dbt.build(settings, {}, full_refresh=True)
     rebuilt = _tables(settings)
     for table in COMPARED:
+        # the incremental models to the bit (their sums are exact, in any row order); the marts
+        # rebuilt in full by both builds add doubles in whatever order MariaDB's plan reads them
+        exact = table not in REBUILT_IN_FULL
         pd.testing.assert_frame_equal(
-            incremental[table], rebuilt[table], check_dtype=False, check_exact=True, obj=table
+            incremental[table], rebuilt[table], check_dtype=False, check_exact=exact, obj=table
         )
 
 

@@ -17,8 +17,8 @@
 {#-
     Incremental: only the (user, item) pairs with events that arrived since the last
     build are recomputed, from all of their staged events, and replace their rows
-    (delete + insert on the unique key, see macros/incremental_delete.sql). The pairs
-    are a session table filled by the pre-hook (macros/touched_pairs.sql), so the query
+    (updated in place on the unique key, see macros/incremental_delete.sql). The pairs
+    are a session table filled by the pre-hook (macros/touched_keys.sql), so the query
     reads only their events by the clustered key instead of every staged event.
 
     Clustered on (user_id, item_id) like stg_raw__events: the GROUP BY reads the staged

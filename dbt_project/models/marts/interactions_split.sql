@@ -23,8 +23,8 @@
 
     Incremental: a user's split depends on their own interactions alone, so a build
     after new events recomputes every row of the users whose interactions changed
-    (macros/touched_keys.sql) and replaces them (delete + insert on the unique key; a
-    user's pairs only grow, so every old row is replaced): at 10M events, a day of 100k
+    (macros/touched_keys.sql) and updates them in place on the unique key (a user's
+    pairs only grow, so every old row is rewritten): at 10M events, a day of 100k
     new events from 9% of the shoppers 24.7 s against the full build's 57.7 s.
 
     Clustered on (user_id, item_id) (macros/create_table_as.sql), its unique key: the
