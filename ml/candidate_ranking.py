@@ -372,7 +372,7 @@ def fit_sources(
     baselines); one whose settings are the recipe's is used as it is, not fitted again -- at 10M events an
     item-kNN is 1.6 GB and ~10 s a fit, and the backtest held three of the same one.
     """
-    from ml.baselines import EASE, ItemKNN, MostPopular, UserKNN
+    from ml.baselines import AUTO, EASE, ItemKNN, MostPopular, UserKNN
     from ml.names import BOUGHT_BEFORE, ITEM_KNN, MOST_POPULAR, TIFU_KNN, TWO_TOWER, USER_KNN
     from ml.names import EASE as EASE_NAME
     from ml.repeat_buying import TIFUKNN, BuyAgain
@@ -396,7 +396,7 @@ def fit_sources(
             lambda: EASE(recipe["ease_l2"]).fit(train),
         )
     sources[ITEM_KNN] = source(
-        ITEM_KNN, lambda m: isinstance(m, ItemKNN) and m.neighbours is None, lambda: ItemKNN().fit(train)
+        ITEM_KNN, lambda m: isinstance(m, ItemKNN) and m.neighbours == AUTO, lambda: ItemKNN().fit(train)
     )
     sources[USER_KNN] = source(
         USER_KNN,

@@ -122,7 +122,13 @@ def too_large(name: str, data: InteractionData) -> str | None:
 
 
 def approximation(model) -> str | None:
-    """How a fitted user-based model (user-kNN, TIFU-KNN) was bounded for a large shop, or None when it is exact."""
+    """How a fitted kNN model (item-kNN, user-kNN, TIFU-KNN) was bounded for a large shop, or None when it is exact."""
+    kept = getattr(model, "bounded_neighbours_", None)
+    if kept is not None:
+        return (
+            f"each item's {kept:,} most similar of {model.train_.shape[1]:,} items (RECSYS_ITEM_KNN_NEIGHBOURS, "
+            "past RECSYS_ITEM_KNN_EXACT_ITEMS items): exact scores read every item's similarities for every shopper"
+        )
     pool = getattr(model, "pool_", None)
     if pool is None:
         return None

@@ -96,6 +96,29 @@ def test_item_knn_neighbour_pruning_matches_reference():
     assert np.diff(model.similarity_.indptr).max() <= 3
 
 
+def test_item_knn_keeps_every_pair_up_to_a_catalogue_size_and_the_nearest_past_it(monkeypatch):
+    from ml.baselines import item_neighbours_bound
+    from ml.evaluate import approximation
+
+    matrix = sp.csr_matrix(random_binary(1))
+    n_items = matrix.shape[1]
+    exact = ItemKNN(None).fit(matrix)
+    monkeypatch.setenv("RECSYS_ITEM_KNN_NEIGHBOURS", "3")
+    monkeypatch.setenv("RECSYS_ITEM_KNN_EXACT_ITEMS", str(n_items))  # the catalogue at the bound: exact
+    model = ItemKNN().fit(matrix)
+    np.testing.assert_array_equal(as_dense(model.similarity_), as_dense(exact.similarity_))
+    assert model.bounded_neighbours_ is None and approximation(model) is None
+    monkeypatch.setenv("RECSYS_ITEM_KNN_EXACT_ITEMS", str(n_items - 1))  # one item past it: the 3 nearest
+    model = ItemKNN().fit(matrix)
+    np.testing.assert_array_equal(model.similarity_.toarray(), ItemKNN(3).fit(matrix).similarity_.toarray())
+    assert model.bounded_neighbours_ == 3
+    assert approximation(model).startswith(f"each item's 3 most similar of {n_items} items")
+    assert ItemKNN(None).fit(matrix).bounded_neighbours_ is None  # an explicit setting is the model's, not a bound
+    assert item_neighbours_bound(n_items + 5) == 3
+    monkeypatch.setenv("RECSYS_ITEM_KNN_NEIGHBOURS", str(n_items - 1))  # every other item: exact
+    assert item_neighbours_bound(n_items) is None
+
+
 def as_dense(similarity) -> np.ndarray:
     return similarity.toarray() if sp.issparse(similarity) else np.asarray(similarity)
 

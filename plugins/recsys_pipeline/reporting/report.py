@@ -38,8 +38,9 @@ def _table(first_header: str, metrics: tuple[str, ...], rows: list[tuple[str, di
 
 def skipped_note(tuning: dict) -> str:
     """The baselines a view left out and why (their tuning record's ``skipped``: too large for the data), and
-    those it bounded (``approximated``: user-based neighbours among the most active users of a large shop), and
-    those whose settings were chosen on a sample of the validation shoppers (``validation_shoppers``)."""
+    those it bounded (``approximated``: item-kNN's nearest items, user-based neighbours among the most active
+    users of a large shop), and those whose settings were chosen on a sample of the validation shoppers
+    (``validation_shoppers``)."""
     parts = []
     for key, title, css in (
         ("skipped", "Not evaluated on this view:", "skipped"),
