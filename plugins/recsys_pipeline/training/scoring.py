@@ -71,11 +71,11 @@ def recommend(artifacts: RunArtifacts, top_k: int) -> dict:
     them, else the two-tower model, following the run's repeat policy (no item the user has, every item, or
     "buy again" slots first from everything known)."""
     from ml.ranking import batched_top_k
-    from ml.repeat_policy import INCLUDE, policy_score_fn, policy_top_k_of_lists
+    from ml.repeat_policy import INCLUDE, SLOTS, policy_score_fn, policy_top_k_of_lists
 
-    data = snapshot.read_split(artifacts)
     training = artifacts.read_json(RunArtifacts.TRAINING)
     policy = repeat_policy(training)
+    data = snapshot.read_split(artifacts, repeats=policy.mode == SLOTS)  # only "buy again" slots read the history
     lists = candidates.read_lists(artifacts)
     if lists is not None:  # the candidate ranking's lists (``training.candidates``), as the SavedModel answers
         ranked = candidates.lists_for(lists, data.user_ids, data.item_ids)
