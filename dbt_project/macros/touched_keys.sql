@@ -71,7 +71,9 @@
     after it. Without a recorded build, every row counts as changed.
 -#}
 {% macro last_build_watermark() -%}
-    {%- set state = adapter.get_relation(database=this.database, schema=target.schema, identifier='dbt_build_state') -%}
+    {#- parsing (execute is false: dbt's parse phase, sqlfluff) has no database to look in -#}
+    {%- set state = adapter.get_relation(database=this.database, schema=target.schema, identifier='dbt_build_state')
+        if execute else none -%}
     {%- if state is none -%}
         cast('1000-01-01' as datetime)
     {%- else -%}

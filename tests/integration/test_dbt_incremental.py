@@ -30,10 +30,11 @@ COMPARED = {
     "int_interaction_days": "user_id, item_id, event_date",
     "int_user_activity": "user_id",
     "interactions_split": "user_id, item_id",
+    "user_top_categories": "user_id, category",
     "user_features": "user_id",
     "item_features": "item_id",
 }
-REBUILT_IN_FULL = {"stg_raw__rejected_events", "user_features", "item_features"}
+REBUILT_IN_FULL = {"user_features", "item_features"}
 
 
 def _events(n_rows: int = 400, seed: int = 7) -> pd.DataFrame:
@@ -53,12 +54,18 @@ def _events(n_rows: int = 400, seed: int = 7) -> pd.DataFrame:
             ],
         }
     )
+    # the rows after the first load's 300 come from ten of the 25 users: the other 15 get no new
+    # interactions, so only a category change can make an incremental build redo their rows
+    late = frame.index >= 300
+    frame.loc[late, "user_id"] = [f"u{u}" for u in rng.integers(0, 10, int(late.sum()))]
     return frame
 
 
-def _load(settings, events: pd.DataFrame, load_id: str) -> dict:
+def _load(settings, events: pd.DataFrame, load_id: str, categories: dict[str, str] | None = None) -> dict:
     events = check_frame(events, "events", "incremental-test")
-    items = check_frame(pd.DataFrame({"item_id": sorted(set(events["item_id"]))}), "items", "incremental-test")
+    item_ids = sorted(set(events["item_id"]))
+    items = pd.DataFrame({"item_id": item_ids, "category": [(categories or {}).get(i) for i in item_ids]})
+    items = check_frame(items, "items", "incremental-test")
     users = check_frame(pd.DataFrame({"user_id": sorted(set(events["user_id"]))}), "users", "incremental-test")
     summary = load_raw(RawDataset("incremental-test", events, items, users, []), settings, load_id)
     ensure_recommendations_table(settings)
@@ -75,13 +82,20 @@ def _tables(settings) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def grown(mysql_test_settings):
-    """First load: 300 events, full build. Second load: the same 300 plus 100 more and a copy of an old event."""
+    """First load: 300 events, full build. Second load: the same 300 plus 100 more and a copy of
+    an old event, with the catalogue's categories changed for two old items: one moves to
+    another category, one loses its category."""
     settings = mysql_test_settings
     events = _events()
-    _load(settings, events.iloc[:300], "incremental-test:1")
+    _load(settings, events.iloc[:300], "incremental-test:1", {"i1": "toys", "i2": "garden", "i3": "jardín"})
     dbt.build(settings, {}, full_refresh=True)
     copy_of_old = events.iloc[[5]].assign(source_row_id=len(events) + 1)  # an exact duplicate arriving late
-    second = _load(settings, pd.concat([events, copy_of_old], ignore_index=True), "incremental-test:2")
+    second = _load(
+        settings,
+        pd.concat([events, copy_of_old], ignore_index=True),
+        "incremental-test:2",
+        {"i1": "garden", "i3": "jardín"},
+    )
     plan = dbt.build(settings, {})
     return settings, second, plan
 
@@ -147,3 +161,31 @@ def test_changed_rows_or_rules_force_a_full_refresh(grown):
     assert float(staged.loc[staged["source_row_id"] == 4, "quantity"].iloc[0]) == 99.0
     other_rules = dbt.plan_build(settings, {"product_id_pattern": "^i[0-9]+$"})
     assert other_rules.full_refresh and "vars changed" in other_rules.reason
+
+
+def test_a_category_shown_under_a_new_spelling_redoes_every_user(grown):
+    """'jardin' and 'jardín' are one category in the column's collation; every user sees it
+    under its lowest spelling in binary order, so a new item spelled 'jardin' changes the
+    rows of users who never touched it (staging lower-cases, so 'Garden' cannot do this)."""
+    settings, _, _ = grown
+    events = _events()
+    changed = events.copy()
+    changed.loc[3, "quantity"] = 99.0  # as the previous test left the raw events
+    later = events.iloc[[10, 20]].assign(source_row_id=[len(events) + 1, len(events) + 2])
+    first = _load(
+        settings, pd.concat([changed, later.iloc[:1]], ignore_index=True), "incremental-test:4", {"i3": "jardín"}
+    )
+    assert first["append_only"] and not dbt.build(settings, {}).full_refresh
+    before = _tables(settings)["user_top_categories"]
+    assert "jardín" in set(before["category"]) and "jardin" not in set(before["category"])
+    categories = {"i3": "jardín", "i4": "jardin"}
+    summary = _load(settings, pd.concat([changed, later], ignore_index=True), "incremental-test:5", categories)
+    assert summary["append_only"]
+    plan = dbt.build(settings, {})
+    assert not plan.full_refresh, plan.reason
+    incremental = _tables(settings)
+    assert "jardín" not in set(incremental["user_top_categories"]["category"])
+    dbt.build(settings, {}, full_refresh=True)
+    rebuilt = _tables(settings)
+    for table in ("user_top_categories", "stg_raw__rejected_events", "interactions_split"):
+        pd.testing.assert_frame_equal(incremental[table], rebuilt[table], check_dtype=False, obj=table)

@@ -1,19 +1,34 @@
 {{
     config(
-        post_hook=[create_index(['source_row_id'], unique=true), create_index(['reject_reason'])]
+        materialized='incremental',
+        unique_key='source_row_id',
+        cluster_by=['source_row_id'],
+        post_hook=[create_index(['reject_reason'])]
     )
 }}
 
 -- raw events that are kept out of stg_raw__events (quarantine list), one row per
 -- raw event, with the first reason that applies. Together with stg_raw__events it
--- accounts for every row of raw_events. A full table on every build (an anti-join
--- on the primary key), so it always matches the current raw data.
+-- accounts for every row of raw_events.
+{#-
+    Incremental: a raw row's reason depends on the row alone and on whether staging kept
+    it, and an incremental build (plan_build: the raw events only grew) neither stages
+    an old rejected row nor rejects an old staged one. So a build after new raw rows
+    reads only the rows stamped after the last recorded build (last_build_watermark())
+    and adds those staging left out, looked up by stg_raw__events' unique source_row_id,
+    instead of anti-joining every raw row (14.6 s at 10M events, bench/README.md). Any
+    other change rebuilds it in full with the rest of the project.
+    Clustered on source_row_id, its unique key, so it is updated in place.
+#}
 
 with
 
 source as (
 
     select * from {{ source('raw', 'raw_events') }}
+    {% if is_incremental() -%}
+        where loaded_at > {{ last_build_watermark() }}
+    {%- endif %}
 
 ),
 
