@@ -13,14 +13,20 @@
 -- same data give the same values. Rates are DOUBLE: integer division in MariaDB
 -- gives a DECIMAL rounded to 4 places (div_precision_increment).
 {#-
+    The per-item event counts, sums and times come from int_item_event_totals, the
+    buyers from int_item_buyers and the purchase prices from int_item_price_lines,
+    which a build after new events updates with those events alone: this model
+    reads no staged event. Read from stg_raw__events here, they cost 39 s of a 160 s
+    next-day build at 10M events (bench/README.md). Averages are their exact sums
+    divided by their counts (macros/exact_aggregates.sql), the same in any build.
+
     Recent popularity (n_users_<days>d) counts the rows of int_interactions -- the same
     (user, item) pairs as n_users -- whose last positive event falls in the window, in
     the one GROUP BY per item over int_interactions. Counted from the events, as
     count(distinct user_id) per item and window, it made MariaDB sort every staged
     event with its whole row by item (82 of the model's 107 s at 10M events), and
     counted users int_interactions leaves out (a zero price or quantity), so
-    n_users_90d could exceed n_users. The per-item event counts have no DISTINCT left
-    and group in memory, 20,000 items at 10M events: 21.5 s.
+    n_users_90d could exceed n_users.
 
     Clustered on item_id (macros/create_table_as.sql): user_features looks up every
     interaction's item here, one B-tree descent each instead of a secondary index's
@@ -31,9 +37,9 @@
 
 with
 
-events as (
+item_totals as (
 
-    select * from {{ ref('stg_raw__events') }}
+    select * from {{ ref('int_item_event_totals') }}
 
 ),
 
@@ -55,52 +61,39 @@ interactions as (
 
 ),
 
-data_end as (
+buyers as (
 
-    select max(event_at) as max_event_at from events
+    select * from {{ ref('int_item_buyers') }}
 
 ),
 
-product_events as (
+price_lines as (
 
-    select
-        events.*,
-        events.is_return = 0 and events.event_type = 'purchase' as is_purchase,
-        -- a basket is the basket id, or the user's calendar day when there is none
-        coalesce(events.basket_id, date_format(events.event_at, '%Y-%m-%d')) as basket_key
-    from events
-    where events.is_product = 1
+    select * from {{ ref('int_item_price_lines') }}
+
+),
+
+data_end as (
+
+    -- the newest staged event of any item, product or not
+    select max(last_seen_at) as max_event_at from item_totals
 
 ),
 
 event_stats as (
 
     select
-        product_events.item_id,
-        sum(product_events.is_purchase) as n_purchases,
-        sum(product_events.is_return) as n_returns,
-        sum(product_events.event_type = 'view') as n_views,
-        avg(case when product_events.event_type = 'rating' then product_events.event_value end) as avg_rating,
-        count(*) as n_events,
-        avg(
-            case when product_events.is_purchase and product_events.price > 0 then product_events.price end
-        ) as avg_unit_price,
-        min(product_events.event_at) as first_seen_at,
-        max(product_events.event_at) as last_seen_at
-    from product_events
-    group by product_events.item_id
-
-),
-
-buyer_baskets as (
-
-    select
         item_id,
-        user_id,
-        count(distinct basket_key) as n_baskets
-    from product_events
-    where is_purchase
-    group by item_id, user_id
+        n_purchases,
+        n_returns,
+        n_views,
+        cast(rating_sum / nullif(n_ratings, 0) as double) as avg_rating,
+        n_events,
+        cast(unit_price_sum / nullif(n_unit_prices, 0) as double) as avg_unit_price,
+        first_seen_at,
+        last_seen_at
+    from item_totals
+    where is_product = 1
 
 ),
 
@@ -110,20 +103,8 @@ repeat_stats as (
         item_id,
         count(*) as n_buyers,
         sum(n_baskets >= 2) as n_repeat_buyers
-    from buyer_baskets
+    from buyers
     group by item_id
-
-),
-
-price_counts as (
-
-    select
-        item_id,
-        price,
-        count(*) as n_lines
-    from product_events
-    where is_purchase and price > 0
-    group by item_id, price
 
 ),
 
@@ -136,7 +117,7 @@ modal_prices as (
             partition by item_id
             order by n_lines desc, price asc
         ) as price_order
-    from price_counts
+    from price_lines
 
 ),
 
