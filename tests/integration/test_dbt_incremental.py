@@ -37,7 +37,7 @@ COMPARED = {
     "user_features": "user_id",
     "item_features": "item_id",
 }
-REBUILT_IN_FULL = {"user_features", "item_features"}
+REBUILT_IN_FULL = {"item_features"}
 
 
 def _events(n_rows: int = 400, seed: int = 7) -> pd.DataFrame:
@@ -61,6 +61,8 @@ def _events(n_rows: int = 400, seed: int = 7) -> pd.DataFrame:
     )
     # the rows after the first load's 300 come from ten of the 25 users: the other 15 get no new
     # interactions, so only a category change can make an incremental build redo their rows
+    # an item id outside Latin-1, which MariaDB's JSON_ARRAYAGG lost in an incremental plan
+    frame["item_id"] = frame["item_id"].replace({"i5": "í5"})
     frame["event_value"] = np.where(frame["event_type"] == "rating", rng.integers(1, 6, n_rows), np.nan)
     late = frame.index >= 300
     frame.loc[late, "user_id"] = [f"u{u}" for u in rng.integers(0, 10, int(late.sum()))]

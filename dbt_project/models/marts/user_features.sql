@@ -4,7 +4,18 @@
             "set statement optimizer_switch = 'split_materialized=off' for"
             if target.type == 'mariadb' else none
         ),
-        post_hook=[create_index(['user_id'], unique=true)]
+        materialized='incremental',
+        unique_key='user_id',
+        pre_hook=['{{ drop_touched_users() }}', '{{ create_profile_touched_users() }}'],
+        post_hook=[
+            '{{ drop_touched_users() }}',
+            create_index(['user_id'], unique=true),
+            '{{ update_recency_days() }}',
+            '{{ drop_categories_seen() }}',
+            '{{ record_categories_seen() }}',
+            '{{ drop_price_bands_seen() }}',
+            '{{ record_price_bands_seen() }}',
+        ]
     )
 }}
 
@@ -21,19 +32,37 @@
     time -- at 10M events 200k of them, 46.1 s for the query against 29.7 s with the
     optimizer switch off for this statement (the same rows). The switch and SET
     STATEMENT are MariaDB's; a MySQL target (type mysql) builds without them.
+
+    Incremental: a build after new events redoes the profiles of the users with new
+    events and of those a category, price band or user-row change reaches
+    (macros/profile_changes.sql), reading only their rows of each input, replaces them
+    (delete + insert on user_id), then moves every other profile's recency_days to the
+    new newest event. A full build reads every interaction twice (35.2 s of the 160 s
+    next-day build at 10M events, bench/README.md). "Now" is the newest event of
+    int_item_event_totals, the newest staged event, read from 20,000 rows instead of
+    10M.
 #}
+
+-- the hooks read these too (macros/profile_changes.sql, macros/category_changes.sql):
+-- depends_on: {{ ref('stg_raw__events') }}
+-- depends_on: {{ ref('int_item_categories') }}
 
 with
 
-events as (
+item_totals as (
 
-    select * from {{ ref('stg_raw__events') }}
+    select * from {{ ref('int_item_event_totals') }}
 
 ),
 
 activity as (
 
-    select * from {{ ref('int_user_activity') }}
+    select int_user_activity.*
+    from {{ ref('int_user_activity') }} as int_user_activity
+    {% if is_incremental() -%}
+        inner join {{ touched_users_relation() }} as touched_users
+            on touched_users.user_id = int_user_activity.user_id
+    {%- endif %}
 
 ),
 
@@ -45,7 +74,12 @@ users as (
 
 interactions as (
 
-    select * from {{ ref('int_interactions') }}
+    select int_interactions.*
+    from {{ ref('int_interactions') }} as int_interactions
+    {% if is_incremental() -%}
+        inner join {{ touched_users_relation() }} as touched_users
+            on touched_users.user_id = int_interactions.user_id
+    {%- endif %}
 
 ),
 
@@ -57,7 +91,12 @@ item_features as (
 
 top_categories as (
 
-    select * from {{ ref('user_top_categories') }}
+    select user_top_categories.*
+    from {{ ref('user_top_categories') }} as user_top_categories
+    {% if is_incremental() -%}
+        inner join {{ touched_users_relation() }} as touched_users
+            on touched_users.user_id = user_top_categories.user_id
+    {%- endif %}
 
 ),
 
@@ -76,7 +115,7 @@ top_three_categories as (
 
     select
         user_id,
-        json_arrayagg(category order by category_rank) as top_categories
+        {{ ordered_json_array('category', 'category_rank') }} as top_categories
     from top_categories
     where category_rank <= 3
     group by user_id
@@ -100,18 +139,17 @@ price_profile as (
 
 newest_items as (
 
-    -- the user's most recent items, newest first: an ordered, limited JSON_ARRAYAGG per user,
-    -- read in int_interactions' clustered (user_id, item_id) order. A row_number() window over
-    -- every interaction sorted all 6.6M of them at 10M events (16.0 s; this and the reversal
-    -- below 6.9 s, the same arrays)
+    -- the user's most recent items, newest first: an ordered, limited JSON array per user
+    -- (macros/ordered_json_array.sql), read in int_interactions' clustered (user_id, item_id)
+    -- order. A row_number() window over every interaction sorted all 6.6M of them at 10M
+    -- events (16.0 s; this and the reversal below 6.9 s, the same arrays)
     -- (the noqa ranges: sqlfluff's MySQL dialect parses neither an aggregate's LIMIT nor JSON_TABLE)
     select
         user_id,
         -- noqa: disable=all
-        json_arrayagg(
-            item_id order by last_event_at desc, first_source_row_id desc
-            limit {{ var('recent_items_per_user') | int }}
-        ) as newest_first
+        {{ ordered_json_array(
+            'item_id', 'last_event_at desc, first_source_row_id desc', var('recent_items_per_user')
+        ) }} as newest_first
     from interactions
     group by user_id
     -- noqa: enable=all
@@ -143,7 +181,8 @@ recent_sequences as (
 
 data_end as (
 
-    select max(event_at) as max_event_at from events
+    -- the newest staged event, of any item
+    select max(last_seen_at) as max_event_at from item_totals
 
 ),
 
