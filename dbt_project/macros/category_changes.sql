@@ -9,14 +9,15 @@
     the users of every item whose category changed, appeared or went, and every user
     when a category's shown spelling changed. The categories the table was last built
     with are kept beside it (categories_seen_relation(), item_id and category, one row
-    per catalogue item: the table records_categories_seen() writes after every build),
+    per catalogue item: the table record_categories_seen() writes after every build),
     and compared with the new ones here.
 
     category_touched_users_sql(): a SELECT of the user_ids of int_interactions rows
     changed since the last build and of the users those category changes reach (every
     user when a spelling changed, or when the record of the last build's categories is
-    missing). The comparisons read the catalogue's few rows; the users of changed items
-    cost one scan of int_interactions, run only when an item changed.
+    missing). The comparisons read the catalogue's few rows; the users come from one
+    scan of int_interactions (it has no index on last_loaded_at or item_id), which also
+    looks for the changed items' users when there are any.
 -#}
 {% macro categories_seen_relation() -%}
     {{ this.schema }}.{{ this.identifier }}__categories_seen

@@ -1,7 +1,9 @@
 {#-
     ordered_json_array(expression, order_by, limit=none): an aggregate giving the group's
     values as a JSON array in `order_by` order (at most `limit` of them), as
-    JSON_ARRAYAGG(expression ORDER BY ... LIMIT ...) does, with the same text and type.
+    JSON_ARRAYAGG(expression ORDER BY ... LIMIT ...) does for non-NULL text, with the same
+    text and type (GROUP_CONCAT leaves NULLs out, where JSON_ARRAYAGG writes null: the
+    ids and categories it is used for are never NULL).
 
     Why not JSON_ARRAYAGG itself: MariaDB 10.11 loses every character outside Latin-1
     ('jardín' came out as 'jard?n') when a JSON_ARRAYAGG with ORDER BY runs in a GROUP

@@ -51,8 +51,7 @@
         {%- set n_changed_bands = 1 if bands_seen is none or not execute else
             run_query("select count(*) from (" ~ changed_bands_sql ~ ") as changed").columns[0].values()[0] -%}
         create temporary table {{ touched_users_relation() }} (primary key (user_id))
-        select user_id from {{ ref('stg_raw__events') }}
-        where loaded_at > {{ last_build_watermark() }}
+        select user_id from ({{ events_since(last_build_watermark()) }}) as new_events
         union
         select user_id from ({{ category_touched_users_sql() }}) as category_touched
         {%- if bands_seen is none %}
@@ -68,7 +67,11 @@
         from {{ this }} as profiles
         left join {{ ref('stg_raw__users') }} as users
             on users.user_id = profiles.user_id
-        where not (profiles.country <=> users.country and profiles.attributes <=> users.attributes)
+        -- as bytes: the columns' collation takes 'uk' and 'UK' (or 'Gold' and 'gold') for equal
+        where not (
+            cast(profiles.country as binary) <=> cast(users.country as binary)
+            and cast(profiles.attributes as binary) <=> cast(users.attributes as binary)
+        )
     {%- else -%}
         drop temporary table if exists {{ touched_users_relation() }}
     {%- endif -%}

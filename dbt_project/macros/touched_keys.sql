@@ -48,10 +48,12 @@
 {#- the session table of the distinct `keys` of `model`'s rows with `loaded_at_column` after `since` -#}
 {% macro create_touched_keys(relation, keys, model, loaded_at_column, since) -%}
     {%- if is_incremental() -%}
+        {#- the staged events' keys come from their list since the last build (macros/events_since_last_build.sql) -#}
+        {%- set changed_rows = events_since(since) if model == 'stg_raw__events' else
+            'select * from ' ~ ref(model) ~ ' where ' ~ loaded_at_column ~ ' > ' ~ since -%}
         create temporary table {{ relation }} (primary key ({{ keys | join(', ') }}))
         select distinct {{ keys | join(', ') }}
-        from {{ ref(model) }}
-        where {{ loaded_at_column }} > {{ since }}
+        from ({{ changed_rows }}) as changed_rows
     {%- else -%}
         drop temporary table if exists {{ relation }}
     {%- endif -%}
@@ -83,4 +85,18 @@
             where project = {{ sql_string_literal(project_name) }}
         )
     {%- endif -%}
+{%- endmacro %}
+
+
+{#- build_recorded(): whether a successful build is recorded (last_build_watermark() is then its watermark) -#}
+{% macro build_recorded() -%}
+    {%- set state = adapter.get_relation(database=this.database, schema=target.schema, identifier='dbt_build_state')
+        if execute else none -%}
+    {%- if state is none -%}
+        {{ return(false) }}
+    {%- endif -%}
+    {%- set recorded = run_query(
+        "select count(*) from " ~ state ~ " where project = " ~ sql_string_literal(project_name)
+    ) -%}
+    {{ return(recorded.columns[0].values()[0] > 0) }}
 {%- endmacro %}

@@ -59,22 +59,31 @@ def _events(n_rows: int = 400, seed: int = 7) -> pd.DataFrame:
             ],
         }
     )
-    # the rows after the first load's 300 come from ten of the 25 users: the other 15 get no new
-    # interactions, so only a category change can make an incremental build redo their rows
     # an item id outside Latin-1, which MariaDB's JSON_ARRAYAGG lost in an incremental plan
     frame["item_id"] = frame["item_id"].replace({"i5": "í5"})
     frame["event_value"] = np.where(frame["event_type"] == "rating", rng.integers(1, 6, n_rows), np.nan)
+    # the rows after the first load's 300 come from ten of the 25 users: the other 15 get no new
+    # interactions, so only a category, price band or user-row change can make an incremental
+    # build redo their rows
     late = frame.index >= 300
     frame.loc[late, "user_id"] = [f"u{u}" for u in rng.integers(0, 10, int(late.sum()))]
     return frame
 
 
-def _load(settings, events: pd.DataFrame, load_id: str, categories: dict[str, str] | None = None) -> dict:
+def _load(
+    settings,
+    events: pd.DataFrame,
+    load_id: str,
+    categories: dict[str, str] | None = None,
+    countries: dict[str, str] | None = None,
+) -> dict:
     events = check_frame(events, "events", "incremental-test")
     item_ids = sorted(set(events["item_id"]))
     items = pd.DataFrame({"item_id": item_ids, "category": [(categories or {}).get(i) for i in item_ids]})
     items = check_frame(items, "items", "incremental-test")
-    users = check_frame(pd.DataFrame({"user_id": sorted(set(events["user_id"]))}), "users", "incremental-test")
+    user_ids = sorted(set(events["user_id"]))
+    users = pd.DataFrame({"user_id": user_ids, "country": [(countries or {}).get(u) for u in user_ids]})
+    users = check_frame(users, "users", "incremental-test")
     summary = load_raw(RawDataset("incremental-test", events, items, users, []), settings, load_id)
     ensure_recommendations_table(settings)
     return summary.to_dict()
@@ -91,8 +100,8 @@ def _tables(settings) -> dict[str, pd.DataFrame]:
 @pytest.fixture(scope="module")
 def grown(mysql_test_settings):
     """First load: 300 events, full build. Second load: the same 300 plus 100 more and a copy of
-    an old event, with the catalogue's categories changed for two old items: one moves to
-    another category, one loses its category."""
+    an old event, with the catalogue's categories changed for two old items (one moves to
+    another category, one loses its category)."""
     settings = mysql_test_settings
     events = _events()
     _load(settings, events.iloc[:300], "incremental-test:1", {"i1": "toys", "i2": "garden", "i3": "jardín"})
@@ -126,6 +135,8 @@ def test_an_append_only_load_builds_incrementally(grown):
     for model in ("int_interactions", "int_interaction_days", "int_user_activity", "interactions_split"):
         assert re.search(rf"{model}__dbt_tmp` as changed\s+on duplicate key update", last_build), model
     assert "interactions_split__touched_users" in last_build and "int_user_activity__touched_users" in last_build
+    # the touched pairs and users come from the list of events staged since the last build
+    assert re.search(r"from `\w+`\.`stg_raw__events__since_last_build`\s+where loaded_at", last_build)
     assert not re.search(r"in \(\s*select source_row_id", last_build)
 
 
@@ -200,3 +211,20 @@ def test_a_category_shown_under_a_new_spelling_redoes_every_user(grown):
     rebuilt = _tables(settings)
     for table in ("user_top_categories", "stg_raw__rejected_events", "interactions_split"):
         pd.testing.assert_frame_equal(incremental[table], rebuilt[table], check_dtype=False, obj=table)
+
+
+def test_a_shoppers_changed_row_reaches_their_profile(grown):
+    """No new events, only a shopper's country spelled anew: 'uk' -> 'UK' are equal in the
+    column's collation, and the profile must still show the new spelling."""
+    settings, _, _ = grown
+    with warehouse.connect(settings) as conn:
+        raw = warehouse.read_frame(conn, f"SELECT * FROM {settings.raw_database}.raw_events ORDER BY source_row_id")
+    columns = ["source_row_id", "user_id", "item_id", "event_type", "event_value", "quantity", "price", "event_time"]
+    events = raw[columns]
+    categories = {"i3": "jardín", "i4": "jardin"}  # as the previous test left the catalogue
+    for load_id, country in (("incremental-test:6", "uk"), ("incremental-test:7", "UK")):
+        summary = _load(settings, events, load_id, categories, {"u11": country})
+        assert summary["append_only"] and summary["new_events"] == 0
+        assert not dbt.build(settings, {}).full_refresh
+        profiles = _tables(settings)["user_features"].set_index("user_id")
+        assert profiles.loc["u11", "country"] == country

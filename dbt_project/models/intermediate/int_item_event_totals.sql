@@ -16,7 +16,9 @@
     order of adding, so incremental and full builds give the same table.
 
     The new events are those loaded after the newest loaded_at already counted here
-    (its own watermark, not the last recorded build's): a retried build whose earlier
+    (its own watermark, not the last recorded build's), taken from the list of events
+    staged since the last build (macros/events_since_last_build.sql) and read by
+    stg_raw__events' primary key, not by a scan of it: a retried build whose earlier
     try already added a load's events finds nothing newer and adds nothing twice. One
     statement adds them (dbt's incremental insert ... on duplicate key update), so a
     load is counted all or not at all.
@@ -24,11 +26,24 @@
 
 with
 
+{% if is_incremental() -%}
+    new_events as (
+
+        -- the staged events loaded after those counted here, from their list (events_since())
+        {{ events_since(incremental_watermark('last_loaded_at')) }}
+
+    ),
+{%- endif %}
+
 events as (
 
-    select * from {{ ref('stg_raw__events') }}
+    select staged.*
+    from {{ ref('stg_raw__events') }} as staged
     {% if is_incremental() -%}
-        where loaded_at > {{ incremental_watermark('last_loaded_at') }}
+        inner join new_events
+            on new_events.user_id = staged.user_id
+            and new_events.item_id = staged.item_id
+            and new_events.source_row_id = staged.source_row_id
     {%- endif %}
 
 ),

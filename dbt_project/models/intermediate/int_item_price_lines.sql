@@ -17,11 +17,24 @@
 
 with
 
+{% if is_incremental() -%}
+    new_events as (
+
+        -- the staged events loaded after those counted here, from their list (events_since())
+        {{ events_since(incremental_watermark('last_loaded_at')) }}
+
+    ),
+{%- endif %}
+
 events as (
 
-    select * from {{ ref('stg_raw__events') }}
+    select staged.*
+    from {{ ref('stg_raw__events') }} as staged
     {% if is_incremental() -%}
-        where loaded_at > {{ incremental_watermark('last_loaded_at') }}
+        inner join new_events
+            on new_events.user_id = staged.user_id
+            and new_events.item_id = staged.item_id
+            and new_events.source_row_id = staged.source_row_id
     {%- endif %}
 
 ),

@@ -35,7 +35,8 @@
 
     Incremental: a build after new events redoes the profiles of the users with new
     events and of those a category, price band or user-row change reaches
-    (macros/profile_changes.sql), reading only their rows of each input, replaces them
+    (macros/profile_changes.sql), reading only their rows of the per-user inputs
+    (activity, interactions, categories; the per-item and user tables in full), replaces them
     (delete + insert on user_id), then moves every other profile's recency_days to the
     new newest event. A full build reads every interaction twice (35.2 s of the 160 s
     next-day build at 10M events, bench/README.md). "Now" is the newest event of
