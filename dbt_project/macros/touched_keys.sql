@@ -60,6 +60,21 @@
 {%- endmacro %}
 
 
+{#-
+    rows_of_touched_users(model): SQL selecting `model`'s rows, only the touched users'
+    (the session table above, joined on user_id) in an incremental build: how a model
+    keyed per shopper reads its per-shopper inputs.
+-#}
+{% macro rows_of_touched_users(model) -%}
+    select {{ model }}.*
+    from {{ ref(model) }} as {{ model }}
+    {% if is_incremental() -%}
+        inner join {{ touched_users_relation() }} as touched_users
+            on touched_users.user_id = {{ model }}.user_id
+    {%- endif %}
+{%- endmacro %}
+
+
 {% macro drop_touched_users() -%}
     drop temporary table if exists {{ touched_users_relation() }}
 {%- endmacro %}

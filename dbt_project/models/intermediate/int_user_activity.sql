@@ -29,12 +29,7 @@ with
 
 events as (
 
-    select stg_raw__events.*
-    from {{ ref('stg_raw__events') }} as stg_raw__events
-    {% if is_incremental() -%}
-        inner join {{ touched_users_relation() }} as touched_users
-            on touched_users.user_id = stg_raw__events.user_id
-    {%- endif %}
+    {{ rows_of_touched_users('stg_raw__events') }}
 
 ),
 

@@ -43,12 +43,7 @@ with
 
 interactions as (
 
-    select int_interactions.*
-    from {{ ref('int_interactions') }} as int_interactions
-    {% if is_incremental() -%}
-        inner join {{ touched_users_relation() }} as touched_users
-            on touched_users.user_id = int_interactions.user_id
-    {%- endif %}
+    {{ rows_of_touched_users('int_interactions') }}
 
 ),
 

@@ -58,12 +58,7 @@ item_totals as (
 
 activity as (
 
-    select int_user_activity.*
-    from {{ ref('int_user_activity') }} as int_user_activity
-    {% if is_incremental() -%}
-        inner join {{ touched_users_relation() }} as touched_users
-            on touched_users.user_id = int_user_activity.user_id
-    {%- endif %}
+    {{ rows_of_touched_users('int_user_activity') }}
 
 ),
 
@@ -75,12 +70,7 @@ users as (
 
 interactions as (
 
-    select int_interactions.*
-    from {{ ref('int_interactions') }} as int_interactions
-    {% if is_incremental() -%}
-        inner join {{ touched_users_relation() }} as touched_users
-            on touched_users.user_id = int_interactions.user_id
-    {%- endif %}
+    {{ rows_of_touched_users('int_interactions') }}
 
 ),
 
@@ -92,12 +82,7 @@ item_features as (
 
 top_categories as (
 
-    select user_top_categories.*
-    from {{ ref('user_top_categories') }} as user_top_categories
-    {% if is_incremental() -%}
-        inner join {{ touched_users_relation() }} as touched_users
-            on touched_users.user_id = user_top_categories.user_id
-    {%- endif %}
+    {{ rows_of_touched_users('user_top_categories') }}
 
 ),
 
