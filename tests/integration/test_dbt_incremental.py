@@ -97,6 +97,14 @@ def _tables(settings) -> dict[str, pd.DataFrame]:
         }
 
 
+def _loaded_events(settings) -> pd.DataFrame:
+    """The raw events as the last load left them, in the loader's input columns."""
+    with warehouse.connect(settings) as conn:
+        raw = warehouse.read_frame(conn, f"SELECT * FROM {settings.raw_database}.raw_events ORDER BY source_row_id")
+    columns = ["source_row_id", "user_id", "item_id", "event_type", "event_value", "quantity", "price", "event_time"]
+    return raw[columns]
+
+
 @pytest.fixture(scope="module")
 def grown(mysql_test_settings):
     """First load: 300 events, full build. Second load: the same 300 plus 100 more and a copy of
@@ -217,10 +225,7 @@ def test_a_shoppers_changed_row_reaches_their_profile(grown):
     """No new events, only a shopper's country spelled anew: 'uk' -> 'UK' are equal in the
     column's collation, and the profile must still show the new spelling."""
     settings, _, _ = grown
-    with warehouse.connect(settings) as conn:
-        raw = warehouse.read_frame(conn, f"SELECT * FROM {settings.raw_database}.raw_events ORDER BY source_row_id")
-    columns = ["source_row_id", "user_id", "item_id", "event_type", "event_value", "quantity", "price", "event_time"]
-    events = raw[columns]
+    events = _loaded_events(settings)
     categories = {"i3": "jardín", "i4": "jardin"}  # as the previous test left the catalogue
     for load_id, country in (("incremental-test:6", "uk"), ("incremental-test:7", "UK")):
         summary = _load(settings, events, load_id, categories, {"u11": country})
@@ -228,3 +233,48 @@ def test_a_shoppers_changed_row_reaches_their_profile(grown):
         assert not dbt.build(settings, {}).full_refresh
         profiles = _tables(settings)["user_features"].set_index("user_id")
         assert profiles.loc["u11", "country"] == country
+
+
+def test_an_incremental_builds_tests_read_the_shoppers_it_changed(grown):
+    """The row-local tests of the appended-to tables read the rows of shoppers with events
+    since the last recorded build (macros/tests_on_changed_rows.sql): a bad row of such a
+    shopper stops the build, even in a pair no new event touched; another shopper's rows are
+    left to the build that tested them. A full rebuild then tests every row."""
+    settings, _, _ = grown
+    events = _loaded_events(settings)
+    categories = {"i3": "jardín", "i4": "jardin"}  # as the earlier tests left the catalogue
+    untouched_pair = ("u20", sorted(events.loc[events["user_id"] == "u20", "item_id"])[0])
+    changed_pair = ("u1", sorted(events.loc[events["user_id"] == "u1", "item_id"])[0])
+
+    def corrupt(pair):
+        with warehouse.connect(settings) as conn:
+            cur = conn.cursor()
+            cur.execute("UPDATE int_interactions SET last_loaded_at = NULL WHERE user_id = %s AND item_id = %s", pair)
+            assert cur.rowcount == 1
+            conn.commit()
+
+    def one_more_event_of_u1(load_id, at):
+        nonlocal events
+        new_id = int(events["source_row_id"].max()) + 1
+        new = events.iloc[[0]].assign(
+            source_row_id=new_id, user_id="u1", item_id="i-new", event_type="view", event_time=at
+        )
+        events = pd.concat([events, new], ignore_index=True)
+        assert _load(settings, events, load_id, categories)["new_events"] == 1
+
+    corrupt(untouched_pair)
+    one_more_event_of_u1("incremental-test:8", "2024-06-01 10:00:00")
+    assert not dbt.build(settings, {}).full_refresh  # u20 has no new event: the narrowed tests pass
+    log = dbt.log_dir() / "dbt.log"
+    last_build = log.read_text()[log.read_text().rindex("Running with dbt=") :]
+    assert re.search(r"not_null_int_interactions_last_loaded_at.*?stg_raw__events__since_last_build", last_build, re.S)
+    with pytest.raises(dbt.DbtError, match="not_null_int_interactions_last_loaded_at"):
+        dbt.run_dbt(settings, ["test", "--select", "int_interactions"])  # a test run of its own reads every row
+
+    corrupt(changed_pair)  # u1's pair with the first item, which the next event does not touch
+    one_more_event_of_u1("incremental-test:9", "2024-06-02 10:00:00")
+    with pytest.raises(dbt.DbtError, match="not_null_int_interactions_last_loaded_at"):
+        dbt.build(settings, {})
+    dbt.build(settings, {}, full_refresh=True)  # rebuilt from the staged events: both rows whole again
+    with warehouse.connect(settings) as conn:
+        assert warehouse.query_one(conn, "SELECT COUNT(*) FROM int_interactions WHERE last_loaded_at IS NULL")[0] == 0

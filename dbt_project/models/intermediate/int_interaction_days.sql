@@ -1,6 +1,7 @@
 {{
     config(
         materialized='incremental',
+        meta={'tests_read_changed_users': true},
         unique_key=['user_id', 'item_id', 'event_date'],
         cluster_by=['user_id', 'item_id', 'event_date'],
         pre_hook=["{{ drop_touched_pairs() }}", "{{ create_touched_pairs('last_loaded_at') }}"],

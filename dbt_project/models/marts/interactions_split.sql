@@ -1,6 +1,7 @@
 {{
     config(
         materialized='incremental',
+        meta={'tests_read_changed_users': true},
         unique_key=['user_id', 'item_id'],
         cluster_by=['user_id', 'item_id'],
         pre_hook=['{{ drop_touched_users() }}', "{{ create_touched_users('int_interactions', 'last_loaded_at') }}"],

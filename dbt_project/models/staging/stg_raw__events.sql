@@ -1,6 +1,7 @@
 {{
     config(
         materialized='incremental',
+        meta={'tests_read_changed_users': true},
         unique_key='source_row_id',
         cluster_by=['user_id', 'item_id', 'source_row_id'],
         pre_hook=[
