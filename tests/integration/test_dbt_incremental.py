@@ -33,6 +33,8 @@ COMPARED = {
     "int_item_price_lines": "item_id, price",
     "int_item_buyers": "user_id, item_id",
     "interactions_split": "user_id, item_id",
+    "int_user_interaction_spans": "user_id",
+    "interactions_time_split": "user_id, item_id",
     "user_top_categories": "user_id, category",
     "user_features": "user_id",
     "item_features": "item_id",

@@ -1,6 +1,6 @@
 {{
     config(
-        cluster_by=['user_id', 'item_id'],
+        materialized='view',
     )
 }}
 
@@ -16,16 +16,19 @@
     user interacted with again at or after the cut is flagged is_repeat_after_cut:
     the backtest scores it once with those repeats counted as test items and once
     with already-bought items excluded. A user is evaluated (is_evaluated) when they
-    have train rows and a new item after the cut.
+    have train rows and a new item after the cut: their first item was first seen
+    before it and their newest at or after it (int_user_interaction_spans).
 
-    Clustered on (user_id, item_id) (macros/create_table_as.sql), which is also its
-    unique key: int_interactions is read in that order, so the rows go in sorted and
-    no unique index is built afterwards (at 10M events 46 s instead of 48 + 23 s).
-    No index on split (two values) or item_id (nothing reads it; 7.7 s at 10M events),
-    as in interactions_split.
+    A view: the cut moves with the newest event, every day, and with it every row's
+    cut_at and the labels of the rows near it, so as a table a next-day build rewrote
+    all 6.6M rows at 10M events (35 s of a 130 s build; the full build the same). Read
+    through the view, int_interactions is read in its clustered (user_id, item_id)
+    order, and the per-user spans are looked up by their primary key; a query that
+    needs no per-user column does not read them (a LEFT JOIN on a unique key: MariaDB's
+    table elimination).
     The cut is computed first, by its own query, and inlined as a literal: joined
     in as a one-row CTE, MariaDB 10.11 misjudged it and this model took 100 s on
-    Online Retail instead of 2.
+    Online Retail instead of 2. It is the view's definition, made anew by every build.
 #}
 {%- set time_cut_at = var('time_cut_at') | string -%}
 {%- if time_cut_at | length == 0 and execute -%}
@@ -34,10 +37,11 @@
             date_sub(cast(max(last_event_at) as date), interval {{ var('time_cut_days') | int }} day),
             '%Y-%m-%d %H:%i:%s'
         )
-        from {{ ref('int_interactions') }}
+        from {{ ref('int_user_interaction_spans') }}
     {%- endset -%}
     {%- set time_cut_at = run_query(cut_query).columns[0].values()[0] or '9999-12-31 00:00:00' -%}
 {%- endif %}
+{%- set cut_at = 'cast(' ~ sql_string_literal(time_cut_at) ~ ' as datetime)' %}
 
 with
 
@@ -47,57 +51,36 @@ interactions as (
 
 ),
 
-labelled as (
+user_spans as (
 
-    select
-        user_id,
-        item_id,
-        case
-            when first_event_at < cast({{ sql_string_literal(time_cut_at) }} as datetime) then 'train'
-            else 'test'
-        end as split,
-        cast(
-            first_event_at < cast({{ sql_string_literal(time_cut_at) }} as datetime)
-            and last_event_at >= cast({{ sql_string_literal(time_cut_at) }} as datetime)
-            as unsigned
-        ) as is_repeat_after_cut,
-        first_event_at,
-        last_event_at,
-        first_source_row_id,
-        weight,
-        cast({{ sql_string_literal(time_cut_at) }} as datetime) as cut_at
-    from interactions
-
-),
-
-user_sides as (
-
-    -- a GROUP BY joined back, not max(...) over (partition by user_id): MariaDB
-    -- 10.11 evaluates that window aggregate row by row (81 s against 0.8 s here)
-    select
-        user_id,
-        cast(max(split = 'train') and max(split = 'test') as unsigned) as is_evaluated
-    from labelled
-    group by user_id
+    select * from {{ ref('int_user_interaction_spans') }}
 
 ),
 
 final as (
 
     select
-        labelled.user_id,
-        labelled.item_id,
-        labelled.split,
-        user_sides.is_evaluated,
-        labelled.is_repeat_after_cut,
-        labelled.first_event_at,
-        labelled.last_event_at,
-        labelled.first_source_row_id,
-        labelled.weight,
-        labelled.cut_at
-    from labelled
-    inner join user_sides
-        on user_sides.user_id = labelled.user_id
+        interactions.user_id,
+        interactions.item_id,
+        case when interactions.first_event_at < {{ cut_at }} then 'train' else 'test' end as split,
+        cast(
+            user_spans.first_item_first_seen_at < {{ cut_at }}
+            and user_spans.newest_item_first_seen_at >= {{ cut_at }}
+            as unsigned
+        ) as is_evaluated,
+        cast(
+            interactions.first_event_at < {{ cut_at }}
+            and interactions.last_event_at >= {{ cut_at }}
+            as unsigned
+        ) as is_repeat_after_cut,
+        interactions.first_event_at,
+        interactions.last_event_at,
+        interactions.first_source_row_id,
+        interactions.weight,
+        {{ cut_at }} as cut_at
+    from interactions
+    left join user_spans
+        on user_spans.user_id = interactions.user_id
 
 )
 
