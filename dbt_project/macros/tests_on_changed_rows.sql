@@ -15,10 +15,10 @@
       * the marked models change only the rows of shoppers with events staged since then,
         and stg_raw__events__since_last_build (macros/events_since_last_build.sql) holds
         those events until a build succeeds: rows a failed build wrote are tested again;
-      * only row-local tests are narrowed: not_null, accepted_values, relationships (the
-        child's rows; the parent is read whole) and unique_combination over columns that
-        include user_id (every copy of a duplicate belongs to the same shopper). `unique`
-        on one column and the singular tests read whole tables;
+      * only row-local tests are narrowed: not_null, accepted_values and relationships (the
+        child's rows; the parent is read whole). The uniqueness tests and the singular tests
+        read whole tables: narrowed, unique_combination's GROUP BY ran over a temporary
+        table instead of streaming the clustered key, 1.3-1.7 s -> 10.8-15.7 s at 10M events;
       * only when the model itself was updated incrementally in this invocation
         (record_incremental_run(), a project pre-hook, writes it to dbt_incremental_runs):
         a model built whole -- --full-refresh, its table missing -- is tested whole, and so
@@ -49,13 +49,9 @@
 
 {#- the SQL condition on `relation`'s rows that a test may keep to, or '' for every row -#}
 {% macro changed_rows_condition(relation) -%}
-    {%- set row_local = ['not_null', 'accepted_values', 'relationships', 'unique_combination'] -%}
+    {%- set row_local = ['not_null', 'accepted_values', 'relationships'] -%}
     {%- set metadata = model.get('test_metadata') if execute and not flags.FULL_REFRESH else none -%}
     {%- if metadata is none or metadata.get('name') not in row_local -%}
-        {{ return('') }}
-    {%- endif -%}
-    {%- if metadata.get('name') == 'unique_combination'
-        and 'user_id' not in metadata.get('kwargs', {}).get('columns', []) -%}
         {{ return('') }}
     {%- endif -%}
     {%- set tested = graph.nodes.get(model.get('attached_node')) -%}
