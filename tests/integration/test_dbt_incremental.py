@@ -99,6 +99,14 @@ def _tables(settings) -> dict[str, pd.DataFrame]:
         }
 
 
+def _last_dbt_log() -> str:
+    """dbt.log of the last dbt command; dbt rotates dbt.log at 10 MB, possibly in the middle of
+    that command, so the previous file is read too."""
+    logs = dbt.log_dir()
+    log = "".join(path.read_text() for path in (logs / "dbt.log.1", logs / "dbt.log") if path.exists())
+    return log[log.rindex("Running with dbt=") :]
+
+
 def _loaded_events(settings) -> pd.DataFrame:
     """The raw events as the last load left them, in the loader's input columns."""
     with warehouse.connect(settings) as conn:
@@ -134,10 +142,7 @@ def test_an_append_only_load_builds_incrementally(grown):
     _, second, plan = grown
     assert second["append_only"] and second["new_events"] == 101 and second["changed_or_removed_events"] == 0
     assert not plan.full_refresh, plan.reason
-    logs = dbt.log_dir()
-    # dbt rotates dbt.log at 10 MB, possibly in the middle of this build: read the previous file too
-    log = "".join(path.read_text() for path in (logs / "dbt.log.1", logs / "dbt.log") if path.exists())
-    last_build = log[log.rindex("Running with dbt=") :]
+    last_build = _last_dbt_log()
     # the project's join-based delete replaced dbt-mysql's `where key in (select ...)`
     assert "delete `" in last_build and re.search(r"stg_raw__events__dbt_tmp`\s+on `", last_build)
     # models keyed by their clustered primary key are updated in place; the per-user split
@@ -267,8 +272,7 @@ def test_an_incremental_builds_tests_read_the_shoppers_it_changed(grown):
     corrupt(untouched_pair)
     one_more_event_of_u1("incremental-test:8", "2024-06-01 10:00:00")
     assert not dbt.build(settings, {}).full_refresh  # u20 has no new event: the narrowed tests pass
-    log = dbt.log_dir() / "dbt.log"
-    last_build = log.read_text()[log.read_text().rindex("Running with dbt=") :]
+    last_build = _last_dbt_log()
     assert re.search(r"not_null_int_interactions_last_loaded_at.*?stg_raw__events__since_last_build", last_build, re.S)
     with pytest.raises(dbt.DbtError, match="not_null_int_interactions_last_loaded_at"):
         dbt.run_dbt(settings, ["test", "--select", "int_interactions"])  # a test run of its own reads every row
