@@ -22,7 +22,9 @@ arguments its tasks pass (``orchestration/feature_tasks.py``, ``training_tasks.p
 
 with the DAG's defaults: model family ``two_tower``, ``--epochs`` 20, top-K 20, the
 candidate ranking on (``--no-candidate-ranking`` publishes the two-tower's lists), repeat policy
-from the data, dry run and force_publish off. The backtest is the gate's view and always runs.
+from the data, dry run and force_publish off. The backtest is the gate's view and always runs in the
+DAG; it is timed here too, but issue 19's whole run is the run with the backtest off, so the
+"whole run" row leaves it out and the row below it ("whole run with the backtest") adds it.
 The figures go to ``.work/bench/end_to_end.json``: per size each stage's wall seconds and
 peak RSS, and the growth of each stage from the smallest size; stdout gets a table and the
 goals of issue 19 beside the figures (met or not). Nothing is asserted.
@@ -92,6 +94,9 @@ GOAL_PEAK_RSS_MB = 8192.0  # 8 GB; every RSS figure here is in MiB
 GOAL_GROWTH_PER_SIZE = 1.1  # 11x for 10x the events
 
 WHOLE_RUN = "whole run"
+WITH_BACKTEST = "whole run with the backtest"
+# timed, but outside issue 19's whole run ("backtest off"): the DAG's extra view for the gate
+OUTSIDE_WHOLE_RUN = ("backtest",)
 TRAIN = "train_two_tower"
 
 
@@ -348,13 +353,20 @@ def run_size(args: argparse.Namespace, events: int, s3) -> dict:
 
 
 def whole_run(run: dict) -> dict:
-    rows = [row for stage, row in run["stages"].items() if stage in STAGES]
+    """The sum of the stages of issue 19's whole run (backtest off), and with the backtest added."""
+    rows = {stage: row for stage, row in run["stages"].items() if stage in STAGES}
+    total = _sum_rows(rows, [stage for stage in STAGES if stage not in OUTSIDE_WHOLE_RUN])
+    return total | {"with_backtest": _sum_rows(rows, list(STAGES))}
+
+
+def _sum_rows(rows: dict, stages: list[str]) -> dict:
+    present = [rows[stage] for stage in stages if stage in rows]
     return {
-        "stages_run": len(rows),
-        "ok": len(rows) == len(STAGES) and all(row["ok"] for row in rows),  # every stage ran and succeeded
-        "seconds": round(sum(row["seconds"] for row in rows), 3),
-        "process_seconds": round(sum(row.get("process_seconds", row["seconds"]) for row in rows), 3),
-        "peak_rss_mb": max((_peak(row) for row in rows), default=0.0),
+        "stages_run": len(present),
+        "ok": len(present) == len(stages) and all(row["ok"] for row in present),  # every stage ran and succeeded
+        "seconds": round(sum(row["seconds"] for row in present), 3),
+        "process_seconds": round(sum(row.get("process_seconds", row["seconds"]) for row in present), 3),
+        "peak_rss_mb": max((_peak(row) for row in present), default=0.0),
     }
 
 
@@ -397,7 +409,7 @@ def growth(runs: list[dict]) -> dict:
     """Each stage's seconds and peak RSS at each size over the smallest size's (``runs`` sorted by size)."""
     smallest = runs[0]
     out: dict = {}
-    for stage in [*STAGES, WHOLE_RUN]:
+    for stage in [*STAGES, WHOLE_RUN, WITH_BACKTEST]:
         base = _figures(smallest, stage)
         if base is None:
             continue
@@ -412,8 +424,8 @@ def growth(runs: list[dict]) -> dict:
 
 
 def _figures(run: dict, stage: str) -> dict | None:
-    if stage == WHOLE_RUN:
-        total = run["whole_run"]
+    if stage in (WHOLE_RUN, WITH_BACKTEST):
+        total = run["whole_run"] if stage == WHOLE_RUN else run["whole_run"].get("with_backtest", {"ok": False})
         return {"seconds": total["seconds"], "peak_rss_mb": total["peak_rss_mb"]} if total["ok"] else None
     row = run["stages"].get(stage)
     return {"seconds": row["seconds"], "peak_rss_mb": _peak(row)} if row and row["ok"] else None
@@ -448,12 +460,14 @@ def _table_lines(runs: list[dict], ratios: dict) -> list[str]:
                 f"{n:>12,}  {stage:<30} {row['seconds']:>9.1f} {row.get('process_seconds', 0):>10.1f} "
                 f"{_growth_cell(ratios, stage, n):>7} {rss_cell:>25}{note}"
             )
-        total = run["whole_run"]
-        label = WHOLE_RUN + ("" if total["ok"] else " (incomplete)")
-        lines.append(
-            f"{n:>12,}  {label:<30} {total['seconds']:>9.1f} {total['process_seconds']:>10.1f} "
-            f"{_growth_cell(ratios, WHOLE_RUN, n):>7} {total['peak_rss_mb']:>25,.0f}"
-        )
+        for name, total in ((WHOLE_RUN, run["whole_run"]), (WITH_BACKTEST, run["whole_run"].get("with_backtest"))):
+            if total is None:
+                continue
+            label = name + ("" if total["ok"] else " (incomplete)")
+            lines.append(
+                f"{n:>12,}  {label:<30} {total['seconds']:>9.1f} {total['process_seconds']:>10.1f} "
+                f"{_growth_cell(ratios, name, n):>7} {total['peak_rss_mb']:>25,.0f}"
+            )
         lines += [f"{'':>12}  ERROR in {e['stage']}: {(e['error'] or '').splitlines()[0]}" for e in run["errors"]]
         lines.append("")
     return lines
@@ -472,8 +486,8 @@ def goals(runs: list[dict]) -> tuple[list[str], dict]:
     where = f"at {n:,} events" + ("" if n == GOAL_EVENTS else f" (the goals are for {GOAL_EVENTS:,}: indicative)")
     lines, checks = [f"Goals of issue 19, {where}:"], {}
     for key, label, row, field, limit, unit in (
-        ("whole_run", f"whole run under {GOAL_WHOLE_RUN_S:,.0f} s (stage processes)", whole, "process_seconds",
-         GOAL_WHOLE_RUN_S, "s"),
+        ("whole_run", f"whole run, backtest off, under {GOAL_WHOLE_RUN_S:,.0f} s (processes)", whole,
+         "process_seconds", GOAL_WHOLE_RUN_S, "s"),
         ("feature_build", f"feature build (dbt build) under {GOAL_FEATURE_BUILD_S:,.0f} s", build, "seconds",
          GOAL_FEATURE_BUILD_S, "s"),
         ("training", f"training ({TRAIN}) under {GOAL_TRAINING_S:,.0f} s", train, "seconds", GOAL_TRAINING_S, "s"),
@@ -537,7 +551,8 @@ def report(runs: list[dict]) -> tuple[str, dict]:
     lines = [
         "End to end: the training DAG's stages, each in its own process "
         f"({json.dumps(settings.get('config_overrides'))}, top-K {settings.get('top_k')}, "
-        f"candidate ranking {'on' if settings.get('candidate_ranking', True) else 'off'}, backtest on)",
+        f"candidate ranking {'on' if settings.get('candidate_ranking', True) else 'off'}; the backtest is timed, "
+        "and left out of the whole run as issue 19 asks)",
         "",
         *_table_lines(runs, ratios),
     ]
