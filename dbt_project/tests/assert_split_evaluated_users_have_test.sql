@@ -2,7 +2,7 @@
 -- and are flagged is_evaluated; users with fewer have none
 
 select user_id
-from {{ ref('interactions_split') }}
+from {{ rows_of_changed_users('interactions_split') }} as split_rows  -- noqa: AL05
 group by user_id
 having
     (

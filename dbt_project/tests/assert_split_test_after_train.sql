@@ -6,7 +6,7 @@ with
 
 split as (
 
-    select * from {{ ref('interactions_split') }}
+    select split_rows.* from {{ rows_of_changed_users('interactions_split') }} as split_rows
 
 ),
 

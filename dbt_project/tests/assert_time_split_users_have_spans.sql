@@ -6,7 +6,10 @@ with
 
 interaction_users as (
 
-    select distinct user_id from {{ ref('int_interactions') }}
+    select distinct interactions.user_id
+    from
+        {{ rows_of_changed_users('int_interactions', read_whole_with=['int_user_interaction_spans']) }}
+            as interactions
 
 ),
 

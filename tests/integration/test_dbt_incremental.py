@@ -246,7 +246,8 @@ def test_an_incremental_builds_tests_read_the_shoppers_it_changed(grown):
     """The row-local tests of the appended-to tables read the rows of shoppers with events
     since the last recorded build (macros/tests_on_changed_rows.sql): a bad row of such a
     shopper stops the build, even in a pair no new event touched; another shopper's rows are
-    left to the build that tested them. A full rebuild then tests every row."""
+    left to the build that tested them, by the generic tests and by the split's per-shopper
+    singular tests alike. A full rebuild then tests every row."""
     settings, _, _ = grown
     events = _loaded_events(settings)
     categories = {"i3": "jardín", "i4": "jardin"}  # as the earlier tests left the catalogue
@@ -270,12 +271,18 @@ def test_an_incremental_builds_tests_read_the_shoppers_it_changed(grown):
         assert _load(settings, events, load_id, categories)["new_events"] == 1
 
     corrupt(untouched_pair)
+    with warehouse.connect(settings) as conn:  # and u20's split: test rows only (a per-shopper singular test)
+        conn.cursor().execute("UPDATE interactions_split SET split = 'test' WHERE user_id = 'u20'")
+        conn.commit()
     one_more_event_of_u1("incremental-test:8", "2024-06-01 10:00:00")
     assert not dbt.build(settings, {}).full_refresh  # u20 has no new event: the narrowed tests pass
     last_build = _last_dbt_log()
     assert re.search(r"not_null_int_interactions_last_loaded_at.*?stg_raw__events__since_last_build", last_build, re.S)
+    assert re.search(r"assert_split_test_users_have_train.*?stg_raw__events__since_last_build", last_build, re.S)
     with pytest.raises(dbt.DbtError, match="not_null_int_interactions_last_loaded_at"):
         dbt.run_dbt(settings, ["test", "--select", "int_interactions"])  # a test run of its own reads every row
+    with pytest.raises(dbt.DbtError, match="assert_split_test_users_have_train"):
+        dbt.run_dbt(settings, ["test", "--select", "assert_split_test_users_have_train"])
 
     corrupt(changed_pair)  # u1's pair with the first item, which the next event does not touch
     one_more_event_of_u1("incremental-test:9", "2024-06-02 10:00:00")

@@ -296,6 +296,32 @@ def test_every_model_and_column_is_described_and_every_key_tested(built, tmp_pat
     assert without_key_test == []
 
 
+def test_a_uniqueness_test_reads_no_rows_where_the_tables_key_enforces_it_and_groups_where_not(built):
+    """A unique key on exactly the tested columns refuses duplicates, so the test selects `where false`
+    (macros/tests_backed_by_keys.sql); without that key the same test groups the rows and finds a copy."""
+    split_test = "unique_combination_interactions_split_user_id__item_id"
+    for test in (split_test, "unique_stg_raw__events_source_row_id"):
+        compiled = dbt.run_dbt(built, ["compile", "--select", test])
+        assert "MariaDB refuses duplicates" in compiled and "where false" in compiled, compiled
+    view_test = "unique_combination_interactions_time_split_user_id__item_id"  # a view has no key
+    not_keyed = dbt.run_dbt(built, ["compile", "--select", view_test])
+    assert "having count(*) > 1" in not_keyed and "where false" not in not_keyed
+    try:
+        with warehouse.connect(built) as conn:
+            cur = conn.cursor()
+            cur.execute("ALTER TABLE interactions_split DROP PRIMARY KEY")
+            cur.execute(
+                "INSERT INTO interactions_split SELECT * FROM interactions_split ORDER BY user_id, item_id LIMIT 1"
+            )
+            conn.commit()
+        assert "having count(*) > 1" in dbt.run_dbt(built, ["compile", "--select", split_test])
+        with pytest.raises(dbt.DbtError, match=split_test):
+            dbt.run_dbt(built, ["test", "--select", split_test])
+    finally:
+        dbt.run_dbt(built, ["run", "--select", "interactions_split", "--full-refresh"], {"time_cut_days": 15})
+    dbt.run_dbt(built, ["test", "--select", split_test])
+
+
 def test_dbt_runs_the_threads_the_setting_asks_for_and_refuses_a_bad_one(built, monkeypatch):
     monkeypatch.setenv("RECSYS_DBT_THREADS", "3")
     assert "Concurrency: 3 threads" in dbt.run_dbt(built, ["seed", "--select", "event_weights"])
