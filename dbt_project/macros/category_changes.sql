@@ -12,12 +12,12 @@
     per catalogue item: the table record_categories_seen() writes after every build),
     and compared with the new ones here.
 
-    category_touched_users_sql(): a SELECT of the user_ids of int_interactions rows
-    changed since the last build and of the users those category changes reach (every
-    user when a spelling changed, or when the record of the last build's categories is
-    missing). The comparisons read the catalogue's few rows; the users come from one
-    scan of int_interactions (it has no index on last_loaded_at or item_id), which also
-    looks for the changed items' users when there are any.
+    category_touched_users_sql(): a SELECT of the user_ids of the shoppers with events
+    staged since the last recorded build (stg_raw__events' list of them) and of the users
+    those category changes reach (every user when a spelling changed, or when the record
+    of the last build's categories is missing). The comparisons read the catalogue's few
+    rows; the changed items' users, when there are any, come from a scan of
+    int_interactions (it has no index on item_id).
 -#}
 {% macro categories_seen_relation() -%}
     {{ this.schema }}.{{ this.identifier }}__categories_seen
@@ -84,12 +84,16 @@
         {%- endset -%}
         {%- set n_changed_items = run_query("select count(*) from (" ~ changed_items_sql ~ ") as changed").columns[0].values()[0] -%}
     {%- endif -%}
-    select user_id
-    from {{ ref('int_interactions') }}
-    {%- if not everyone %}
-    where last_loaded_at > {{ last_build_watermark() }}
+    {%- if everyone %}
+    select user_id from {{ ref('int_interactions') }}
+    {%- else %}
+    {#- the shoppers with events staged since the last recorded build: every shopper whose interactions
+        changed, and a few whose new events changed none (returns, non-products), redone to the same rows;
+        int_interactions' rows stamped after it were a scan of its 6.6M rows at 10M events (2 s) -#}
+    select user_id from ({{ events_since(last_build_watermark()) }}) as staged_since_last_build
         {%- if n_changed_items > 0 %}
-        or item_id in ({{ changed_items_sql }})
+    union all
+    select user_id from {{ ref('int_interactions') }} where item_id in ({{ changed_items_sql }})
         {%- endif %}
     {%- endif %}
 {%- endmacro %}

@@ -1,23 +1,20 @@
 -- sqlfluff:exclude_rules:LT02
 {#- sqlfluff misreads the indentation of the multi-line plausible_event_time_range() in these macros -#}
 {#-
-    valid_raw_events(): SQL selecting the raw events staging keeps before duplicates are
-    dropped -- ids trimmed, event type lower-cased, the loader's event_at to the second,
-    rows without a user, item, type or plausible time left out (stg_raw__rejected_events
-    gives them their reason). In an incremental build only the raw rows stamped after
-    the newest `loaded_at` already staged.
+    valid_raw_events(new_rows_only): SQL selecting the raw events staging keeps before
+    duplicates are dropped -- ids trimmed, event type lower-cased, the loader's event_at
+    to the second, rows without a user, item, type or plausible time left out
+    (stg_raw__rejected_events gives them their reason). With `new_rows_only` (by default
+    in an incremental build) only the raw rows loaded since the last recorded build.
 
-    staged_raw_events(): what stg_raw__events and its later-copies pre-hook read, so
-    both read exactly the same rows: valid_raw_events() in a full build; in an
-    incremental one the session table create_new_raw_events() filled with them (a
+    staged_raw_events(): what stg_raw__events reads: valid_raw_events() in a full build;
+    in an incremental one the session table create_new_raw_events() filled with them (a
     pre-hook, dropped again by drop_new_raw_events()), read once from the raw table.
 
-    later_copies_relation(): the session's temporary table of the source_row_id of every
-    later copy of an event (create_later_copies() fills it before the model's query
-    runs, drop_later_copies() drops it after). The hooks are given as
-    '{{ create_later_copies() }}' strings: rendered when the hook runs, in the model's
-    context (called in config() they would render at parse time, where source() and
-    is_incremental() do not answer for the build).
+    later_copies(new_rows_only): the source_row_id of every later copy of an event among
+    the same rows, stg_raw__event_copies' query, a model of its own so that it runs
+    beside stg_item_kinds instead of inside stg_raw__events, which every other model
+    waits for (it was that model's pre-hook: 28 s of the 10M full build's 106 s there).
 
     Why this way: an exact duplicate is the same user, item, type, value, quantity,
     price, time and basket. A window partitioned by those eight columns sorted every
@@ -36,7 +33,8 @@
     back to back: the pre-hook 88.5 -> 41.8-47.7 s, the model's lookups (IN over 10M
     first copies, NOT IN over 5,299 later ones) 65.8-76.5 -> 51.4-53.7 s.
 -#}
-{% macro valid_raw_events() -%}
+{% macro valid_raw_events(new_rows_only=none) -%}
+    {%- set new_rows_only = is_incremental() if new_rows_only is none else new_rows_only -%}
     select * from (
         select
             source_row_id,
@@ -53,10 +51,15 @@
         from {{ source('raw', 'raw_events') }}
     ) as cleaned
     where
-        {%- if is_incremental() %}
+        {%- if new_rows_only %}
             -- first: MariaDB tests the conditions in the order written, so the trims run
-            -- on the new rows only (a scan of 10M raw rows 13.7 -> 7.8 s)
-            loaded_at > {{ incremental_watermark('loaded_at') }} and
+            -- on the new rows only. The last recorded build's watermark, a one-row
+            -- lookup that MariaDB evaluates while planning, so raw_events' loaded_at index
+            -- reads the new rows alone; the newest loaded_at staged here (the max of a
+            -- 10M-row table, a subquery left to run time) made it a scan, 8 s at 10M
+            -- events. Rows a failed build staged after that watermark are read again and
+            -- merged in place on source_row_id: the same rows.
+            loaded_at > {{ last_build_watermark() }} and
         {%- endif %}
         user_id is not null
         and item_id is not null
@@ -96,13 +99,12 @@
 {%- endmacro %}
 
 
-{% macro later_copies_relation() -%}
-    {{ this.schema }}.{{ this.identifier }}__later_copies
-{%- endmacro %}
-
-
-{% macro create_later_copies() -%}
-    create temporary table {{ later_copies_relation() }} (primary key (source_row_id))
+{#-
+    later_copies(new_rows_only): SQL selecting the source_row_id of every later copy of an
+    event (stg_raw__event_copies' query): among all raw events, or among those loaded
+    since the last recorded build.
+-#}
+{% macro later_copies(new_rows_only) -%}
     select source_row_id from (
         select
             valid.source_row_id,
@@ -121,7 +123,7 @@
             -- the moments (user and item, to a CRC, and time) that more than one event shares, with
             -- their events' ids: a sort of 12-byte keys, the ids gathered for the few that repeat
             select sql_big_result json_arrayagg(source_row_id) as source_row_ids
-            from ({{ staged_raw_events() }}) as grouped
+            from ({{ valid_raw_events(new_rows_only) }}) as grouped
             group by crc32(concat_ws('|', user_id, item_id)), event_at
             having count(*) > 1
         ) as shared_moments
@@ -129,13 +131,8 @@
             shared_moments.source_row_ids, '$[*]' columns (source_row_id bigint path '$')
         ) as candidates
         -- each candidate's cleaned values, read by the raw table's primary key
-        inner join ({{ staged_raw_events() }}) as valid
+        inner join ({{ valid_raw_events(new_rows_only) }}) as valid
             on valid.source_row_id = candidates.source_row_id
     ) as numbered
     where copy_number > 1
-{%- endmacro %}
-
-
-{% macro drop_later_copies() -%}
-    drop temporary table if exists {{ later_copies_relation() }}
 {%- endmacro %}

@@ -4,7 +4,7 @@
         meta={'tests_read_changed_users': true},
         unique_key=['user_id', 'item_id'],
         cluster_by=['user_id', 'item_id'],
-        pre_hook=["{{ drop_touched_pairs() }}", "{{ create_touched_pairs('last_loaded_at') }}"],
+        pre_hook=["{{ drop_touched_pairs() }}", "{{ create_touched_pairs() }}"],
         post_hook=[
             "{{ drop_touched_pairs() }}",
             create_index(['first_source_row_id'], unique=true),

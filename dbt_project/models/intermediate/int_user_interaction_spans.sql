@@ -4,10 +4,13 @@
         meta={'tests_read_changed_users': true},
         unique_key=['user_id'],
         cluster_by=['user_id'],
-        pre_hook=["{{ drop_touched_users() }}", "{{ create_touched_users('int_interactions', 'last_loaded_at') }}"],
+        pre_hook=["{{ drop_touched_users() }}", "{{ create_touched_users('stg_raw__events', 'loaded_at') }}"],
         post_hook=["{{ drop_touched_users() }}"],
     )
 }}
+
+-- depends_on: {{ ref('stg_raw__events') }}
+-- (the pre-hook's touched users come from its list of the events staged since the last build)
 
 -- one row per user with interactions: when their first and their newest new item were
 -- first seen, and their last interaction (what interactions_time_split's view needs per user).

@@ -4,12 +4,15 @@
         meta={'tests_read_changed_users': true},
         unique_key=['user_id', 'item_id'],
         cluster_by=['user_id', 'item_id'],
-        pre_hook=['{{ drop_touched_users() }}', "{{ create_touched_users('int_interactions', 'last_loaded_at') }}"],
+        pre_hook=['{{ drop_touched_users() }}', "{{ create_touched_users('stg_raw__events', 'loaded_at') }}"],
         post_hook=['{{ drop_touched_users() }}'],
     )
 }}
 
-{#-
+-- depends_on: {{ ref('stg_raw__events') }}
+-- (the pre-hook's touched users come from its list of the events staged since the last build)
+
+{#
     Evaluation split (implicit feedback, per-user temporal holdout):
       * a user's repeated interactions with an item collapse to the first one
         (int_interactions.first_event_at, tie-broken by first_source_row_id);

@@ -13,6 +13,9 @@
     )
 }}
 
+-- depends_on: {{ ref('stg_raw__events') }}
+-- (the pre-hook's touched users come from its list of the events staged since the last build)
+
 -- one row per (user, category) of the user's positive interactions: how much of the
 -- user's activity the category holds and its rank among the user's categories.
 {#-

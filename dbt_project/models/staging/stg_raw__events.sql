@@ -5,13 +5,10 @@
         unique_key='source_row_id',
         cluster_by=['user_id', 'item_id', 'source_row_id'],
         pre_hook=[
-            '{{ drop_later_copies() }}',
             '{{ drop_new_raw_events() }}',
             '{{ create_new_raw_events() }}',
-            '{{ create_later_copies() }}',
         ],
         post_hook=[
-            '{{ drop_later_copies() }}',
             '{{ create_events_since_last_build() }}',
             '{{ forget_events_of_last_build() }}',
             '{{ add_events_since_last_build() }}',
@@ -29,9 +26,10 @@
 
     Incremental: a build after the raw events only grew (see
     recsys_pipeline.features.dbt.plan_build) reads just the raw rows stamped after the
-    newest `loaded_at` here; the loader keeps the first `loaded_at` of unchanged rows.
+    last recorded build (by raw_events' loaded_at index); the loader keeps the first
+    `loaded_at` of unchanged rows.
     Those rows are cleaned once into a session table (create_new_raw_events(), keyed in
-    this table's order) that the later-copies pre-hook and the query read: merged into
+    this table's order) that the query reads: merged into
     the query, MariaDB tested "not a copy of a staged event" against every raw row before
     the `loaded_at` filter -- 10M lookups, 297 s for 100k new rows at 10M events.
     Anything else -- changed rules, changed or removed raw rows -- is built with
@@ -50,9 +48,9 @@ valid as (
 
 later_copies as (
 
-    -- every copy of an event after its lowest source_row_id (the pre-hook's table, see
-    -- macros/staged_events.sql); stg_raw__rejected_events lists them
-    select source_row_id from {{ later_copies_relation() }}
+    -- every copy of an event after its lowest source_row_id among the rows read here
+    -- (macros/staged_events.sql); stg_raw__rejected_events lists them
+    select source_row_id from {{ ref('stg_raw__event_copies') }}
 
 ),
 

@@ -14,8 +14,8 @@
     Incremental: a raw row's reason depends on the row alone and on whether staging kept
     it, and an incremental build (plan_build: the raw events only grew) neither stages
     an old rejected row nor rejects an old staged one. So a build after new raw rows
-    takes only the rows stamped after the last recorded build (last_build_watermark(); a
-    scan of raw_events, which has no index on loaded_at) and adds those staging left
+    takes only the rows stamped after the last recorded build (last_build_watermark(),
+    read by raw_events' loaded_at index) and adds those staging left
     out, looked up by stg_raw__events' unique source_row_id, instead of anti-joining
     every raw row (14.6 s at 10M events, bench/README.md). Any
     other change rebuilds it in full with the rest of the project.

@@ -91,6 +91,18 @@ def create_table_sql(entity: str, qualified_table: str) -> str:
     )
 
 
+def add_loaded_at_index_sql(qualified_table: str) -> str:
+    """DDL of the raw table's index on ``loaded_at``, added once the table is loaded.
+
+    What arrived since a time: the incremental dbt models' new rows, ``plan_build``'s count of
+    the rows a build saw, dbt's source freshness (a max). Without it each was a scan of the
+    whole table (10M events: 3-8 s each, several per daily build). Built after the load, in
+    one sorted pass: kept up row by row during ``LOAD DATA`` it cost the 10.5M-event load
+    72.3 s against 52.8 s without it; added afterwards, 8 s.
+    """
+    return f"ALTER TABLE {qualified_table} ADD INDEX `loaded_at` (`loaded_at`)"
+
+
 def _first_bad(frame: pd.DataFrame, mask: pd.Series, column: str, first_row: int = 0) -> str:
     position = int(mask.to_numpy().nonzero()[0][0])
     value = frame[column].iloc[position]

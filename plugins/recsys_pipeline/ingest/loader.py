@@ -33,7 +33,13 @@ import pandas as pd
 from recsys_pipeline import warehouse
 from recsys_pipeline.ingest import online_events
 from recsys_pipeline.ingest.adapters import FolderDataset, RawDataset
-from recsys_pipeline.ingest.contract import CONTRACT, PRIMARY_KEYS, ContractError, create_table_sql
+from recsys_pipeline.ingest.contract import (
+    CONTRACT,
+    PRIMARY_KEYS,
+    ContractError,
+    add_loaded_at_index_sql,
+    create_table_sql,
+)
 from recsys_pipeline.settings import MySQLSettings
 
 log = logging.getLogger(__name__)
@@ -195,6 +201,7 @@ def stage_raw(
                 for frame in frames:
                     loads.submit(f"{database}.{new_table}", stamps.stamp(frame), source, entity)
                 rows[entity] = loads.finish()
+                cur.execute(add_loaded_at_index_sql(f"{db}.{warehouse.quote_identifier(new_table)}"))
                 # InnoDB recounts a bulk-loaded table's rows in the background, 10 s or more later; until then its
                 # statistics say it is (nearly) empty (measured: 0 of 1M rows), and the gate's and dbt's queries,
                 # which start within seconds, are planned on that. ANALYZE samples a few pages per index.
