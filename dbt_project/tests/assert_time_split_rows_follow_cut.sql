@@ -3,10 +3,10 @@
 -- the cut, every test one at or after it, and a repeat after the cut is a train row with
 -- an event at or after the cut.
 -- One test instead of a not_null or accepted_values test per column: each of those was a
--- pass of its own over the view's 6.6M rows at 10M events (eleven passes, 10-15 s of
--- every build's test time; the cut moves every day, so no build can test the changed rows
--- alone). The view's unique_combination test and assert_time_split_users_have_spans cover
--- the rest.
+-- pass of its own over the view's 6.6M rows at 10M events (nine passes, 8-12 s of every
+-- build's test time; the cut moves every day, so no build can test the changed rows
+-- alone). The key's columns keep their not_null and unique_combination tests, and
+-- assert_time_split_users_have_spans covers is_evaluated.
 
 select
     user_id,
