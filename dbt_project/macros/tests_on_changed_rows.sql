@@ -55,6 +55,12 @@
     {%- if not updated_incrementally(relation, tested.alias) -%}
         {{ return('') }}
     {%- endif -%}
+    {{ return(changed_users_condition(relation)) }}
+{%- endmacro %}
+
+
+{#- the shoppers with events staged since the last recorded build, as a condition on `relation`'s user_id -#}
+{% macro changed_users_condition(relation) -%}
     {#- stg_raw__events' own list, beside it in the same schema (a ref here would be a test dependency) -#}
     {%- set staged = api.Relation.create(
         database=relation.database, schema=relation.schema, identifier='stg_raw__events'
@@ -131,13 +137,7 @@
         {%- endif -%}
     {%- endfor -%}
     {%- if checked and not built_whole -%}
-        {%- set staged = api.Relation.create(
-            database=relation.database, schema=relation.schema, identifier='stg_raw__events'
-        ) -%}
-        (
-            select * from {{ relation }}
-            where user_id in (select user_id from {{ events_since_last_build_relation(staged) }})
-        )
+        (select * from {{ relation }} where {{ changed_users_condition(relation) }})
     {%- else -%}
         {{ relation }}
     {%- endif -%}

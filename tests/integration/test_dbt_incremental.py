@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 COMPARED = {
     "stg_raw__events": "source_row_id",
     "stg_raw__rejected_events": "source_row_id",
+    "stg_item_kinds": "item_id",
     "int_interactions": "user_id, item_id",
     "int_interaction_days": "user_id, item_id, event_date",
     "int_user_activity": "user_id",
